@@ -1,0 +1,43 @@
+# One place for every routine command; the README and CI call these targets.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CUSTOMERS ?= 20000
+SEED ?= 7
+
+.PHONY: demo test check lint types bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## demo: install, generate a world, and run the main job as far as it exists
+demo: $(STAMP)
+	$(BIN)/refund-risk data generate --customers $(CUSTOMERS) --seed $(SEED)
+	$(BIN)/refund-risk data report
+
+## test: the whole test suite
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+types: $(STAMP)
+	$(BIN)/mypy
+
+## check: lint, types and tests, as CI runs them
+check: lint types test
+
+## bench: throughput figures (printed, not asserted)
+bench: $(STAMP)
+	$(BIN)/refund-risk data benchmark --customers 20000 --customers 200000
+
+clean:
+	rm -rf $(VENV) data/generated mlruns .mypy_cache .ruff_cache .pytest_cache

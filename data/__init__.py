@@ -1,0 +1,1 @@
+"""The raw world: table schemas, loaders for a shop's own files, and the synthetic world generator."""

@@ -1,0 +1,116 @@
+"""`refund-risk data ...`: generate a synthetic world, import a shop's files, report, benchmark."""
+
+from __future__ import annotations
+
+import resource
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from refund_risk.console import console, progress_bar, reports_errors
+from refund_risk.settings import load_settings
+
+app = typer.Typer(help="The raw world: generate, import, inspect.", no_args_is_help=True)
+
+
+@app.command()
+@reports_errors
+def generate(
+    customers: Annotated[int, typer.Option(help="Number of customer accounts.")] = 20_000,
+    months: Annotated[int, typer.Option(help="Length of the simulated period.")] = 12,
+    start: Annotated[str, typer.Option(help="First day of the period (YYYY-MM-DD).")] = (
+        "2025-01-01"
+    ),
+    seed: Annotated[int | None, typer.Option(help="Random seed (default: settings).")] = None,
+) -> None:
+    """Simulate a shop's customers, orders, refunds and late labels; write them as Parquet."""
+    from data.generator import generate_world
+    from data.world_io import save_world
+
+    settings = load_settings()
+    seed = settings.seed if seed is None else seed
+    began = time.perf_counter()
+    with progress_bar("generating world") as progress:
+        world = generate_world(customers, seed=seed, months=months, start=start,
+                               progress=progress)
+        progress("writing Parquet", 0.9)
+        save_world(world, settings.raw_dir, settings.oracle_dir)
+    elapsed = time.perf_counter() - began
+    for name, frame in world.tables.items():
+        typer.echo(f"{name:<16} {len(frame):>12,} rows")
+    typer.echo(
+        f"wrote {world.row_count:,} rows to {settings.raw_dir} in {elapsed:.1f} s "
+        f"({world.row_count / elapsed:,.0f} rows/s); oracle in {settings.oracle_dir}"
+    )
+
+
+@app.command("import")
+@reports_errors
+def import_(
+    directory: Annotated[
+        Path, typer.Argument(help="Folder with customers, orders, refund_requests, outcomes "
+                             "and identity_links as .csv or .parquet.", exists=True,
+                             file_okay=False)
+    ],
+) -> None:
+    """Validate a shop's own files and store the accepted rows; rejected rows go to a file."""
+    from data.importer import import_directory
+
+    settings = load_settings()
+    report = import_directory(directory, settings.raw_dir, settings.data_dir / "rejects")
+    console.print(report.render())
+
+
+@app.command()
+@reports_errors
+def report(
+    plot: Annotated[Path | None, typer.Option(help="Where to save the PNG chart.")] = None,
+) -> None:
+    """Print the world's vital signs against the field figures, and save them as a PNG."""
+    from data.report import format_report, plot_report, vital_signs
+    from data.storage import read_world
+    from data.world_io import load_oracle
+
+    settings = load_settings()
+    tables = read_world(settings.raw_dir)
+    oracle = load_oracle(settings.oracle_dir)
+    signs = vital_signs(tables, oracle[0] if oracle else None)
+    typer.echo(format_report(signs))
+    target = plot or settings.reports_dir / "world.png"
+    plot_report(signs, target)
+    typer.echo(f"chart saved to {target}")
+
+
+@app.command()
+def schema() -> None:
+    """Print the raw tables' schema as Markdown (the README's schema section)."""
+    from data.schema_docs import schema_markdown
+
+    typer.echo(schema_markdown(), nl=False)
+
+
+@app.command()
+@reports_errors
+def benchmark(
+    customers: Annotated[
+        list[int] | None, typer.Option(help="World sizes to time; repeat the option.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+) -> None:
+    """Time the generator: rows generated per second and peak memory, per world size."""
+    from data.generator import generate_world
+
+    sizes = customers or [20_000]
+    typer.echo(f"{'customers':>10} {'rows':>12} {'seconds':>8} {'rows/s':>12} {'peak RSS':>10}")
+    for size in sizes:
+        began = time.perf_counter()
+        world = generate_world(size, seed=seed)
+        elapsed = time.perf_counter() - began
+        peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+        typer.echo(
+            f"{size:>10,} {world.row_count:>12,} {elapsed:>8.1f} "
+            f"{world.row_count / elapsed:>12,.0f} {peak_gb:>8.2f} GB"
+        )
+        del world

@@ -1,0 +1,65 @@
+"""Reading and writing raw tables as Parquet, atomically."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from data.schema import TABLES, Table
+from refund_risk.errors import NotFoundError
+
+
+@contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `target`; move it into place only if the block succeeds.
+
+    A crash or an exception leaves `target` as it was: never half-written.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def to_arrow(frame: pd.DataFrame, table: Table) -> pa.Table:
+    """Convert a frame to the table's exact Arrow schema (column order and types)."""
+    return pa.Table.from_pandas(
+        frame[table.column_names], schema=table.arrow_schema(), preserve_index=False
+    )
+
+
+def write_table(frame: pd.DataFrame | pa.Table, table: Table, directory: Path) -> Path:
+    """Write one table to `directory/<name>.parquet`, atomically; return the path."""
+    arrow = frame if isinstance(frame, pa.Table) else to_arrow(frame, table)
+    arrow = arrow.select(table.column_names).cast(table.arrow_schema())
+    target = directory / f"{table.name}.parquet"
+    with atomic_path(target) as tmp:
+        pq.write_table(arrow, tmp, compression="zstd")
+    return target
+
+
+def read_table(table: Table | str, directory: Path) -> pd.DataFrame:
+    """Read one stored table; raise NotFoundError naming the missing file."""
+    spec = TABLES[table] if isinstance(table, str) else table
+    path = directory / f"{spec.name}.parquet"
+    if not path.exists():
+        raise NotFoundError(f"no {spec.name} table at {path}; generate or import a world first")
+    return pd.read_parquet(path)
+
+
+def read_world(directory: Path) -> dict[str, pd.DataFrame]:
+    """Read every raw table from `directory`, keyed by table name."""
+    return {name: read_table(name, directory) for name in TABLES}
