@@ -252,6 +252,8 @@ def _customers(rng: np.random.Generator, n: int, horizon: float) -> dict[str, np
     ring_id = np.full(n, -1, dtype=np.int64)
     sizes = rng.integers(3, 8, size=max(1, n_ring // 3 + 1))
     members = np.repeat(np.arange(len(sizes)), sizes)[:n_ring]
+    if n_ring and members[-1] > 0 and (members == members[-1]).sum() < 3:
+        members[members == members[-1]] -= 1  # no ring of one or two: fold into the previous
     ring_id[n - n_ring :] = members
     n_rings = int(members.max()) + 1 if n_ring else 0
 
@@ -316,9 +318,11 @@ def _identities(rng: np.random.Generator, cust: dict[str, np.ndarray]) -> dict[s
         pool = next_id + np.arange(n_rings * 2).reshape(n_rings, 2)
         next_id += n_rings * 2
         uses = rng.random(len(in_ring)) < share_p[kind]
+        which = rng.integers(0, 2, len(in_ring))
         if kind == "device":
-            uses[:] = True  # every ring account shows at least one shared device
-        picked = pool[ring[in_ring], rng.integers(0, 2, len(in_ring))]
+            uses[:] = True  # every ring account shows the ring's main device
+            which[:] = 0
+        picked = pool[ring[in_ring], which]
         ids[kind][in_ring[uses], 0] = picked[uses]
 
     # Each payment instrument has a method; abusers lean on methods that are easy to dispute.
@@ -427,7 +431,7 @@ def _claims(
     cat, ctype, amount = o["category"], o["type"], o["amount"]
     ordered, shipped, delivered = o["ordered"], o["shipped"], o["delivered"]
     t_frac = np.clip(ordered / horizon, 0.0, 1.0)
-    value_factor = np.clip(amount / 100.0, 0.05, 50.0) ** 0.18
+    value_factor = np.clip(amount / 100.0, 0.05, 50.0) ** 0.27
 
     cand_order: list[np.ndarray] = []
     cand_detail: list[np.ndarray] = []
@@ -551,8 +555,8 @@ def _claims(
     # The true probability that this claim is abusive, and the draw.
     base = np.where(
         motive,
-        np.array([-1.3, -1.3, -0.8, -0.3, -0.4, 0.0])[type_c],
-        np.array([-4.1, -3.1, -2.6, -2.4, -2.5, -2.0])[type_c],
+        np.array([-1.5, -1.5, -1.0, -0.5, -0.6, -0.2])[type_c],
+        np.array([-3.9, -3.1, -2.6, -2.4, -2.5, -2.0])[type_c],
     )
     since_delivery = when - deliv_c
     ev = o["evidence"][order_idx]
@@ -577,8 +581,8 @@ def _claims(
             type_c == RING,
             (type_c == FALSE_CLAIMER) & (detail == D_NOT_RECEIVED),
             type_c == FALSE_CLAIMER,
-            type_c == SWAPPER,
-            type_c == WARDROBER,
+            (type_c == SWAPPER) & (refund_type == RETURN_AND_REFUND),
+            (type_c == WARDROBER) & (refund_type == RETURN_AND_REFUND),
             (refund_type == REFUND_ONLY) & np.isin(detail, [D_DAMAGED, D_NAD]) & motive,
         ],
         [6, 3, 4, 5, 2, 4],
