@@ -33,8 +33,7 @@ def generate(
     seed = settings.seed if seed is None else seed
     began = time.perf_counter()
     with progress_bar("generating world") as progress:
-        world = generate_world(customers, seed=seed, months=months, start=start,
-                               progress=progress)
+        world = generate_world(customers, seed=seed, months=months, start=start, progress=progress)
         progress("writing Parquet", 0.9)
         save_world(world, settings.raw_dir, settings.oracle_dir)
     elapsed = time.perf_counter() - began
@@ -50,9 +49,13 @@ def generate(
 @reports_errors
 def import_(
     directory: Annotated[
-        Path, typer.Argument(help="Folder with customers, orders, refund_requests, outcomes "
-                             "and identity_links as .csv or .parquet.", exists=True,
-                             file_okay=False)
+        Path,
+        typer.Argument(
+            help="Folder with customers, orders, refund_requests, outcomes "
+            "and identity_links as .csv or .parquet.",
+            exists=True,
+            file_okay=False,
+        ),
     ],
 ) -> None:
     """Validate a shop's own files and store the accepted rows; rejected rows go to a file."""

@@ -243,7 +243,7 @@ def generate_world(
 
 def _customers(rng: np.random.Generator, n: int, horizon: float) -> dict[str, np.ndarray]:
     """Types, rings, signup days and appetites of every customer."""
-    n_ring = int(round(TYPE_SHARE[RING] * n))
+    n_ring = round(TYPE_SHARE[RING] * n)
     other_share = TYPE_SHARE[:RING] / TYPE_SHARE[:RING].sum()
     ctype = np.full(n, RING, dtype=np.int8)
     ctype[: n - n_ring] = rng.choice(RING, size=n - n_ring, p=other_share)
@@ -332,8 +332,11 @@ def _identities(rng: np.random.Generator, cust: dict[str, np.ndarray]) -> dict[s
         _pick(rng, np.tile(PAYMENT_MIX_ABUSER, (n * 2, 1))).reshape(n, 2),
         _pick(rng, np.tile(PAYMENT_MIX_HONEST, (n * 2, 1))).reshape(n, 2),
     )
-    return {**{f"{k}_ids": v for k, v in ids.items()},
-            **{f"{k}_count": v for k, v in counts.items()}, "pay_method": method}
+    return {
+        **{f"{k}_ids": v for k, v in ids.items()},
+        **{f"{k}_count": v for k, v in counts.items()},
+        "pay_method": method,
+    }
 
 
 def _orders(
@@ -361,9 +364,7 @@ def _orders(
 
     ctype = cust["type"][c]
     cat = _pick(rng, cust["cat_pref"][c])
-    amount = (
-        AMOUNT_MEDIAN[cat] * AMOUNT_FACTOR[ctype] * rng.lognormal(0.0, AMOUNT_SIGMA[cat], m)
-    )
+    amount = AMOUNT_MEDIAN[cat] * AMOUNT_FACTOR[ctype] * rng.lognormal(0.0, AMOUNT_SIGMA[cat], m)
     amount = np.round(np.maximum(amount, 1.0), 2)
     items_lambda = np.where(cat == APPAREL, np.where(ctype == WARDROBER, 2.0, 1.0), 0.5)
     items = 1 + rng.poisson(items_lambda)
@@ -438,10 +439,12 @@ def _claims(
     cand_time: list[np.ndarray] = []
     cand_motive: list[np.ndarray] = []
 
-    def add(mask: np.ndarray, detail: np.ndarray, when: np.ndarray, motivated: bool) -> None:
+    def add(mask: np.ndarray, detail: np.ndarray | int, when: np.ndarray, motivated: bool) -> None:
         idx = np.flatnonzero(mask)
         cand_order.append(idx)
-        cand_detail.append(np.asarray(detail)[idx] if np.ndim(detail) else np.full(len(idx), detail))
+        cand_detail.append(
+            np.asarray(detail)[idx] if np.ndim(detail) else np.full(len(idx), detail)
+        )
         cand_time.append(when[idx])
         cand_motive.append(np.full(len(idx), motivated))
 
@@ -475,38 +478,67 @@ def _claims(
     add(ordinary, detail, when, motivated=False)
 
     # Logistics claims on parcels that really were late or lost, or stolen from a doorstep.
-    add(o["lost"] & (rng.random(m) < 0.8), D_NOT_RECEIVED,
-        shipped + 6.0 + rng.uniform(0.0, 10.0, m), motivated=False)
+    add(
+        o["lost"] & (rng.random(m) < 0.8),
+        D_NOT_RECEIVED,
+        shipped + 6.0 + rng.uniform(0.0, 10.0, m),
+        motivated=False,
+    )
     late_when = shipped + 4.0 + rng.uniform(0.0, 3.0, m)
-    add(o["late"] & (rng.random(m) < 0.03) & (late_when < delivered), D_LATE, late_when,
-        motivated=False)
-    add(~o["lost"] & SHIPPED_GOODS[cat] & (rng.random(m) < 0.0005), D_NOT_RECEIVED,
-        after_delivery + rng.uniform(0.2, 3.0, m), motivated=False)
+    add(
+        o["late"] & (rng.random(m) < 0.03) & (late_when < delivered),
+        D_LATE,
+        late_when,
+        motivated=False,
+    )
+    add(
+        ~o["lost"] & SHIPPED_GOODS[cat] & (rng.random(m) < 0.0005),
+        D_NOT_RECEIVED,
+        after_delivery + rng.uniform(0.2, 3.0, m),
+        motivated=False,
+    )
 
     # Motivated claims of the abusive types.
     u = rng.random(m)
     physical = SHIPPED_GOODS[cat]
     ward_p = np.where(cat == APPAREL, 0.3, 0.02)
-    add((ctype == WARDROBER) & (u < ward_p),
+    add(
+        (ctype == WARDROBER) & (u < ward_p),
         _pick(rng, np.tile([0, 0, 0.2, 0, 0.45, 0, 0, 0.35, 0], (m, 1))),
-        after_delivery + rng.uniform(2.0, 10.0, m), motivated=True)
+        after_delivery + rng.uniform(2.0, 10.0, m),
+        motivated=True,
+    )
     fc_detail = np.where(
         rng.random(m) < 0.45 + 0.3 * t_frac,
         D_NOT_RECEIVED,
         np.where(rng.random(m) < 0.7, D_DAMAGED, D_NAD),
     )
-    add((ctype == FALSE_CLAIMER) & physical & (u < 0.09 * (1.0 + 1.6 * t_frac)), fc_detail,
-        after_delivery + rng.exponential(1.5, m), motivated=True)
+    add(
+        (ctype == FALSE_CLAIMER) & physical & (u < 0.09 * (1.0 + 1.6 * t_frac)),
+        fc_detail,
+        after_delivery + rng.exponential(1.5, m),
+        motivated=True,
+    )
     swap_p = np.where(cat == ELECTRONICS, 0.35, np.where(RETURNABLE[cat], 0.15, 0.0))
-    add((ctype == SWAPPER) & (u < swap_p),
+    add(
+        (ctype == SWAPPER) & (u < swap_p),
         _pick(rng, np.tile([0, 0, 0.45, 0.25, 0, 0, 0, 0.3, 0], (m, 1))),
-        after_delivery + rng.uniform(1.0, 12.0, m), motivated=True)
-    add((ctype == RING) & physical & (u < 0.2),
+        after_delivery + rng.uniform(1.0, 12.0, m),
+        motivated=True,
+    )
+    add(
+        (ctype == RING) & physical & (u < 0.2),
         _pick(rng, np.tile([0, 0, 0.25, 0.35, 0, 0, 0.4, 0, 0], (m, 1))),
-        after_delivery + rng.exponential(1.0, m), motivated=True)
+        after_delivery + rng.exponential(1.0, m),
+        motivated=True,
+    )
     opp_detail = _pick(rng, np.tile([0, 0, 0.2, 0.5, 0, 0, 0, 0.3, 0], (m, 1)))
-    add((ctype == OPPORTUNIST) & RETURNABLE[cat] & (u < 0.015), opp_detail,
-        after_delivery + rng.uniform(0.5, 10.0, m), motivated=True)
+    add(
+        (ctype == OPPORTUNIST) & RETURNABLE[cat] & (u < 0.015),
+        opp_detail,
+        after_delivery + rng.uniform(0.5, 10.0, m),
+        motivated=True,
+    )
 
     order_idx = np.concatenate(cand_order)
     detail = np.concatenate(cand_detail).astype(np.int64)
@@ -528,12 +560,14 @@ def _claims(
     stage = np.where(when < ship_c, 0, np.where(np.isnan(deliv_c) | (when < deliv_c), 1, 2))
     stage = np.where(cat_c == VIRTUAL, 2, stage)
     # A claim before delivery can only be a cancellation or a logistics claim.
-    detail = np.where((stage < 2) & np.isin(detail, [D_NAD, D_DAMAGED, D_WRONG_SIZE]),
-                      D_CHANGED_MIND, detail)
+    detail = np.where(
+        (stage < 2) & np.isin(detail, [D_NAD, D_DAMAGED, D_WRONG_SIZE]), D_CHANGED_MIND, detail
+    )
 
     returnable = RETURNABLE[cat_c] & (stage == 2)
-    wants_return = np.isin(detail, [D_MISTAKE, D_TWICE, D_WRONG_SIZE, D_NAD, D_CHANGED_MIND,
-                                    D_OTHER])
+    wants_return = np.isin(
+        detail, [D_MISTAKE, D_TWICE, D_WRONG_SIZE, D_NAD, D_CHANGED_MIND, D_OTHER]
+    )
     p_return = np.where(wants_return, 0.88, np.where(detail == D_DAMAGED, 0.45, 0.0))
     p_return = np.where(motive & (type_c == RING), 0.25, p_return)
     p_return = np.where(motive & (type_c == FALSE_CLAIMER), 0.0, p_return)
@@ -631,13 +665,13 @@ def _outcomes(
     source = np.where(proof_check, SRC["delivery_proof"], source)
     known = np.where(proof_check, t + rng.uniform(1.0, 5.0, n), known)
 
-    detect_warehouse = np.select(
-        [pattern == 5, pattern == 2], [0.85, 0.45], default=0.35
-    )
+    detect_warehouse = np.select([pattern == 5, pattern == 2], [0.85, 0.45], default=0.35)
     strong_proof = np.isin(ev, [EV_PHOTO, EV_SIGNATURE])
     detect_proof = np.where(strong_proof, 0.65, 0.3)
     u = rng.random(n)
-    p_detect = np.where(is_return, detect_warehouse, np.where(proof_check & ~lost, detect_proof, 0.0))
+    p_detect = np.where(
+        is_return, detect_warehouse, np.where(proof_check & ~lost, detect_proof, 0.0)
+    )
     p_flag_honest = np.where(is_return, 0.004, np.where(proof_check & ~lost, 0.01, 0.0))
     first_abusive = np.where(abusive, u < p_detect, u < p_flag_honest)
     first_abusive &= stage > 0
@@ -706,51 +740,66 @@ def _assemble(
             pa.array(codes, type=pa.int32()), pa.array(list(values))
         ).cast(pa.string())
 
-    customers = table(CUSTOMERS, {
-        "customer_id": customer_ids,
-        "signup_at": _timestamps(t0, cust["signup"]),
-        "region": REGIONS[cust["region"]],
-    })
+    customers = table(
+        CUSTOMERS,
+        {
+            "customer_id": customer_ids,
+            "signup_at": _timestamps(t0, cust["signup"]),
+            "region": REGIONS[cust["region"]],
+        },
+    )
     order_ids = _ids("o", np.arange(m), 9)
-    orders = table(ORDERS, {
-        "order_id": order_ids,
-        "customer_id": customer_ids.take(pa.array(o["customer"])),
-        "ordered_at": _timestamps(t0, o["ordered"]),
-        "category": enum(CATEGORIES, o["category"]),
-        "amount": o["amount"],
-        "item_count": o["items"],
-        "payment_method": enum(PAYMENT_METHODS, o["method"]),
-        "device_id": _ids("d", o["device"], 8),
-        "address_id": _ids("a", o["address"], 8),
-        "payment_fingerprint": _ids("p", o["payment"], 8),
-        "shipped_at": _timestamps(t0, shipped),
-        "delivered_at": _timestamps(t0, delivered),
-        "delivery_evidence": enum(DELIVERY_EVIDENCE, evidence),
-    })
+    orders = table(
+        ORDERS,
+        {
+            "order_id": order_ids,
+            "customer_id": customer_ids.take(pa.array(o["customer"])),
+            "ordered_at": _timestamps(t0, o["ordered"]),
+            "category": enum(CATEGORIES, o["category"]),
+            "amount": o["amount"],
+            "item_count": o["items"],
+            "payment_method": enum(PAYMENT_METHODS, o["method"]),
+            "device_id": _ids("d", o["device"], 8),
+            "address_id": _ids("a", o["address"], 8),
+            "payment_fingerprint": _ids("p", o["payment"], 8),
+            "shipped_at": _timestamps(t0, shipped),
+            "delivered_at": _timestamps(t0, delivered),
+            "delivery_evidence": enum(DELIVERY_EVIDENCE, evidence),
+        },
+    )
 
     k = len(cl["order"])
     refund_ids = _ids("r", np.arange(k), 8)
-    reason_codes = np.array([list(dict.fromkeys(REASON_DETAILS.values())).index(REASON_DETAILS[d])
-                             for d in DETAILS])
-    refunds = table(REFUND_REQUESTS, {
-        "refund_id": refund_ids,
-        "order_id": order_ids.take(pa.array(cl["order"])),
-        "customer_id": customer_ids.take(pa.array(cl["customer"])),
-        "requested_at": _timestamps(t0, cl["time"]),
-        "refund_type": enum(REFUND_TYPES, cl["refund_type"]),
-        "reason": enum(tuple(dict.fromkeys(REASON_DETAILS.values())), reason_codes[cl["detail"]]),
-        "reason_detail": enum(DETAILS, cl["detail"]),
-        "amount_requested": cl["asked"],
-        "photo_count": cl["photos"],
-        "order_stage": enum(("not_shipped", "in_transit", "delivered"), cl["stage"]),
-    })
-    outcomes = table(OUTCOMES, {
-        "outcome_id": _ids("x", np.arange(len(out["refund"])), 8),
-        "refund_id": refund_ids.take(pa.array(out["refund"])),
-        "is_abusive": out["is_abusive"],
-        "known_at": _timestamps(t0, out["known_at"]),
-        "source": enum(OUTCOME_SOURCES, out["source"]),
-    })
+    reason_codes = np.array(
+        [list(dict.fromkeys(REASON_DETAILS.values())).index(REASON_DETAILS[d]) for d in DETAILS]
+    )
+    refunds = table(
+        REFUND_REQUESTS,
+        {
+            "refund_id": refund_ids,
+            "order_id": order_ids.take(pa.array(cl["order"])),
+            "customer_id": customer_ids.take(pa.array(cl["customer"])),
+            "requested_at": _timestamps(t0, cl["time"]),
+            "refund_type": enum(REFUND_TYPES, cl["refund_type"]),
+            "reason": enum(
+                tuple(dict.fromkeys(REASON_DETAILS.values())), reason_codes[cl["detail"]]
+            ),
+            "reason_detail": enum(DETAILS, cl["detail"]),
+            "amount_requested": cl["asked"],
+            "photo_count": cl["photos"],
+            "order_stage": enum(("not_shipped", "in_transit", "delivered"), cl["stage"]),
+        },
+    )
+    outcomes = table(
+        OUTCOMES,
+        {
+            "outcome_id": _ids("x", np.arange(len(out["refund"])), 8),
+            "refund_id": refund_ids.take(pa.array(out["refund"])),
+            "is_abusive": out["is_abusive"],
+            "known_at": _timestamps(t0, out["known_at"]),
+            "source": enum(OUTCOME_SOURCES, out["source"]),
+        },
+    )
 
     # Identity links: fingerprints first seen at signup (main device, address) or at an order.
     kinds = np.repeat(np.arange(3), m)
@@ -769,26 +818,35 @@ def _assemble(
     links = links[links["s"] < horizon]
     kind_codes = links["k"].to_numpy()
     fingerprints = _ids(pa.array(np.array(["d", "a", "p"])[kind_codes]), links["f"].to_numpy(), 8)
-    identity_links = table(IDENTITY_LINKS, {
-        "customer_id": customer_ids.take(pa.array(links["c"].to_numpy())),
-        "kind": enum(("device", "address", "payment"), kind_codes),
-        "fingerprint": fingerprints,
-        "seen_at": _timestamps(t0, links["s"].to_numpy()),
-    })
+    identity_links = table(
+        IDENTITY_LINKS,
+        {
+            "customer_id": customer_ids.take(pa.array(links["c"].to_numpy())),
+            "kind": enum(("device", "address", "payment"), kind_codes),
+            "fingerprint": fingerprints,
+            "seen_at": _timestamps(t0, links["s"].to_numpy()),
+        },
+    )
 
-    oracle_refunds = table(ORACLE_REFUNDS, {
-        "refund_id": refund_ids,
-        "true_abuse_probability": cl["p_true"],
-        "is_abusive_true": cl["abusive"],
-        "pattern": enum(PATTERNS, cl["pattern"]),
-    })
+    oracle_refunds = table(
+        ORACLE_REFUNDS,
+        {
+            "refund_id": refund_ids,
+            "true_abuse_probability": cl["p_true"],
+            "is_abusive_true": cl["abusive"],
+            "pattern": enum(PATTERNS, cl["pattern"]),
+        },
+    )
     in_ring = cust["ring"] >= 0
     ring_text = pc.if_else(pa.array(in_ring), _ids("ring", np.maximum(cust["ring"], 0), 4), None)
-    oracle_customers = table(ORACLE_CUSTOMERS, {
-        "customer_id": customer_ids,
-        "latent_type": enum(TYPES, cust["type"]),
-        "ring_id": ring_text,
-    })
+    oracle_customers = table(
+        ORACLE_CUSTOMERS,
+        {
+            "customer_id": customer_ids,
+            "latent_type": enum(TYPES, cust["type"]),
+            "ring_id": ring_text,
+        },
+    )
     tables = {
         "customers": customers,
         "orders": orders,

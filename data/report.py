@@ -137,9 +137,7 @@ def format_report(signs: VitalSigns) -> str:
         "reason mix                     share    field",
     ]
     for reason, share in signs.reason_mix.items():
-        lines.append(
-            f"  {reason:<28} {share:6.1%}   {FIELD_REASON_MIX.get(str(reason), 0.0):5.0%}"
-        )
+        lines.append(f"  {reason:<28} {share:6.1%}   {FIELD_REASON_MIX.get(str(reason), 0.0):5.0%}")
     lines += [
         f"requests with a label so far   {signs.labelled_share:.1%}",
         f"labelled abusive (known)       {signs.labelled_abusive_share:.1%}",
@@ -216,8 +214,7 @@ def plot_report(signs: VitalSigns, path: Path) -> Path:
     ax = axes[1, 1]
     delays = signs.label_delay_days
     ax.barh([str(s) for s in delays.index], delays["50%"], color="#228833", label="median")
-    ax.scatter(delays["90%"], np.arange(len(delays)), color="black", marker="|", s=200,
-               label="p90")
+    ax.scatter(delays["90%"], np.arange(len(delays)), color="black", marker="|", s=200, label="p90")
     ax.set_title("Label delay by source (days)")
     ax.legend()
 

@@ -136,8 +136,12 @@ CUSTOMERS = Table(
     key=("customer_id",),
     columns=(
         Column("customer_id", Kind.ID, "Account id.", example="c0000042"),
-        Column("signup_at", Kind.TIMESTAMP, "When the account was created.",
-               example="2024-03-05 14:22:00"),
+        Column(
+            "signup_at",
+            Kind.TIMESTAMP,
+            "When the account was created.",
+            example="2024-03-05 14:22:00",
+        ),
         Column("region", Kind.TEXT, "Shipping region of the account.", example="north"),
     ),
 )
@@ -156,23 +160,47 @@ ORDERS = Table(
     columns=(
         Column("order_id", Kind.ID, "Order id.", example="o000000017"),
         Column("customer_id", Kind.ID, "Who ordered.", example="c0000042"),
-        Column("ordered_at", Kind.TIMESTAMP, "When the order was placed.",
-               example="2025-02-11 09:30:00"),
+        Column(
+            "ordered_at",
+            Kind.TIMESTAMP,
+            "When the order was placed.",
+            example="2025-02-11 09:30:00",
+        ),
         Column("category", Kind.ENUM, "Goods category.", values=CATEGORIES, example="apparel"),
         Column("amount", Kind.MONEY, "Order value paid.", example="59.90"),
         Column("item_count", Kind.COUNT, "Number of items in the order.", example="2"),
-        Column("payment_method", Kind.ENUM, "How it was paid.", values=PAYMENT_METHODS,
-               example="card"),
+        Column(
+            "payment_method", Kind.ENUM, "How it was paid.", values=PAYMENT_METHODS, example="card"
+        ),
         Column("device_id", Kind.ID, "Fingerprint of the device used to order.", example="d0001"),
         Column("address_id", Kind.ID, "Fingerprint of the shipping address.", example="a0001"),
-        Column("payment_fingerprint", Kind.ID, "Fingerprint of the payment instrument.",
-               example="p0001"),
-        Column("shipped_at", Kind.TIMESTAMP, "When it left the warehouse; empty if never.",
-               nullable=True, example="2025-02-12 16:00:00"),
-        Column("delivered_at", Kind.TIMESTAMP, "When the carrier marked it delivered; empty if not.",
-               nullable=True, example="2025-02-14 11:10:00"),
-        Column("delivery_evidence", Kind.ENUM, "Carrier's proof of delivery.",
-               values=DELIVERY_EVIDENCE, example="photo"),
+        Column(
+            "payment_fingerprint",
+            Kind.ID,
+            "Fingerprint of the payment instrument.",
+            example="p0001",
+        ),
+        Column(
+            "shipped_at",
+            Kind.TIMESTAMP,
+            "When it left the warehouse; empty if never.",
+            nullable=True,
+            example="2025-02-12 16:00:00",
+        ),
+        Column(
+            "delivered_at",
+            Kind.TIMESTAMP,
+            "When the carrier marked it delivered; empty if not.",
+            nullable=True,
+            example="2025-02-14 11:10:00",
+        ),
+        Column(
+            "delivery_evidence",
+            Kind.ENUM,
+            "Carrier's proof of delivery.",
+            values=DELIVERY_EVIDENCE,
+            example="photo",
+        ),
     ),
 )
 
@@ -190,18 +218,42 @@ REFUND_REQUESTS = Table(
         Column("refund_id", Kind.ID, "Refund request id.", example="r00000003"),
         Column("order_id", Kind.ID, "The order it is about.", example="o000000017"),
         Column("customer_id", Kind.ID, "Who asked.", example="c0000042"),
-        Column("requested_at", Kind.TIMESTAMP, "When the customer asked.",
-               example="2025-02-16 20:05:00"),
-        Column("refund_type", Kind.ENUM, "Refund only (keep or never got the item) or return.",
-               values=REFUND_TYPES, example="return_and_refund"),
-        Column("reason", Kind.ENUM, "Reason chosen by the customer.", values=REASONS,
-               example="not_as_described"),
-        Column("reason_detail", Kind.ENUM, "Detailed reason.", values=tuple(REASON_DETAILS),
-               example="wrong_size"),
+        Column(
+            "requested_at",
+            Kind.TIMESTAMP,
+            "When the customer asked.",
+            example="2025-02-16 20:05:00",
+        ),
+        Column(
+            "refund_type",
+            Kind.ENUM,
+            "Refund only (keep or never got the item) or return.",
+            values=REFUND_TYPES,
+            example="return_and_refund",
+        ),
+        Column(
+            "reason",
+            Kind.ENUM,
+            "Reason chosen by the customer.",
+            values=REASONS,
+            example="not_as_described",
+        ),
+        Column(
+            "reason_detail",
+            Kind.ENUM,
+            "Detailed reason.",
+            values=tuple(REASON_DETAILS),
+            example="wrong_size",
+        ),
         Column("amount_requested", Kind.MONEY, "Money asked back.", example="59.90"),
         Column("photo_count", Kind.COUNT, "Photos attached as evidence.", example="0"),
-        Column("order_stage", Kind.ENUM, "Where the order was when the request came.",
-               values=ORDER_STAGES, example="delivered"),
+        Column(
+            "order_stage",
+            Kind.ENUM,
+            "Where the order was when the request came.",
+            values=ORDER_STAGES,
+            example="delivered",
+        ),
     ),
 )
 
@@ -220,10 +272,16 @@ OUTCOMES = Table(
         Column("outcome_id", Kind.ID, "Outcome id.", example="x00000003"),
         Column("refund_id", Kind.ID, "The refund request it is about.", example="r00000003"),
         Column("is_abusive", Kind.BOOL, "Whether the request was found abusive.", example="false"),
-        Column("known_at", Kind.TIMESTAMP, "When this became known.",
-               example="2025-02-24 10:00:00"),
-        Column("source", Kind.ENUM, "How it became known.", values=OUTCOME_SOURCES,
-               example="warehouse_check"),
+        Column(
+            "known_at", Kind.TIMESTAMP, "When this became known.", example="2025-02-24 10:00:00"
+        ),
+        Column(
+            "source",
+            Kind.ENUM,
+            "How it became known.",
+            values=OUTCOME_SOURCES,
+            example="warehouse_check",
+        ),
     ),
 )
 
@@ -239,8 +297,12 @@ IDENTITY_LINKS = Table(
         Column("customer_id", Kind.ID, "The account.", example="c0000042"),
         Column("kind", Kind.ENUM, "What was fingerprinted.", values=LINK_KINDS, example="device"),
         Column("fingerprint", Kind.ID, "The fingerprint.", example="d0001"),
-        Column("seen_at", Kind.TIMESTAMP, "When it was first seen on this account.",
-               example="2025-02-11 09:30:00"),
+        Column(
+            "seen_at",
+            Kind.TIMESTAMP,
+            "When it was first seen on this account.",
+            example="2025-02-11 09:30:00",
+        ),
     ),
 )
 

@@ -59,8 +59,9 @@ def progress_bar(title: str) -> Iterator[ProgressCallback]:
         task = progress.add_task(title, total=1.0)
 
         def update(stage: str, fraction: float) -> None:
-            progress.update(task, completed=min(max(fraction, 0.0), 1.0),
-                            description=f"{title}: {stage}")
+            progress.update(
+                task, completed=min(max(fraction, 0.0), 1.0), description=f"{title}: {stage}"
+            )
 
         yield update
         progress.update(task, completed=1.0, description=f"{title}: done")

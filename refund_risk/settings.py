@@ -1,4 +1,4 @@
-"""Typed settings: one class, read from `REFUND_RISK_*` environment variables, validated at start."""
+"""Typed settings: one class, read from `REFUND_RISK_*` variables, validated at start."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ class Settings(BaseSettings):
     )
     database_url: str | None = Field(
         default=None,
-        description="SQLAlchemy URL of the service database; defaults to a SQLite file in data_dir.",
+        description="SQLAlchemy URL of the service database; default: SQLite in data_dir.",
     )
     mlflow_tracking_uri: str | None = Field(
         default=None,

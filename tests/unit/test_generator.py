@@ -3,6 +3,8 @@ reproducible bit for bit. Checked on two seeds, so a figure that holds by luck o
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -103,8 +105,10 @@ def test_honest_customers_also_look_suspicious(world: World) -> None:
     honest = joined[~joined["is_abusive_true"]]
     assert (honest["reason_detail"] == "ordered_twice").sum() > 50
     assert (honest["reason_detail"] == "late").sum() > 20
-    assert ((honest["reason_detail"] == "wrong_size") & (honest["category"] == "apparel")).sum() > 20
-    assert ((honest["reason_detail"] == "not_received")).sum() > 20
+    assert (
+        (honest["reason_detail"] == "wrong_size") & (honest["category"] == "apparel")
+    ).sum() > 20
+    assert (honest["reason_detail"] == "not_received").sum() > 20
 
 
 def test_goods_differ_by_category(world: World) -> None:
@@ -183,9 +187,9 @@ def test_same_seed_same_world_and_other_seed_other_world() -> None:
     assert not first.tables["orders"]["amount"].equals(other.tables["orders"]["amount"])
 
 
-def test_saved_world_round_trips_and_keeps_the_oracle_apart(tmp_path: pytest.TempPathFactory) -> None:
+def test_saved_world_round_trips_and_keeps_the_oracle_apart(tmp_path: Path) -> None:
     world = generate_world(2_000, seed=3)
-    raw, oracle_dir = tmp_path / "raw", tmp_path / "oracle"  # type: ignore[operator]
+    raw, oracle_dir = tmp_path / "raw", tmp_path / "oracle"
     save_world(world, raw, oracle_dir)
     again = read_world(raw)
     for name in TABLES:
