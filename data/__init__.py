@@ -1,1 +1,1 @@
-"""The raw world: table schemas, loaders for a shop's own files, and the synthetic world generator."""
+"""The raw world: table schemas, loaders for a shop's own files, and the world generator."""
