@@ -5,6 +5,9 @@ from __future__ import annotations
 import typer
 
 from data.cli import app as data_app
+from features.cli import app as features_app
+from policy.cli import app as policy_app
+from training.cli import models_app, train_app
 
 app = typer.Typer(
     name="refund-risk",
@@ -13,6 +16,10 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(data_app, name="data")
+app.add_typer(policy_app, name="policy")
+app.add_typer(features_app, name="features")
+app.add_typer(train_app, name="train")
+app.add_typer(models_app, name="models")
 
 
 if __name__ == "__main__":  # pragma: no cover

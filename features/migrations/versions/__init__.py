@@ -1,0 +1,1 @@
+"""Event store migration scripts, oldest first."""

@@ -1,0 +1,372 @@
+"""The event store: each customer's history in a real database, for the online builder.
+
+SQLAlchemy 2 Core tables mirror the raw tables of `data.schema` (prefixed `event_`), created and
+upgraded by the Alembic migrations under `features/migrations/`, run from code (no alembic.ini).
+SQLite and PostgreSQL go through the same code; the URL decides. Nothing here runs at import.
+
+Writes are upserts on each table's key: ingesting the same rows twice changes nothing, an
+order's row can be written again when it ships or is delivered, and an identity link keeps the
+earliest time it was seen.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from data.schema import TABLES, Kind
+from refund_risk.errors import ConfigurationError, DataValidationError
+
+TABLE_PREFIX = "event_"
+VERSION_TABLE = "features_alembic_version"
+"""Alembic's version table for the event store; its own name, so other migrations can share
+the database without sharing a version history."""
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+_SA_TYPES: dict[Kind, Any] = {
+    Kind.ID: sa.String(),
+    Kind.TEXT: sa.String(),
+    Kind.ENUM: sa.String(),
+    Kind.TIMESTAMP: sa.DateTime(),
+    Kind.MONEY: sa.Double(),
+    Kind.COUNT: sa.BigInteger(),
+    Kind.BOOL: sa.Boolean(),
+}
+
+# Lookups the online builder makes: a customer's rows, and who else used a fingerprint.
+_INDEXES: dict[str, tuple[tuple[str, ...], ...]] = {
+    "orders": (("customer_id",),),
+    "refund_requests": (("customer_id",), ("order_id",)),
+    "outcomes": (("refund_id",),),
+    "identity_links": (("kind", "fingerprint"),),
+}
+
+metadata = sa.MetaData()
+
+
+def _table(name: str) -> sa.Table:
+    spec = TABLES[name]
+    columns = [
+        sa.Column(
+            c.name,
+            _SA_TYPES[c.kind],
+            primary_key=c.name in spec.key,
+            nullable=c.nullable and c.name not in spec.key,
+        )
+        for c in spec.columns
+    ]
+    indexes = [
+        sa.Index(f"ix_{TABLE_PREFIX}{name}_{'_'.join(cols)}", *cols)
+        for cols in _INDEXES.get(name, ())
+    ]
+    return sa.Table(f"{TABLE_PREFIX}{name}", metadata, *columns, *indexes)
+
+
+EVENT_TABLES: dict[str, sa.Table] = {name: _table(name) for name in TABLES}
+"""The event store's tables, by raw table name."""
+
+
+def create_store_engine(url: str, schema: str | None = None) -> Engine:
+    """An engine for the event store at `url`; `schema` (PostgreSQL only) sets the search path.
+
+    A SQLite file's folder is created here, when the engine is made, never at import.
+    """
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise ConfigurationError(f"not a database URL: {url!r} ({exc})") from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(parsed)
+
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            # WAL lets the service read while an ingest writes; NORMAL sync is durable in WAL
+            # mode except for the last commits before a power cut, which an append can redo.
+            cursor = dbapi_connection.cursor()
+            if parsed.database and parsed.database != ":memory:":
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        return engine
+    if backend != "postgresql":
+        raise ConfigurationError(f"the event store supports SQLite and PostgreSQL, not {backend}")
+    engine = sa.create_engine(parsed, pool_pre_ping=True)
+    if schema is not None:
+
+        @sa.event.listens_for(engine, "connect")
+        def _search_path(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute(f'SET search_path TO "{schema}"')
+            cursor.close()
+            dbapi_connection.commit()
+
+    return engine
+
+
+def alembic_config(connection: Connection) -> Config:
+    """An Alembic configuration in code, bound to `connection`."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["connection"] = connection
+    return config
+
+
+def _db_value(value: Any) -> Any:
+    """A Python value the database driver takes: None for missing, datetime for timestamps."""
+    kind = type(value)
+    # The common cases first: this runs once per cell of every row written.
+    if value is None or kind is str or kind is int or kind is bool or kind is datetime:
+        return value
+    if kind is float:
+        return None if math.isnan(value) else value
+    if value is pd.NaT:
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.to_pydatetime()
+    if isinstance(value, np.datetime64):
+        return None if np.isnat(value) else pd.Timestamp(value).to_pydatetime()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _db_time(value: Any) -> datetime | None:
+    """A timestamp as a naive UTC datetime (what the DateTime columns hold); None if missing."""
+    if type(value) is datetime and value.tzinfo is None:
+        return value
+    cleaned = _db_value(value)
+    if cleaned is None:
+        return None
+    stamp = pd.Timestamp(cleaned)
+    if stamp.tzinfo is not None:
+        stamp = stamp.tz_convert("UTC").tz_localize(None)
+    result: datetime = stamp.to_pydatetime()
+    return result
+
+
+_TIME_COLUMNS: dict[str, frozenset[str]] = {
+    name: frozenset(c.name for c in table.columns if c.kind == Kind.TIMESTAMP)
+    for name, table in TABLES.items()
+}
+
+
+class EventStore:
+    """The event tables behind one engine: write (upsert), read one customer's history, count."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._upserts: dict[str, Any] = {}
+
+    @classmethod
+    def open(cls, url: str, schema: str | None = None, migrate: bool = True) -> EventStore:
+        """Connect to the store at `url`, bringing its tables up to date unless told not to."""
+        store = cls(create_store_engine(url, schema=schema))
+        if migrate:
+            store.migrate()
+        return store
+
+    def migrate(self) -> None:
+        """Run the event store's migrations up to the latest."""
+        with self.engine.begin() as connection:
+            command.upgrade(alembic_config(connection), "head")
+
+    def dispose(self) -> None:
+        """Close the engine's pooled connections."""
+        self.engine.dispose()
+
+    # writing
+
+    def _upsert(self, name: str) -> Any:
+        # Built once per table: building and compiling an upsert costs more than running it.
+        if name not in self._upserts:
+            self._upserts[name] = self._build_upsert(name)
+        return self._upserts[name]
+
+    def _build_upsert(self, name: str) -> Any:
+        table = EVENT_TABLES[name]
+        dialect = self.engine.dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        stmt = insert(table)
+        key = list(TABLES[name].key)
+        if name == "identity_links":
+            # A fingerprint is "first seen" at the earliest time anyone reported.
+            earliest = sa.case(
+                (stmt.excluded.seen_at < table.c.seen_at, stmt.excluded.seen_at),
+                else_=table.c.seen_at,
+            )
+            return stmt.on_conflict_do_update(index_elements=key, set_={"seen_at": earliest})
+        updates = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in key}
+        return stmt.on_conflict_do_update(index_elements=key, set_=updates)
+
+    def write(
+        self, rows: Mapping[str, Sequence[Mapping[str, Any]]], connection: Connection | None = None
+    ) -> None:
+        """Upsert rows of several tables in one transaction, in dependency order."""
+        if connection is None:
+            with self.engine.begin() as conn:
+                self.write(rows, conn)
+            return
+        for name in TABLES:
+            records = rows.get(name)
+            if not records:
+                continue
+            if name not in EVENT_TABLES:
+                raise DataValidationError(f"unknown table {name!r}")
+            columns = TABLES[name].column_names
+            times = _TIME_COLUMNS[name]
+            clean = []
+            for record in records:
+                missing = [c for c in columns if c not in record]
+                if missing:
+                    raise DataValidationError(f"{name} row lacks {', '.join(missing)}")
+                clean.append(
+                    {
+                        c: _db_time(record[c]) if c in times else _db_value(record[c])
+                        for c in columns
+                    }
+                )
+            connection.execute(self._upsert(name), clean)
+
+    def write_frames(
+        self,
+        frames: Mapping[str, pd.DataFrame],
+        chunk_rows: int = 20_000,
+        progress: Any = None,
+    ) -> dict[str, int]:
+        """Upsert whole tables (bulk history), in chunks; return rows written per table."""
+        written: dict[str, int] = {}
+        total = sum(len(f) for f in frames.values()) or 1
+        done = 0
+        for name in TABLES:
+            frame = frames.get(name)
+            if frame is None:
+                continue
+            columns = TABLES[name].column_names
+            for start in range(0, len(frame), chunk_rows):
+                part = frame.iloc[start : start + chunk_rows]
+                with self.engine.begin() as connection:
+                    self.write({name: records(part, columns)}, connection)
+                done += len(part)
+                if progress is not None:
+                    progress(name, done / total)
+            written[name] = len(frame)
+        return written
+
+    def clear(self) -> None:
+        """Delete every event (the tables stay)."""
+        with self.engine.begin() as connection:
+            for name in reversed(list(TABLES)):
+                connection.execute(sa.delete(EVENT_TABLES[name]))
+
+    def counts(self) -> dict[str, int]:
+        """Rows per table."""
+        with self.engine.connect() as connection:
+            return {
+                name: int(
+                    connection.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
+                )
+                for name, t in EVENT_TABLES.items()
+            }
+
+    # reading
+
+    def histories(self, customer_ids: Collection[str]) -> dict[str, list[dict[str, Any]]]:
+        """Every row about the given customers: their account, orders, refunds, the outcomes of
+        those refunds, and their identity links."""
+        ids = sorted(set(customer_ids))
+        out: dict[str, list[dict[str, Any]]] = {name: [] for name in TABLES}
+        if not ids:
+            return out
+        t = EVENT_TABLES
+        with self.engine.connect() as connection:
+            for part in _chunks(ids, 500):
+                queries = {
+                    "customers": sa.select(t["customers"]).where(
+                        t["customers"].c.customer_id.in_(part)
+                    ),
+                    "orders": sa.select(t["orders"]).where(t["orders"].c.customer_id.in_(part)),
+                    "refund_requests": sa.select(t["refund_requests"]).where(
+                        t["refund_requests"].c.customer_id.in_(part)
+                    ),
+                    "outcomes": sa.select(t["outcomes"])
+                    .join(
+                        t["refund_requests"],
+                        t["refund_requests"].c.refund_id == t["outcomes"].c.refund_id,
+                    )
+                    .where(t["refund_requests"].c.customer_id.in_(part)),
+                    "identity_links": sa.select(t["identity_links"]).where(
+                        t["identity_links"].c.customer_id.in_(part)
+                    ),
+                }
+                for name, query in queries.items():
+                    out[name].extend(dict(r._mapping) for r in connection.execute(query))
+        return out
+
+    def refund_owners(self, refund_ids: Collection[str]) -> dict[str, str]:
+        """The customer of each refund request the store has, of those asked about."""
+        refunds = EVENT_TABLES["refund_requests"]
+        owners: dict[str, str] = {}
+        with self.engine.connect() as connection:
+            for part in _chunks(sorted(set(refund_ids)), 500):
+                query = sa.select(refunds.c.refund_id, refunds.c.customer_id).where(
+                    refunds.c.refund_id.in_(part)
+                )
+                owners.update({r.refund_id: r.customer_id for r in connection.execute(query)})
+        return owners
+
+    def fingerprint_links(self, fingerprints: Collection[tuple[str, str]]) -> list[dict[str, Any]]:
+        """Every identity link using one of the (kind, fingerprint) pairs."""
+        wanted = set(fingerprints)
+        links = EVENT_TABLES["identity_links"]
+        rows: list[dict[str, Any]] = []
+        with self.engine.connect() as connection:
+            for part in _chunks(sorted({fp for _, fp in wanted}), 500):
+                query = sa.select(links).where(links.c.fingerprint.in_(part))
+                for r in connection.execute(query):
+                    row = dict(r._mapping)
+                    if (row["kind"], row["fingerprint"]) in wanted:
+                        rows.append(row)
+        return rows
+
+    def scan(self, name: str, batch_rows: int = 50_000) -> Iterator[list[dict[str, Any]]]:
+        """Every row of one table, in batches."""
+        with self.engine.connect() as connection:
+            result = connection.execution_options(yield_per=batch_rows).execute(
+                sa.select(EVENT_TABLES[name])
+            )
+            for part in result.partitions():
+                yield [dict(r._mapping) for r in part]
+
+
+def _chunks(values: Sequence[str], size: int) -> Iterable[Sequence[str]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def records(frame: pd.DataFrame, columns: list[str]) -> list[dict[str, Any]]:
+    """Rows of a raw-table frame as driver-ready dicts (None for missing values)."""
+    data: dict[str, list[Any]] = {}
+    for c in columns:
+        series = frame[c]
+        if pd.api.types.is_datetime64_any_dtype(series.dtype):
+            # datetime64[us] turns into datetime objects (NaT into None) in one step.
+            data[c] = series.to_numpy(dtype="datetime64[us]").astype(object).tolist()
+        else:
+            data[c] = [_db_value(v) for v in series.to_numpy(dtype=object)]
+    return [dict(zip(columns, row, strict=True)) for row in zip(*data.values(), strict=True)]

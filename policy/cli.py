@@ -1,0 +1,231 @@
+"""`refund-risk policy ...`: validate, show, simulate and tune refund policies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from refund_risk.console import console, progress_bar, reports_errors
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from policy.model import Tiers
+
+app = typer.Typer(
+    help="The decision policy: validate, show, simulate on past requests, tune.",
+    no_args_is_help=True,
+)
+
+PolicyFile = Annotated[Path, typer.Option("--policy", help="Policy YAML file.")]
+TiersOption = Annotated[
+    Path | None, typer.Option("--tiers", help="Credit tiers YAML file (default: the shipped one).")
+]
+ScoresOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--scores",
+        help="Parquet table of already-scored past requests (layout: policy.scored).",
+    ),
+]
+CostsOption = Annotated[
+    Path | None, typer.Option("--costs", help="YAML file overriding cost model figures.")
+]
+LabelOption = Annotated[
+    str,
+    typer.Option(
+        "--label", help="Count abuse by: auto (ground truth if present), known, or oracle."
+    ),
+]
+
+
+def _tiers(path: Path | None) -> Tiers:
+    from policy.model import DEFAULT_TIERS_PATH, load_tiers
+
+    return load_tiers(path or DEFAULT_TIERS_PATH)
+
+
+def _scored_requests(scores: Path | None) -> pd.DataFrame:
+    """Past requests with their scores: from `--scores`, until a registered model scorer exists."""
+    from policy.scored import read_scored
+    from refund_risk.errors import NotFoundError
+
+    if scores is None:
+        raise NotFoundError(
+            "no scored requests: pass --scores FILE.parquet (a table of scored past requests; "
+            "its layout is described in policy/scored.py)"
+        )
+    return read_scored(scores)
+
+
+@app.command()
+@reports_errors
+def validate(
+    file: Annotated[Path, typer.Argument(help="Policy YAML file to check.")],
+    tiers: TiersOption = None,
+) -> None:
+    """Check a policy file completely; print what is wrong, naming the rule and field."""
+    from policy.model import load_policy
+
+    loaded_tiers = _tiers(tiers)
+    policy = load_policy(file, tiers=loaded_tiers)
+    typer.echo(
+        f"ok: {policy.label}, {len(policy.rules)} rules and a default, "
+        f"{len(policy.bands)} bands, {len(policy.thresholds)} thresholds"
+    )
+
+
+@app.command()
+@reports_errors
+def show(
+    file: Annotated[
+        Path | None, typer.Argument(help="Policy YAML file (default: the shipped one).")
+    ] = None,
+    tiers: TiersOption = None,
+) -> None:
+    """Print a policy as a reader sees it: bands, thresholds, rules in order, and the tiers."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from policy.model import DEFAULT_POLICY_PATH, load_policy
+
+    loaded_tiers = _tiers(tiers)
+    policy = load_policy(file or DEFAULT_POLICY_PATH, tiers=loaded_tiers)
+    out = Console(width=140)
+    out.print(f"[bold]{policy.label}[/]  {policy.description}")
+    bands = ", ".join(f"{b.name} [{b.lower:g}, {b.upper:g})" for b in policy.bands)
+    out.print(f"bands: {bands}")
+    out.print("thresholds: " + ", ".join(f"{k} = {v:g}" for k, v in policy.thresholds.items()))
+    table = Table("#", "rule", "when (all of)", "action")
+    for k, rule in enumerate(policy.all_rules, start=1):
+        when = "\n".join(c.describe() for c in rule.conditions) or "(anything left)"
+        table.add_row(str(k), rule.id, when, rule.action.value)
+    out.print(table)
+    tier_table = Table(
+        "tier",
+        "loss prob. up to",
+        "refund before return",
+        "auto-approve up to",
+        "max unreturned",
+        title=f"credit tiers v{loaded_tiers.version}",
+    )
+    for t in loaded_tiers.tiers:
+        name = f"{t.name} (new customers)" if t is loaded_tiers.default else t.name
+        tier_table.add_row(
+            name,
+            f"{t.max_loss_probability:g}",
+            "yes" if t.refund_before_return_allowed else "no",
+            f"{t.auto_approve_limit:,.2f}",
+            f"{t.max_outstanding_unreturned:,.2f}",
+        )
+    out.print(tier_table)
+
+
+@app.command()
+@reports_errors
+def simulate(
+    policy: PolicyFile,
+    compare: Annotated[
+        list[Path] | None,
+        typer.Option("--compare", help="Another policy to show side by side; repeatable."),
+    ] = None,
+    scores: ScoresOption = None,
+    tiers: TiersOption = None,
+    costs: CostsOption = None,
+    label: LabelOption = "auto",
+    plot: Annotated[Path | None, typer.Option(help="Where to save the PNG chart.")] = None,
+) -> None:
+    """Replay past requests through one or more policies and print their figures side by side."""
+    from policy.model import load_policy
+    from policy.simulate import format_comparison, load_cost_model, plot_comparison
+    from policy.simulate import simulate as run
+    from refund_risk.settings import load_settings
+
+    loaded_tiers = _tiers(tiers)
+    policies = [load_policy(p, tiers=loaded_tiers) for p in [policy, *(compare or [])]]
+    cost_model = load_cost_model(costs)
+    frame = _scored_requests(scores)
+    results = [run(frame, p, loaded_tiers, cost_model, label=label) for p in policies]
+    typer.echo(format_comparison(results))
+    target = plot or load_settings().reports_dir / "policy_simulation.png"
+    plot_comparison(results, target)
+    typer.echo(f"\nchart saved to {target}")
+
+
+@app.command()
+@reports_errors
+def tune(
+    policy: PolicyFile,
+    scores: ScoresOption = None,
+    tiers: TiersOption = None,
+    costs: CostsOption = None,
+    label: LabelOption = "auto",
+    output: Annotated[
+        Path | None,
+        typer.Option(help="Where to write the tuned policy (default: reports folder)."),
+    ] = None,
+    min_automation: Annotated[
+        float, typer.Option(help="Minimum share decided without a person.")
+    ] = 0.85,
+    max_unchecked_abuse: Annotated[
+        float, typer.Option(help="Maximum share of abusive money paid without a check.")
+    ] = 0.2,
+    capacity: Annotated[
+        float | None, typer.Option(help="Reviews per day (default: the cost model's).")
+    ] = None,
+    baseline: Annotated[
+        Path | None,
+        typer.Option(help="Policy to report beside (default: the hand-written rules)."),
+    ] = None,
+    plot: Annotated[Path | None, typer.Option(help="Where to save the PNG chart.")] = None,
+) -> None:
+    """Search the policy's thresholds for the lowest cost within the constraints; write it."""
+    from policy.model import HANDWRITTEN_POLICY_PATH, load_policy
+    from policy.simulate import format_comparison, load_cost_model, plot_comparison
+    from policy.simulate import simulate as run
+    from policy.tune import TuneConstraints, write_policy
+    from policy.tune import tune as search
+    from refund_risk.settings import load_settings
+
+    loaded_tiers = _tiers(tiers)
+    start = load_policy(policy, tiers=loaded_tiers)
+    reference = load_policy(baseline or HANDWRITTEN_POLICY_PATH, tiers=loaded_tiers)
+    cost_model = load_cost_model(costs)
+    constraints = TuneConstraints(
+        min_automated_share=min_automation,
+        max_reviews_per_day=capacity,
+        max_unchecked_abuse_share=max_unchecked_abuse,
+    )
+    frame = _scored_requests(scores)
+    with progress_bar("tuning policy") as progress:
+        result = search(
+            frame, start, loaded_tiers, cost_model, constraints, label=label, progress=progress
+        )
+    reference_result = run(frame, reference, loaded_tiers, cost_model, label=label)
+    settings = load_settings()
+    target = output or settings.reports_dir / f"{start.name}.v{result.policy.version}.yaml"
+    header = (
+        f"Tuned from {start.label} on {result.tuned.requests:,} past requests.\n"
+        f"Total cost {result.start.total_cost:,.0f} -> {result.tuned.total_cost:,.0f}; "
+        f"decided without a person {result.tuned.automated_share:.1%}; "
+        f"abusive money paid without a check {result.tuned.unchecked_abuse_share:.1%}."
+    )
+    write_policy(result.policy, target, header=header)
+    results = [result.start, result.tuned, reference_result]
+    typer.echo(format_comparison(results))
+    typer.echo("")
+    for name, (before, after) in result.changes.items():
+        typer.echo(f"{name}: {before:g} -> {after:g}")
+    if not result.changes:
+        typer.echo("no threshold changed: the starting policy was already the best found")
+    if not result.feasible:
+        console.print(
+            "[bold yellow]warning:[/] no setting found keeps every constraint; the tuned policy "
+            "is the closest found"
+        )
+    chart = plot or settings.reports_dir / "policy_tuning.png"
+    plot_comparison(results, chart)
+    typer.echo(f"tuned policy {result.policy.label} written to {target}")
+    typer.echo(f"chart saved to {chart}")

@@ -1,0 +1,497 @@
+"""Deciding refund requests: pure functions from context and scores to one action and its reasons.
+
+`decide` handles one request, as the scoring service does at request time. `decide_frame`
+handles a whole table of past requests at once, as the simulator and the tuner do; it applies
+the same compiled conditions with numpy instead of one request at a time, and a test holds the
+two equal on thousands of random requests. Neither reads a file, a clock or a random number.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from data.schema import (
+    CATEGORIES,
+    NON_RETURNABLE_CATEGORIES,
+    ORDER_STAGES,
+    REASON_DETAILS,
+    REASONS,
+    REFUND_TYPES,
+)
+from policy.model import (
+    CONTEXT_FIELDS,
+    Action,
+    Condition,
+    FieldKind,
+    PartialOfferSpec,
+    Policy,
+    Ref,
+    Rule,
+    Tier,
+    Tiers,
+    Unit,
+    assign_tier,
+    format_value,
+    render_template,
+)
+from policy.reasons import EMPTY_TEMPLATES, Contribution, ReasonTemplates, explain
+from refund_risk.errors import DataValidationError
+
+
+class RequestContext(BaseModel):
+    """What is known about a refund request when it is made, beyond its scores."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    order_stage: str = Field(description="Where the order was: " + ", ".join(ORDER_STAGES))
+    order_amount: float = Field(gt=0, description="Value of the order.")
+    amount_requested: float = Field(gt=0, description="Money asked back.")
+    category: str = Field(description="Goods category: " + ", ".join(CATEGORIES))
+    reason: str = Field(description="Reason chosen: " + ", ".join(REASONS))
+    reason_detail: str = Field(description="Detailed reason: " + ", ".join(REASON_DETAILS))
+    refund_type: str = Field(description="Refund type: " + ", ".join(REFUND_TYPES))
+    photo_count: int = Field(default=0, ge=0)
+    days_since_delivery: float | None = Field(
+        default=None, ge=0, description="Days from delivery to the request; None if undelivered."
+    )
+    outstanding_unreturned_value: float = Field(
+        default=0.0, ge=0, description="Value refunded to the customer whose goods are not back."
+    )
+    watchlisted: bool = Field(default=False, description="On the analysts' watch list.")
+    linked_abusive_accounts: int = Field(
+        default=0, ge=0, description="Linked accounts with refunds confirmed abusive."
+    )
+
+    @field_validator("order_stage", "category", "reason", "reason_detail", "refund_type")
+    @classmethod
+    def _known_value(cls, value: str, info: Any) -> str:
+        allowed = {
+            "order_stage": ORDER_STAGES,
+            "category": CATEGORIES,
+            "reason": REASONS,
+            "reason_detail": tuple(REASON_DETAILS),
+            "refund_type": REFUND_TYPES,
+        }[info.field_name]
+        if value not in allowed:
+            raise ValueError(f"unknown {info.field_name} {value!r}; known: {', '.join(allowed)}")
+        return value
+
+
+class Scores(BaseModel):
+    """What the models said about a request: its abuse score, the customer's tier, and why."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    abuse_score: float = Field(ge=0.0, le=1.0, description="Calibrated abuse probability.")
+    tier: str | None = Field(default=None, description="Credit tier name, if already assigned.")
+    tier_loss_probability: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="Tier model's 90-day loss probability."
+    )
+    contributions: tuple[Contribution, ...] = Field(
+        default=(), description="Top (feature, value, contribution) of the abuse score."
+    )
+
+
+class Decision(BaseModel):
+    """One decided request: the action, the rule that fired, and why."""
+
+    model_config = ConfigDict(frozen=True)
+
+    action: Action
+    rule_id: str
+    reasons: tuple[str, ...]
+    customer_message: str
+    abuse_score: float
+    abuse_band: str
+    tier: str
+    offered_share: float | None = None
+    offered_amount: float | None = None
+    policy_name: str
+    policy_version: int
+    policy_hash: str
+    tiers_version: int
+    tiers_hash: str
+
+
+# --- one request ---------------------------------------------------------------------------------
+
+
+def resolve_tier(scores: Scores, tiers: Tiers) -> Tier:
+    """The customer's tier: as given, else from the loss probability, else the default."""
+    if scores.tier is not None:
+        return tiers.get(scores.tier)
+    return assign_tier(scores.tier_loss_probability, tiers)
+
+
+def context_values(
+    context: RequestContext, abuse_score: float, abuse_band: str, tier: Tier
+) -> dict[str, object]:
+    """Every context field a rule may test, by name (derived fields included)."""
+    return {
+        "order_stage": context.order_stage,
+        "order_amount": context.order_amount,
+        "amount_requested": context.amount_requested,
+        "category": context.category,
+        "non_returnable": context.category in NON_RETURNABLE_CATEGORIES,
+        "reason": context.reason,
+        "reason_detail": context.reason_detail,
+        "refund_type": context.refund_type,
+        "photo_count": float(context.photo_count),
+        "days_since_delivery": context.days_since_delivery,
+        "abuse_score": abuse_score,
+        "abuse_band": abuse_band,
+        "tier": tier.name,
+        "tier.refund_before_return_allowed": tier.refund_before_return_allowed,
+        "tier.auto_approve_limit": tier.auto_approve_limit,
+        "tier.max_outstanding_unreturned": tier.max_outstanding_unreturned,
+        "outstanding_unreturned_value": context.outstanding_unreturned_value,
+        "unreturned_after_request": context.outstanding_unreturned_value + context.amount_requested,
+        "watchlisted": context.watchlisted,
+        "linked_abusive_accounts": float(context.linked_abusive_accounts),
+    }
+
+
+def _resolve(operand: object, values: Mapping[str, object], policy: Policy) -> object:
+    if isinstance(operand, Ref):
+        if operand.name.startswith("thresholds."):
+            return policy.thresholds[operand.name.removeprefix("thresholds.")]
+        return values[operand.name]
+    return operand
+
+
+def holds(condition: Condition, values: Mapping[str, object], policy: Policy) -> bool:
+    """Whether one condition holds for one request's context values."""
+    left = values[condition.field]
+    op = condition.op
+    if op == "in":
+        assert isinstance(condition.operand, tuple)
+        return left in condition.operand
+    if op == "not_in":
+        assert isinstance(condition.operand, tuple)
+        return left not in condition.operand
+    right = _resolve(condition.operand, values, policy)
+    if op == "==":
+        return left == right
+    if op == "!=":
+        return left != right
+    # An empty value (say, days since a delivery that has not happened) satisfies no comparison.
+    if left is None or right is None:
+        return False
+    assert isinstance(left, float | int) and isinstance(right, float | int)
+    if op == "<":
+        return left < right
+    if op == "<=":
+        return left <= right
+    if op == ">":
+        return left > right
+    return left >= right
+
+
+def first_match(policy: Policy, values: Mapping[str, object]) -> Rule:
+    """The first rule whose conditions all hold, or the default."""
+    for rule in policy.rules:
+        if all(holds(c, values, policy) for c in rule.conditions):
+            return rule
+    return policy.default
+
+
+def return_shipping_cost(spec: PartialOfferSpec, category: str) -> float:
+    """What a return of goods of this category costs the shop, per the policy."""
+    return spec.return_shipping_cost_by_category.get(category, spec.return_shipping_cost)
+
+
+def partial_offer_share(
+    value: Any, shipping_cost: Any, abuse_score: Any, spec: PartialOfferSpec
+) -> Any:
+    """The share of the item's value to offer so the customer keeps it (scalars or arrays).
+
+    A return costs the shop the shipping plus what the item loses by coming back, so an offer
+    up to `1 - resale_recovery_share + shipping / value` of the price costs no more than a return.
+    The offer shrinks as the abuse score rises: an abuser keeping a good item should get less.
+    """
+    break_even = 1.0 - spec.resale_recovery_share + np.asarray(shipping_cost) / np.asarray(value)
+    share = break_even * (1.0 - spec.risk_discount * np.asarray(abuse_score))
+    result = np.round(np.clip(share, spec.min_share, spec.max_share), 4)
+    return float(result) if np.ndim(result) == 0 else result
+
+
+def _threshold_units(policy: Policy) -> dict[str, Unit]:
+    """The unit a named threshold is written in: that of the fields it is compared with."""
+    units: dict[str, Unit] = {}
+    for rule in policy.rules:
+        for cond in rule.conditions:
+            if isinstance(cond.operand, Ref) and cond.operand.name.startswith("thresholds."):
+                units[cond.operand.name] = CONTEXT_FIELDS[cond.field].unit
+    return units
+
+
+def _words(
+    values: Mapping[str, object],
+    policy: Policy,
+    offered_share: float | None,
+    offered_amount: float | None,
+) -> dict[str, str]:
+    words = {name: format_value(CONTEXT_FIELDS[name].unit, value) for name, value in values.items()}
+    units = _threshold_units(policy)
+    for name, value in policy.thresholds.items():
+        key = f"thresholds.{name}"
+        words[key] = format_value(units.get(key, Unit.TEXT), value)
+    words["offered_share"] = format_value(Unit.SCORE, offered_share)
+    words["offered_amount"] = format_value(Unit.MONEY, offered_amount)
+    return words
+
+
+def decide(
+    context: RequestContext,
+    scores: Scores,
+    policy: Policy,
+    tiers: Tiers,
+    templates: ReasonTemplates = EMPTY_TEMPLATES,
+    top_reasons: int = 3,
+) -> Decision:
+    """Decide one request: the action, the rule that fired, reasons and the customer's message.
+
+    Pure: the same inputs always give the same decision, and nothing is read or written.
+    `templates` (see `policy.reasons.load_reason_templates`) turn the score's top contributions
+    into reviewer sentences; without them each feature is written from its description.
+    """
+    tier = resolve_tier(scores, tiers)
+    band = policy.band_of(scores.abuse_score)
+    values = context_values(context, scores.abuse_score, band, tier)
+    rule = first_match(policy, values)
+    share: float | None = None
+    amount: float | None = None
+    if rule.action == Action.PARTIAL_REFUND_OFFER:
+        assert policy.partial_offer is not None  # validation requires it
+        spec = policy.partial_offer
+        share = partial_offer_share(
+            context.amount_requested,
+            return_shipping_cost(spec, context.category),
+            scores.abuse_score,
+            spec,
+        )
+        amount = float(np.round(share * context.amount_requested, 2))
+    words = _words(values, policy, share, amount)
+    reasons = [" ".join(render_template(rule.reason, words).split())]
+    reasons += explain(scores.contributions, templates, top=top_reasons)
+    message_template = rule.customer_message or policy.messages[rule.action]
+    message = " ".join(render_template(message_template, words).split())
+    return Decision(
+        action=rule.action,
+        rule_id=rule.id,
+        reasons=tuple(reasons),
+        customer_message=message,
+        abuse_score=scores.abuse_score,
+        abuse_band=band,
+        tier=tier.name,
+        offered_share=share,
+        offered_amount=amount,
+        policy_name=policy.name,
+        policy_version=policy.version,
+        policy_hash=policy.content_hash,
+        tiers_version=tiers.version,
+        tiers_hash=tiers.content_hash,
+    )
+
+
+# --- a whole frame of requests -------------------------------------------------------------------
+
+FRAME_CONTEXT_COLUMNS: tuple[str, ...] = (
+    "order_stage",
+    "order_amount",
+    "amount_requested",
+    "category",
+    "reason",
+    "reason_detail",
+    "refund_type",
+    "abuse_score",
+)
+"""Columns `decide_frame` needs; the others of `RequestContext` have defaults when absent."""
+
+FRAME_OPTIONAL_COLUMNS: dict[str, object] = {
+    "photo_count": 0,
+    "days_since_delivery": float("nan"),
+    "outstanding_unreturned_value": 0.0,
+    "watchlisted": False,
+    "linked_abusive_accounts": 0,
+}
+"""Optional context columns and the value a missing column (or empty cell) stands for."""
+
+
+def frame_tiers(frame: pd.DataFrame, tiers: Tiers) -> np.ndarray:
+    """Tier names per row: the `tier` column, else from `tier_loss_probability`, else default."""
+    names = np.full(len(frame), tiers.default.name, dtype=object)
+    if "tier_loss_probability" in frame:
+        prob = frame["tier_loss_probability"].to_numpy(dtype=float, na_value=np.nan)
+        bounds = np.array([t.max_loss_probability for t in tiers.tiers])
+        idx = np.minimum(np.searchsorted(bounds, prob, side="left"), len(bounds) - 1)
+        scored = ~np.isnan(prob)
+        names[scored] = np.asarray(tiers.names, dtype=object)[idx[scored]]
+    if "tier" in frame:
+        given = frame["tier"].astype(object).to_numpy()
+        present = pd.notna(given)
+        unknown = set(given[present]) - set(tiers.names)
+        if unknown:
+            raise DataValidationError(
+                f"unknown tier name(s) {sorted(map(str, unknown))}; tiers are {list(tiers.names)}"
+            )
+        names[present] = given[present]
+    return names
+
+
+def context_arrays(frame: pd.DataFrame, policy: Policy, tiers: Tiers) -> dict[str, np.ndarray]:
+    """Every context field as one array over the frame's rows (empty numbers are NaN)."""
+    missing = [c for c in FRAME_CONTEXT_COLUMNS if c not in frame]
+    if missing:
+        raise DataValidationError(f"scored requests lack column(s): {', '.join(missing)}")
+    n = len(frame)
+
+    def column(name: str) -> pd.Series:
+        if name in frame:
+            default = FRAME_OPTIONAL_COLUMNS.get(name)
+            series = frame[name]
+            if default is not None and not (isinstance(default, float) and math.isnan(default)):
+                series = series.fillna(default)  # type: ignore[arg-type]
+            return series
+        return pd.Series([FRAME_OPTIONAL_COLUMNS[name]] * n, index=frame.index)
+
+    def numbers(name: str) -> np.ndarray:
+        return column(name).to_numpy(dtype=float, na_value=np.nan)
+
+    def texts(name: str) -> np.ndarray:
+        return column(name).astype(object).to_numpy()
+
+    score = numbers("abuse_score")
+    tier_names = frame_tiers(frame, tiers)
+    by_name = {t.name: t for t in tiers.tiers}
+    tier_of = [by_name[str(name)] for name in tier_names]
+    category = texts("category")
+    outstanding = numbers("outstanding_unreturned_value")
+    amount = numbers("amount_requested")
+    return {
+        "order_stage": texts("order_stage"),
+        "order_amount": numbers("order_amount"),
+        "amount_requested": amount,
+        "category": category,
+        "non_returnable": np.isin(category, list(NON_RETURNABLE_CATEGORIES)),
+        "reason": texts("reason"),
+        "reason_detail": texts("reason_detail"),
+        "refund_type": texts("refund_type"),
+        "photo_count": numbers("photo_count"),
+        "days_since_delivery": numbers("days_since_delivery"),
+        "abuse_score": score,
+        "abuse_band": band_names(score, policy),
+        "tier": tier_names,
+        "tier.refund_before_return_allowed": np.array(
+            [t.refund_before_return_allowed for t in tier_of], dtype=bool
+        ),
+        "tier.auto_approve_limit": np.array([t.auto_approve_limit for t in tier_of], dtype=float),
+        "tier.max_outstanding_unreturned": np.array(
+            [t.max_outstanding_unreturned for t in tier_of], dtype=float
+        ),
+        "outstanding_unreturned_value": outstanding,
+        "unreturned_after_request": outstanding + amount,
+        "watchlisted": column("watchlisted").to_numpy(dtype=bool),
+        "linked_abusive_accounts": numbers("linked_abusive_accounts"),
+    }
+
+
+def condition_mask(
+    condition: Condition, arrays: Mapping[str, np.ndarray], policy: Policy
+) -> np.ndarray:
+    """Where one condition holds, over all rows at once (same semantics as `holds`)."""
+    left = arrays[condition.field]
+    op, operand = condition.op, condition.operand
+    if op in ("in", "not_in"):
+        assert isinstance(operand, tuple)
+        inside = np.isin(left, np.asarray(operand, dtype=object))
+        return inside if op == "in" else ~inside
+    numeric = CONTEXT_FIELDS[condition.field].kind == FieldKind.NUMBER
+    if operand is None:
+        empty = np.isnan(left)
+        return empty if op == "==" else ~empty
+    right: Any
+    if isinstance(operand, Ref):
+        if operand.name.startswith("thresholds."):
+            right = policy.thresholds[operand.name.removeprefix("thresholds.")]
+        else:
+            right = arrays[operand.name]
+    else:
+        right = operand
+    with np.errstate(invalid="ignore"):
+        if op == "==":
+            return np.asarray(left == right, dtype=bool)
+        if op == "!=":
+            return np.asarray(left != right, dtype=bool)
+        assert numeric
+        # NaN compares false, which is the scalar path's "empty satisfies no comparison".
+        if op == "<":
+            return np.asarray(left < right)
+        if op == "<=":
+            return np.asarray(left <= right)
+        if op == ">":
+            return np.asarray(left > right)
+        return np.asarray(left >= right)
+
+
+def band_names(score: np.ndarray, policy: Policy) -> np.ndarray:
+    """The policy's band name for each abuse score."""
+    uppers = np.array([b.upper for b in policy.bands])
+    idx = np.minimum(np.searchsorted(uppers, score, side="right"), len(uppers) - 1)
+    return np.asarray([b.name for b in policy.bands], dtype=object)[idx]
+
+
+def decide_frame(frame: pd.DataFrame, policy: Policy, tiers: Tiers) -> pd.DataFrame:
+    """Decide every row of a table of scored requests; same decisions as `decide`, vectorised.
+
+    Returns a frame on the same index with `action`, `rule_id`, `abuse_band`, `tier`,
+    `offered_share` and `offered_amount` (NaN unless the action is a partial offer).
+    """
+    return decide_arrays(context_arrays(frame, policy, tiers), policy, frame.index)
+
+
+def decide_arrays(
+    arrays: Mapping[str, np.ndarray], policy: Policy, index: pd.Index | None = None
+) -> pd.DataFrame:
+    """Decide rows given as context arrays (see `context_arrays`); bands follow `policy`."""
+    arrays = {**arrays, "abuse_band": band_names(arrays["abuse_score"], policy)}
+    n = len(arrays["abuse_score"])
+    action = np.full(n, policy.default.action.value, dtype=object)
+    rule_id = np.full(n, policy.default.id, dtype=object)
+    open_rows = np.ones(n, dtype=bool)
+    for rule in policy.rules:
+        mask = open_rows.copy()
+        for cond in rule.conditions:
+            mask &= condition_mask(cond, arrays, policy)
+        action[mask] = rule.action.value
+        rule_id[mask] = rule.id
+        open_rows &= ~mask
+    share = np.full(n, np.nan)
+    partial = action == Action.PARTIAL_REFUND_OFFER.value
+    if partial.any():
+        assert policy.partial_offer is not None
+        spec = policy.partial_offer
+        shipping = np.array(
+            [return_shipping_cost(spec, str(c)) for c in arrays["category"][partial]]
+        )
+        share[partial] = partial_offer_share(
+            arrays["amount_requested"][partial], shipping, arrays["abuse_score"][partial], spec
+        )
+    amount = np.round(share * arrays["amount_requested"], 2)
+    return pd.DataFrame(
+        {
+            "action": action,
+            "rule_id": rule_id,
+            "abuse_band": arrays["abuse_band"],
+            "tier": arrays["tier"],
+            "offered_share": share,
+            "offered_amount": amount,
+        },
+        index=index,
+    )

@@ -1,0 +1,254 @@
+"""Reviewer reasons: the features that pushed an abuse score up, written as plain sentences.
+
+The model layer gives, for one scored request, its top contributions: (feature name, feature
+value, contribution to the score). A reviewer should not have to read feature names, so each
+feature gets a sentence from a template in `reasons.yaml` beside this module. A template key is
+a feature name or a family of names with `{window}` (the history window: 7d, 30d, 90d, 365d,
+all_time) or `{link}` (device, address, payment, any) standing for a part of the name.
+
+Placeholders a template may use:
+
+    {value}    the value written for its unit     {count}   a whole number
+    {money}    an amount, 2 decimals              {percent} a share as a percentage
+    {days}     a number of days                   {label}   a category code's name
+    {s}        "s" when the count is not 1        {window}  "in the last 30 days" / "ever"
+    {link}     "a device", "a delivery address", ...
+
+A template may add `missing:`, the sentence used when the value is empty. A feature with no
+template falls back to its description from `features.definitions` followed by its value, so a
+new feature is readable from the day it is added.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import yaml
+
+from features.definitions import BY_NAME, Feature
+from policy.model import PolicyError, render_template, template_fields
+from refund_risk.errors import NotFoundError
+
+DEFAULT_REASONS_PATH = Path(__file__).resolve().parent / "reasons.yaml"
+
+WINDOW_WORDS: dict[str, str] = {
+    "7d": "in the last 7 days",
+    "30d": "in the last 30 days",
+    "90d": "in the last 90 days",
+    "365d": "in the last year",
+    "all_time": "ever",
+}
+LINK_WORDS: dict[str, str] = {
+    "device": "a device",
+    "address": "a delivery address",
+    "payment": "a payment instrument",
+    "any": "a device, address or payment instrument",
+}
+_FAMILY_PARTS: dict[str, dict[str, str]] = {"window": WINDOW_WORDS, "link": LINK_WORDS}
+_VALUE_FIELDS = frozenset({"value", "count", "money", "percent", "days", "label", "s"})
+
+
+class Contribution(NamedTuple):
+    """How much one feature pushed one request's abuse score (positive: towards abuse)."""
+
+    feature: str
+    value: float
+    contribution: float
+
+
+@dataclass(frozen=True)
+class Template:
+    """A reviewer sentence for one feature or family of features."""
+
+    key: str
+    text: str
+    missing: str | None
+    pattern: re.Pattern[str]
+    parts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ReasonTemplates:
+    """All templates, exact names first, then families in file order."""
+
+    templates: tuple[Template, ...]
+
+    def find(self, feature: str) -> tuple[Template, dict[str, str]] | None:
+        """The template for `feature` and the family parts its name filled in, if any."""
+        for template in self.templates:
+            match = template.pattern.fullmatch(feature)
+            if match:
+                return template, match.groupdict()
+        return None
+
+
+EMPTY_TEMPLATES = ReasonTemplates(())
+"""No templates: every feature is written from its description."""
+
+
+def _compile_key(key: str) -> tuple[re.Pattern[str], tuple[str, ...]]:
+    parts: list[str] = []
+    pattern = ""
+    for literal, name, _, _ in string.Formatter().parse(key):
+        pattern += re.escape(literal)
+        if name is not None:
+            if name not in _FAMILY_PARTS:
+                raise ValueError(f"unknown family part {{{name}}}; use {{window}} or {{link}}")
+            parts.append(name)
+            pattern += f"(?P<{name}>{'|'.join(map(re.escape, _FAMILY_PARTS[name]))})"
+    return re.compile(pattern), tuple(parts)
+
+
+def parse_reason_templates(
+    raw: Any, source: str = "<reasons>", features: Iterable[str] | None = None
+) -> ReasonTemplates:
+    """Validate templates read from YAML; each key must name at least one known feature."""
+    known = list(BY_NAME) if features is None else list(features)
+    if not isinstance(raw, dict) or not isinstance(raw.get("features"), dict):
+        raise PolicyError(source, ["the file must have a 'features' mapping of key to template"])
+    problems: list[str] = []
+    exact: list[Template] = []
+    families: list[Template] = []
+    for key, body in raw["features"].items():
+        where = f"template '{key}'"
+        if isinstance(body, str):
+            text, missing = body, None
+        elif isinstance(body, dict) and set(body) <= {"text", "missing"} and "text" in body:
+            text, missing = str(body["text"]), body.get("missing")
+        else:
+            problems.append(f"{where}: give a sentence, or a mapping with 'text' and 'missing'")
+            continue
+        try:
+            pattern, parts = _compile_key(str(key))
+        except ValueError as exc:
+            problems.append(f"{where}: {exc}")
+            continue
+        allowed = _VALUE_FIELDS | set(parts)
+        for field_name, sentence in (("text", text), ("missing", missing)):
+            if sentence is None:
+                continue
+            try:
+                names = template_fields(sentence)
+            except ValueError as exc:
+                problems.append(f"{where}, field '{field_name}': {exc}")
+                continue
+            for name in names:
+                if name not in allowed:
+                    problems.append(
+                        f"{where}, field '{field_name}': unknown placeholder {{{name}}}"
+                    )
+        if not any(pattern.fullmatch(name) for name in known):
+            problems.append(f"{where}: matches no known feature")
+        (families if parts else exact).append(
+            Template(str(key), text, None if missing is None else str(missing), pattern, parts)
+        )
+    if problems:
+        raise PolicyError(source, problems)
+    return ReasonTemplates((*exact, *families))
+
+
+def load_reason_templates(path: Path | str = DEFAULT_REASONS_PATH) -> ReasonTemplates:
+    """Read and validate a reason templates file (the shipped one by default)."""
+    path = Path(path)
+    if not path.is_file():
+        raise NotFoundError(f"{path}: no such file")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise PolicyError(str(path), [f"not valid YAML: {exc}"]) from None
+    return parse_reason_templates(raw, source=str(path))
+
+
+def _is_missing(value: float | None) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if value == round(value) else f"{value:,.1f}"
+
+
+def _label(feature: Feature | None, value: float) -> str:
+    if feature is None or not feature.values:
+        return _number(value)
+    code = int(value)
+    if 0 <= code < len(feature.values) and code == value:
+        return feature.values[code].replace("_", " ")
+    return "unknown"
+
+
+def _value_words(feature: Feature | None, name: str, value: float) -> str:
+    """The value written as its feature's unit suggests."""
+    if feature is not None and feature.categorical:
+        return _label(feature, value)
+    if "rate" in name or "share" in name:
+        return f"{value:.0%}"
+    if "amount" in name or "spend" in name:
+        return f"{value:,.2f}"
+    return _number(value)
+
+
+def describe_contribution(
+    contribution: Contribution, templates: ReasonTemplates = EMPTY_TEMPLATES
+) -> str:
+    """One reviewer sentence for one feature's contribution."""
+    name, value = contribution.feature, contribution.value
+    feature = BY_NAME.get(name)
+    found = templates.find(name)
+    missing = _is_missing(value)
+    if found is not None:
+        template, parts = found
+        values = {part: _FAMILY_PARTS[part][word] for part, word in parts.items()}
+        if missing:
+            if template.missing is not None:
+                return _sentence(render_template(template.missing, values))
+        else:
+            count = round(value)
+            values |= {
+                "value": _value_words(feature, name, value),
+                "count": f"{count:,d}",
+                "money": f"{value:,.2f}",
+                "percent": f"{value:.0%}",
+                "days": _number(value),
+                "label": _label(feature, value),
+                "s": "" if count == 1 else "s",
+            }
+            return _sentence(render_template(template.text, values))
+    shown = "unknown" if missing else _value_words(feature, name, value)
+    if feature is not None:
+        # Descriptions may add a note after a semicolon (how emptiness is coded): not for people.
+        summary = feature.description.split(";")[0].rstrip(".")
+        return _sentence(f"{summary}: {shown}")
+    return _sentence(f"{name.replace('_', ' ')}: {shown}")
+
+
+def _sentence(text: str) -> str:
+    text = " ".join(text.split())
+    return text[:1].upper() + text[1:]
+
+
+def explain(
+    contributions: Sequence[Contribution] | Sequence[tuple[str, float, float]],
+    templates: ReasonTemplates = EMPTY_TEMPLATES,
+    top: int = 3,
+) -> list[str]:
+    """Sentences for the `top` features that pushed the score up most, largest first.
+
+    Features that pulled the score down are left out: a reviewer asks why a request looks
+    risky, not why it looks safe.
+    """
+    items = [Contribution(*c) for c in contributions]
+    pushing = sorted(
+        (c for c in items if c.contribution > 0), key=lambda c: c.contribution, reverse=True
+    )
+    return [describe_contribution(c, templates) for c in pushing[:top]]
+
+
+def template_keys(templates: ReasonTemplates) -> Mapping[str, Template]:
+    """Templates by key, for listing and tests."""
+    return {t.key: t for t in templates.templates}

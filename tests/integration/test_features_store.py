@@ -1,0 +1,188 @@
+"""The event store and the online builder on a real database: SQLite, and PostgreSQL when one
+answers (tests marked `postgres`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from features.batch import BatchBuilder
+from features.definitions import FEATURE_NAMES
+from features.online import OnlineFeatureBuilder
+from features.replay import TIME_COLUMNS
+from features.store import VERSION_TABLE, EventStore, metadata
+from refund_risk.errors import NotFoundError
+
+Tables = dict[str, pd.DataFrame]
+StoreUrl = tuple[str, str | None]
+
+
+def _open(store_url: StoreUrl) -> EventStore:
+    url, schema = store_url
+    return EventStore.open(url, schema=schema)
+
+
+def _record(tables: Tables, refund_id: str) -> dict[str, Any]:
+    refunds = tables["refund_requests"]
+    return refunds[refunds["refund_id"] == refund_id].to_dict("records")[0]
+
+
+def _same_row(a: dict[str, Any], b: pd.Series) -> list[str]:
+    def same(x: Any, y: Any) -> bool:
+        if isinstance(x, float) and np.isnan(x):
+            return bool(np.isnan(y))
+        return bool(x == y)
+
+    return [n for n in FEATURE_NAMES if not same(a[n], b[n])]
+
+
+def test_migrations_create_exactly_the_declared_tables(store_url: StoreUrl) -> None:
+    store = _open(store_url)
+    store.migrate()  # a second run changes nothing
+    with store.engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+        assert compare_metadata(context, metadata) == []
+        assert context.get_current_revision() == "0001_event_store"
+        assert VERSION_TABLE in sa.inspect(connection).get_table_names()
+    store.dispose()
+
+
+def test_writes_are_upserts(random_world: Callable[..., Tables], store_url: StoreUrl) -> None:
+    tables = random_world(seed=31, n_customers=20)
+    store = _open(store_url)
+    store.write_frames(tables)
+    store.write_frames(tables)  # ingesting twice changes nothing
+    assert store.counts() == {name: len(frame) for name, frame in tables.items()}
+
+    order = tables["orders"].to_dict("records")[0]
+    delivered = datetime(2026, 1, 2, 3, 4, 5, 678901)
+    store.write({"orders": [{**order, "delivered_at": delivered}]})
+    link = tables["identity_links"].to_dict("records")[0]
+    store.write({"identity_links": [{**link, "seen_at": datetime(2030, 1, 1)}]})
+    rows = store.histories([order["customer_id"]])
+    again = next(o for o in rows["orders"] if o["order_id"] == order["order_id"])
+    assert again["delivered_at"] == delivered  # microseconds survive the round trip
+    kept = store.histories([link["customer_id"]])["identity_links"]
+    seen = next(
+        r["seen_at"]
+        for r in kept
+        if r["fingerprint"] == link["fingerprint"] and r["kind"] == link["kind"]
+    )
+    assert seen == link["seen_at"]  # the earliest sighting is kept
+    store.dispose()
+
+
+def test_a_burst_of_requests_sees_each_earlier_one(
+    random_world: Callable[..., Tables], store_url: StoreUrl
+) -> None:
+    tables = random_world(seed=32, n_customers=30)
+    store = _open(store_url)
+    store.write_frames(tables)
+    builder = OnlineFeatureBuilder(store)
+    first = _record(tables, tables["refund_requests"]["refund_id"].iloc[0])
+    order_id, customer_id, t = first["order_id"], first["customer_id"], first["requested_at"]
+    # Times are whole hours in this world: nothing else happens between t and t + 1 hour.
+    before = builder.row(
+        {**first, "refund_id": "burst-0", "requested_at": t + pd.Timedelta(seconds=30)}
+    )
+    count, on_order = "customer_refund_requests_all_time", "order_earlier_refund_requests"
+    for i in range(1, 4):
+        request = {**first, "refund_id": f"burst-{i}", "requested_at": t + pd.Timedelta(minutes=i)}
+        row = builder.score_and_record(request)
+        assert row[count] == before[count] + i - 1
+        assert row[on_order] == before[on_order] + i - 1
+    # A new process, with only the store, sees the same.
+    later = {**first, "refund_id": "burst-9", "requested_at": t + pd.Timedelta(minutes=59)}
+    fresh = OnlineFeatureBuilder(store).row(later)
+    assert fresh == builder.row(later)
+    assert fresh[count] == before[count] + 3
+    assert (customer_id, order_id) == (later["customer_id"], later["order_id"])
+    store.dispose()
+
+
+def test_appends_out_of_time_order_give_the_batch_rows(
+    random_world: Callable[..., Tables], store_url: StoreUrl
+) -> None:
+    tables = random_world(seed=33, n_customers=25)
+    batch = BatchBuilder(tables).refund_rows().set_index("refund_id")
+    store = _open(store_url)
+    builder = OnlineFeatureBuilder(store)
+    builder.preload()
+    # Newest first, in small batches: histories must be rebuilt, outcomes wait for refunds.
+    rows = []
+    for name, frame in tables.items():
+        for record in frame.to_dict("records"):
+            rows.append((record[TIME_COLUMNS[name]], name, record))
+    rows.sort(key=lambda r: r[0], reverse=True)
+    for start in range(0, len(rows), 7):
+        chunk: dict[str, list[dict[str, Any]]] = {}
+        for _, name, record in rows[start : start + 7]:
+            chunk.setdefault(name, []).append(record)
+        builder.append_many(chunk)
+    for rid in batch.index:
+        assert _same_row(builder.row(_record(tables, rid)), batch.loc[rid]) == [], rid
+    store.dispose()
+
+
+def test_a_request_about_an_unknown_order_is_refused(
+    random_world: Callable[..., Tables], store_url: StoreUrl
+) -> None:
+    tables = random_world(seed=34, n_customers=10)
+    store = _open(store_url)
+    store.write_frames(tables)
+    request = {
+        **_record(tables, tables["refund_requests"]["refund_id"].iloc[0]),
+        "order_id": "no-such-order",
+    }
+    with pytest.raises(NotFoundError, match="no-such-order"):
+        OnlineFeatureBuilder(store).row(request)
+    store.dispose()
+
+
+def test_a_customer_nobody_has_seen_gets_defined_values(store_url: StoreUrl) -> None:
+    store = _open(store_url)
+    builder = OnlineFeatureBuilder(store)
+    order = {
+        "order_id": "o-new",
+        "customer_id": "c-new",
+        "ordered_at": "2025-03-01 10:00:00",
+        "category": "apparel",
+        "amount": 25.0,
+        "item_count": 1,
+        "payment_method": "card",
+        "device_id": "d",
+        "address_id": "a",
+        "payment_fingerprint": "p",
+        "shipped_at": None,
+        "delivered_at": None,
+        "delivery_evidence": "none",
+    }
+    builder.append("orders", [order])
+    row = builder.row(
+        {
+            "refund_id": "r-new",
+            "order_id": "o-new",
+            "customer_id": "c-new",
+            "requested_at": "2025-03-01 10:30:00",
+            "refund_type": "return_and_refund",
+            "reason": "mistake",
+            "reason_detail": "ordered_by_mistake",
+            "amount_requested": 25.0,
+            "photo_count": 0,
+            "order_stage": "not_shipped",
+        }
+    )
+    assert row["customer_orders_all_time"] == 1
+    assert row["customer_refund_requests_all_time"] == 0
+    assert row["customer_tenure_days"] == 0.0  # no account row: the defined empty value
+    assert row["linked_accounts_by_any"] == 0
+    assert np.isnan(row["customer_mean_days_from_delivery_to_claim_all_time"])
+    store.dispose()

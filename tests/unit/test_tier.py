@@ -1,0 +1,303 @@
+"""The credit-tier model's parts on small hand-made data: inputs, split, estimator, tiers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+
+from features.batch import CREDIT_TARGET_COLUMNS, CREDIT_TARGET_DAYS
+from features.definitions import CUSTOMER_FEATURES, FEATURES, Entity
+from policy.model import PolicyError, Tiers, parse_tiers
+from refund_risk.errors import DataValidationError
+from training.tier import (
+    HISTORY_FEATURE,
+    MONOTONE,
+    CreditTierModel,
+    customer_tiers,
+    default_cutoff,
+    monotone_constraints,
+    plan_tier_split,
+    rises_strictly,
+    score_customers,
+    suggest_thresholds,
+    tier_feature_names,
+    tier_for,
+    tier_table,
+    tiers_for,
+    train_tier_model,
+    with_thresholds,
+)
+
+FEATURE_NAMES = tier_feature_names()
+
+
+def ladder(bounds: tuple[float, float, float] = (0.02, 0.05, 1.0)) -> Tiers:
+    """Three tiers, best first; the middle one is the default."""
+    privileges = [(True, 200.0, 500.0), (False, 0.0, 0.0), (False, 0.0, 0.0)]
+    return parse_tiers(
+        {
+            "version": 1,
+            "default_tier": "middle",
+            "tiers": [
+                {
+                    "name": name,
+                    "max_loss_probability": bound,
+                    "refund_before_return_allowed": rbr,
+                    "auto_approve_limit": limit,
+                    "max_outstanding_unreturned": outstanding,
+                }
+                for name, bound, (rbr, limit, outstanding) in zip(
+                    ("best", "middle", "worst"), bounds, privileges, strict=True
+                )
+            ],
+        }
+    )
+
+
+def customers(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """Snapshot-like rows whose loss depends on confirmed abuse and order count."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        rng.poisson(1.0, size=(n, len(FEATURE_NAMES))).astype(float), columns=FEATURE_NAMES
+    )
+    frame[HISTORY_FEATURE] = rng.integers(1, 20, n).astype(float)
+    frame["customer_tenure_days"] = rng.uniform(1.0, 900.0, n)
+    logit = -3.5 + 1.2 * frame["customer_confirmed_abusive_refunds"] + 0.05 * frame[HISTORY_FEATURE]
+    loss = rng.random(n) < 1.0 / (1.0 + np.exp(-logit.to_numpy()))
+    frame.insert(0, "customer_id", [f"c{i:05d}" for i in range(n)])
+    return frame, loss
+
+
+@pytest.fixture(scope="module")
+def small_model() -> CreditTierModel:
+    frame, loss = customers(3_000, seed=1)
+    return CreditTierModel(n_estimators=20, min_child_samples=50, random_state=3).fit(frame, loss)
+
+
+# --- inputs ----------------------------------------------------------------------------------
+
+
+def test_features_are_the_customer_and_linked_account_definitions() -> None:
+    expected = [f.name for f in FEATURES if f.entity in (Entity.CUSTOMER, Entity.LINKED_ACCOUNTS)]
+    assert list(FEATURE_NAMES) == expected
+    assert set(FEATURE_NAMES) == {f.name for f in CUSTOMER_FEATURES}
+    request_or_order = {f.name for f in FEATURES if f.entity in (Entity.REQUEST, Entity.ORDER)}
+    assert not set(FEATURE_NAMES) & request_or_order
+
+
+def test_features_follow_the_definitions_they_are_given() -> None:
+    subset = [f for f in FEATURES if f.name in ("request_amount", "customer_tenure_days")]
+    assert tier_feature_names(subset) == ("customer_tenure_days",)
+
+
+def test_no_target_or_oracle_column_is_a_feature() -> None:
+    forbidden = set(CREDIT_TARGET_COLUMNS) | {"latent_type", "ring_id", "snapshot_at"}
+    assert not forbidden & set(FEATURE_NAMES)
+    assert not any(name.startswith(("target_", "label_")) for name in FEATURE_NAMES)
+
+
+def test_every_monotone_direction_names_a_tier_feature_with_a_reason() -> None:
+    for name, (direction, reason) in MONOTONE.items():
+        assert name in FEATURE_NAMES, name
+        assert direction in (-1, 1)
+        assert len(reason) > 20
+    assert MONOTONE["customer_tenure_days"][0] == -1
+    for name in FEATURE_NAMES:
+        if "confirmed_abus" in name:
+            assert MONOTONE[name][0] == 1, name
+
+
+def test_constraints_line_up_with_the_feature_order() -> None:
+    constraints = monotone_constraints(FEATURE_NAMES)
+    assert len(constraints) == len(FEATURE_NAMES)
+    for name, value in zip(FEATURE_NAMES, constraints, strict=True):
+        assert value == MONOTONE.get(name, (0, ""))[0]
+
+
+# --- split -----------------------------------------------------------------------------------
+
+
+def snapshot_frame(months: int = 11, complete_until: int = 9) -> pd.DataFrame:
+    dates = pd.date_range("2025-02-01", periods=months, freq="MS")
+    return pd.DataFrame(
+        {
+            "snapshot_at": np.repeat(dates, 3),
+            "customer_id": np.tile(["a", "b", "c"], months),
+            "target_window_complete": np.repeat(np.arange(months) < complete_until, 3),
+        }
+    )
+
+
+def test_training_snapshots_had_their_window_closed_at_the_cutoff() -> None:
+    frame = snapshot_frame()
+    cutoff = pd.Timestamp("2025-09-01")
+    split = plan_tier_split(frame, cutoff, cutoff, calibration_months=1)
+    horizon = pd.Timedelta(days=CREDIT_TARGET_DAYS)
+    assert split.fit_dates and split.calibration_dates
+    for d in (*split.fit_dates, *split.calibration_dates):
+        assert d + horizon <= cutoff
+    # The window is judged at the cutoff, not at the end of the data: July's window was
+    # complete in the data but still open on 1 September.
+    assert pd.Timestamp("2025-07-01") not in (*split.fit_dates, *split.calibration_dates)
+    assert max(split.fit_dates) < min(split.calibration_dates)
+    assert split.test_dates == (pd.Timestamp("2025-09-01"), pd.Timestamp("2025-10-01"))
+
+
+def test_test_months_need_a_complete_window_and_must_follow_the_cutoff() -> None:
+    frame = snapshot_frame()
+    with pytest.raises(DataValidationError, match="at or after"):
+        plan_tier_split(frame, pd.Timestamp("2025-09-01"), pd.Timestamp("2025-08-01"))
+    with pytest.raises(DataValidationError, match="complete"):
+        plan_tier_split(frame, pd.Timestamp("2025-09-01"), pd.Timestamp("2025-11-01"))
+    with pytest.raises(DataValidationError, match="closed"):
+        plan_tier_split(frame, pd.Timestamp("2025-04-01"), pd.Timestamp("2025-09-01"))
+
+
+def test_default_cutoff_leaves_the_last_complete_months_for_test() -> None:
+    assert default_cutoff(snapshot_frame(), test_months=2) == pd.Timestamp("2025-09-01")
+    with pytest.raises(DataValidationError):
+        default_cutoff(snapshot_frame(complete_until=1), test_months=2)
+
+
+# --- the estimator ---------------------------------------------------------------------------
+
+
+def test_estimator_follows_the_scikit_learn_contract() -> None:
+    model = CreditTierModel(num_leaves=9, random_state=5)
+    assert model.get_params()["num_leaves"] == 9
+    assert clone(model).get_params() == model.get_params()
+    assert not hasattr(model, "booster_")
+
+
+def test_fit_is_reproducible_bit_for_bit() -> None:
+    frame, loss = customers(2_000, seed=2)
+    fits = [
+        CreditTierModel(n_estimators=15, min_child_samples=40, random_state=4).fit(frame, loss)
+        for _ in range(2)
+    ]
+    assert fits[0].model_string() == fits[1].model_string()
+    np.testing.assert_array_equal(fits[0].predict_proba(frame), fits[1].predict_proba(frame))
+
+
+def test_probabilities_are_two_columns_and_frames_match_arrays(
+    small_model: CreditTierModel,
+) -> None:
+    frame, _ = customers(200, seed=3)
+    proba = small_model.predict_proba(frame)
+    assert proba.shape == (200, 2)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    # Columns are matched by name: a shuffled frame and a bare array give the same scores.
+    shuffled = frame[list(reversed(frame.columns))]
+    np.testing.assert_array_equal(small_model.predict_proba(shuffled), proba)
+    matrix = frame[list(FEATURE_NAMES)].to_numpy()
+    np.testing.assert_array_equal(small_model.predict_proba(matrix), proba)
+
+
+def test_missing_feature_columns_are_refused(small_model: CreditTierModel) -> None:
+    frame, _ = customers(10, seed=4)
+    with pytest.raises(DataValidationError, match="customer_tenure_days"):
+        small_model.predict_proba(frame.drop(columns="customer_tenure_days"))
+
+
+def test_calibration_that_would_reverse_the_ranking_is_not_applied() -> None:
+    frame, loss = customers(3_000, seed=5)
+    model = CreditTierModel(n_estimators=20, min_child_samples=50).fit(frame, loss)
+    margin = model.predict_raw(frame)
+    model.calibrate(frame, margin < np.median(margin))  # later months saying the opposite
+    assert not model.calibrated_
+    assert model.calibration_ == (1.0, 0.0)
+    model.calibrate(frame, loss)
+    assert model.calibrated_ and model.calibration_[0] > 0
+
+
+# --- scores and tiers ------------------------------------------------------------------------
+
+
+def test_customers_without_history_get_no_score_and_the_default_tier(
+    small_model: CreditTierModel,
+) -> None:
+    frame, _ = customers(50, seed=6)
+    frame.loc[:9, HISTORY_FEATURE] = 0.0
+    scores = score_customers(small_model, frame)
+    assert np.isnan(scores[:10]).all() and not np.isnan(scores[10:]).any()
+    tiers = ladder()
+    assert set(tiers_for(scores[:10], tiers)) == {"middle"}
+
+
+def test_customers_absent_from_the_snapshot_get_the_default_tier(
+    small_model: CreditTierModel,
+) -> None:
+    frame, _ = customers(20, seed=7)
+    tiers = ladder((0.2, 0.5, 1.0))
+    out = customer_tiers(small_model, frame, tiers, ["c00003", "someone_new", "c00001"])
+    assert list(out["customer_id"]) == ["c00003", "someone_new", "c00001"]
+    assert math.isnan(out["score"].iloc[1]) and out["tier"].iloc[1] == "middle"
+    for i, cid in ((0, "c00003"), (2, "c00001")):
+        expected = score_customers(small_model, frame[frame["customer_id"] == cid])[0]
+        assert out["score"].iloc[i] == expected
+        assert out["tier"].iloc[i] == tier_for(expected, tiers)
+
+
+def test_tier_for_uses_the_upper_bounds_best_first() -> None:
+    tiers = ladder()
+    assert tier_for(None, tiers) == "middle"
+    assert tier_for(float("nan"), tiers) == "middle"
+    assert tier_for(0.0, tiers) == "best"
+    assert tier_for(0.02, tiers) == "best"  # a bound belongs to its tier
+    assert tier_for(0.0201, tiers) == "middle"
+    assert tier_for(0.7, tiers) == "worst"
+    scores = np.array([0.01, np.nan, 0.02, 0.05, 0.051, 1.0, 0.01])
+    assert list(tiers_for(scores, tiers)) == [tier_for(float(s), tiers) for s in scores]
+
+
+def test_suggested_bounds_rise_and_end_at_one() -> None:
+    tiers = ladder()
+    scores = np.concatenate([np.full(50, 0.01), np.linspace(0.0, 0.3, 50), [np.nan]])
+    bounds = suggest_thresholds(scores, tiers, [0.3, 0.9])
+    values = list(bounds.values())
+    assert list(bounds) == ["best", "middle", "worst"]
+    assert values[-1] == 1.0 and values[0] < values[1] < values[2]
+    assert with_thresholds(tiers, bounds).get("middle").max_loss_probability == bounds["middle"]
+    with pytest.raises(ValueError, match="quantiles"):
+        suggest_thresholds(scores, tiers, [0.5])
+    with pytest.raises(PolicyError):
+        with_thresholds(tiers, {"best": 0.5, "middle": 0.1})  # bounds must rise
+
+
+def test_tier_table_and_strict_rise() -> None:
+    tiers = ladder()
+    tier = np.array(["best"] * 4 + ["middle"] * 4 + ["worst"] * 2)
+    loss = np.array([0, 0, 0, 1, 0, 0, 1, 1, 1, 1], dtype=bool)
+    score = np.array([0.01] * 4 + [np.nan, 0.03, 0.03, 0.04] + [0.5, 0.6])
+    table = tier_table(tiers, tier, loss, score, np.array(["honest"] * 8 + ["swapper"] * 2))
+    assert list(table["tier"]) == ["best", "middle", "worst"]
+    np.testing.assert_allclose(table["share"], [0.4, 0.4, 0.2])
+    np.testing.assert_allclose(table["loss_rate"], [0.25, 0.5, 1.0])
+    np.testing.assert_allclose(table["new_share"], [0.0, 0.25, 0.0])
+    np.testing.assert_allclose(table["type_swapper"], [0.0, 0.0, 1.0])
+    assert rises_strictly(table)
+    flat = tier_table(tiers, tier, np.array([0, 1] * 5, dtype=bool), score)
+    assert not rises_strictly(flat)
+    empty = tier_table(tiers, np.array(["best", "worst"]), np.array([False, True]), score[:2])
+    assert not rises_strictly(empty)
+
+
+def test_a_target_column_cannot_be_made_a_feature() -> None:
+    frame, loss = customers(100, seed=8)
+    frame["snapshot_at"] = pd.Timestamp("2025-02-01")
+    frame["target_has_loss_90d"] = loss
+    frame["target_window_complete"] = True
+    leaky = CreditTierModel(features=[*FEATURE_NAMES, "target_has_loss_90d"])
+    with pytest.raises(DataValidationError, match="target"):
+        train_tier_model(
+            frame,
+            train_end=pd.Timestamp("2025-06-01"),
+            test_start=pd.Timestamp("2025-06-01"),
+            seed=0,
+            tiers=ladder(),
+            model=leaky,
+        )

@@ -1,0 +1,1 @@
+"""Datasets with label delay, the refund-abuse and credit-tier models, evaluation, registry."""

@@ -1,0 +1,135 @@
+"""`refund-risk train ...` and `refund-risk models ...`: fit, evaluate, register, promote, list."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from refund_risk.console import console, reports_errors
+from refund_risk.settings import load_settings
+
+train_app = typer.Typer(help="Train, evaluate and register models.", no_args_is_help=True)
+models_app = typer.Typer(help="Registered models and their aliases.", no_args_is_help=True)
+
+HEADLINE = (
+    "roc_auc",
+    "average_precision",
+    "calibration_error",
+    "at_capacity_precision",
+    "at_capacity_recall",
+    "at_capacity_money_recall",
+    "roc_auc_true",
+    "oracle_roc_auc_true",
+    "roc_auc_ratio_to_oracle",
+    "calibration_error_true",
+)
+
+
+@train_app.command("abuse")
+@reports_errors
+def train_abuse_command(
+    promote: Annotated[
+        bool, typer.Option(help="Make it champion if it beats the current one.")
+    ] = False,
+    review_share: Annotated[
+        float, typer.Option(help="Reviewer capacity as a share of daily requests.")
+    ] = 0.15,
+    test_months: Annotated[int, typer.Option(help="Months at the end used as test.")] = 3,
+) -> None:
+    """Fit the refund-abuse model and its baselines on a time-ordered split; log to MLflow."""
+    from training.data_source import load_training_inputs
+    from training.dataset import build_abuse_dataset, plan_split
+    from training.run_abuse import run_abuse_training
+
+    settings = load_settings()
+    inputs = load_training_inputs(settings)
+    split = plan_split(inputs.rows["requested_at"], test_months=test_months)
+    dataset = build_abuse_dataset(inputs.rows, inputs.outcomes, split, inputs.oracle_refunds)
+    console.print(f"split: {split.describe()}")
+    console.print(f"rows: {dataset.summary()}")
+    run = run_abuse_training(
+        settings, inputs.rows, inputs.outcomes, dataset, inputs.manifest, promote, review_share
+    )
+    table = Table(title=f"refund-abuse v{run.version}: test months from {split.deploy_at.date()}")
+    table.add_column("figure")
+    for evaluation in run.result.evaluations:
+        table.add_column(evaluation.name, justify="right")
+    for key in HEADLINE:
+        values = [e.headline.get(key) for e in run.result.evaluations]
+        if all(v is None for v in values):
+            continue
+        table.add_row(key, *("-" if v is None else f"{v:.3f}" for v in values))
+    typer.echo("")
+    console.print(table)
+    slices = run.result.evaluations[0].slices
+    console.print(slices.round(3).to_string(index=False))
+    typer.echo(f"trained in {run.seconds:.1f} s; MLflow run {run.run_id}")
+    if run.gate is not None:
+        typer.echo(f"gate: {run.gate.describe()}")
+    else:
+        typer.echo(f"registered {run.version} as challenger (use --promote to run the gate)")
+
+
+@train_app.command("tier")
+@reports_errors
+def train_tier_command(
+    promote: Annotated[
+        bool, typer.Option(help="Make it champion if it beats the current one.")
+    ] = False,
+    tiers_file: Annotated[
+        str | None, typer.Option("--tiers", help="Credit tiers file (default: shipped).")
+    ] = None,
+    test_months: Annotated[int, typer.Option(help="Snapshot months used as test.")] = 2,
+) -> None:
+    """Fit the credit-tier model on monthly customer snapshots; log and register it."""
+    from policy.model import load_tiers
+    from training.data_source import load_training_inputs
+    from training.run_tier import run_tier_training
+
+    settings = load_settings()
+    tiers = load_tiers(tiers_file) if tiers_file else load_tiers()
+    inputs = load_training_inputs(settings)
+    run = run_tier_training(settings, inputs, tiers, promote, test_months)
+    result = run.result
+    typer.echo(f"split: {result.split.describe()}")
+    for key in ("roc_auc", "average_precision", "brier", "calibration_error", "loss_rate"):
+        typer.echo(f"{key:<32} {result.metrics[key]:.4f}")
+    for key, value in result.oracle.items():
+        typer.echo(f"{key:<32} {value:.4f}")
+    typer.echo(result.tier_table.round(4).to_string(index=False))
+    rises = "yes" if result.loss_rises_strictly else "NO"
+    typer.echo(f"realised loss rises strictly from best tier to worst: {rises}")
+    typer.echo(f"trained in {result.seconds:.1f} s; MLflow run {run.run_id}")
+    if run.gate is not None:
+        typer.echo(f"gate: {run.gate.describe()}")
+    else:
+        typer.echo(f"registered {run.version} as challenger (use --promote to run the gate)")
+
+
+@models_app.command("list")
+@reports_errors
+def list_models() -> None:
+    """Every registered version, its aliases and headline figures."""
+    from training.registry import client_for, list_versions
+
+    rows = list_versions(client_for(load_settings()))
+    if not rows:
+        typer.echo("no registered models yet: run `refund-risk train abuse --promote`")
+        return
+    header = f"{'model':<12} {'version':>7}  {'aliases':<20} {'features':<17} "
+    header += f"{'ROC-AUC':>8} {'avg prec':>8} {'ECE':>6}"
+    typer.echo(header)
+    for row in rows:
+        m = row["metrics"]
+
+        def fmt(key: str, metrics: dict[str, float] = m) -> str:
+            value = metrics.get(f"headline.{key}")
+            return "-" if value is None else f"{value:.3f}"
+
+        typer.echo(
+            f"{row['model']:<12} {row['version']:>7}  {row['aliases'] or '-':<20} "
+            f"{row['feature_version']:<17} {fmt('roc_auc'):>8} "
+            f"{fmt('average_precision'):>8} {fmt('calibration_error'):>6}"
+        )

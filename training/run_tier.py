@@ -1,0 +1,158 @@
+"""One credit-tier training run end to end: snapshots, fit, evaluate, log, register, gate."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.batch import build_credit_snapshots
+from features.definitions import FEATURE_VERSION
+from policy.model import Tiers
+from refund_risk.settings import Settings
+from training.data_source import TrainingInputs
+from training.registry import (
+    CHAMPION,
+    SCORING_DIR,
+    TIER_MODEL,
+    GateResult,
+    client_for,
+    download_scoring,
+    experiment_id,
+    finite_metrics,
+    set_alias,
+)
+from training.tier import (
+    MONOTONE,
+    TierTrainingResult,
+    default_cutoff,
+    has_history,
+    train_tier_model,
+)
+
+GATE_METRIC = "roc_auc"
+
+
+@dataclass
+class TierRun:
+    """What one tier training run produced."""
+
+    result: TierTrainingResult
+    run_id: str
+    version: str
+    gate: GateResult | None
+
+
+def tier_card(result: TierTrainingResult) -> dict[str, Any]:
+    """The JSON card stored beside the tier booster."""
+    slope, intercept = result.model.calibration_
+    return {
+        "model": TIER_MODEL,
+        "features": list(result.features),
+        "feature_version": FEATURE_VERSION,
+        "calibration": {"method": "platt", "slope": slope, "intercept": intercept},
+        "history_feature": "customer_orders_all_time",
+        "split": result.split.describe(),
+        "monotone": {k: v[0] for k, v in MONOTONE.items()},
+    }
+
+
+def build_snapshots(inputs: TrainingInputs) -> pd.DataFrame:
+    """Every monthly customer snapshot of the world, in one frame."""
+    return pd.concat(list(build_credit_snapshots(inputs.tables)), ignore_index=True)
+
+
+def _champion_value(client: Any, result: TierTrainingResult, snapshots: pd.DataFrame) -> GateResult:
+    """Compare with the champion tier model on the same test customer-months."""
+    from training.metrics import safe_auc
+    from training.run_abuse import score_with_card
+
+    new_value = result.metrics[GATE_METRIC]
+    try:
+        champion = download_scoring(client, TIER_MODEL, CHAMPION)
+    except Exception:  # no champion yet
+        return GateResult(GATE_METRIC, new_value, None, None, True, "first version")
+    if champion.feature_version != FEATURE_VERSION:
+        run = client.get_run(champion.run_id)
+        value = run.data.metrics.get(f"headline.{GATE_METRIC}", float("-inf"))
+        how = "champion built on other features: its recorded figure"
+    else:
+        test = snapshots[snapshots["snapshot_at"].isin(result.split.test_dates)]
+        test = test[has_history(test)]
+        X = test.loc[:, champion.card["features"]].to_numpy(dtype=np.float64)
+        scores = score_with_card(champion.model_file, champion.card, X)
+        value = safe_auc(test["target_has_loss_90d"].to_numpy(bool), scores)
+        how = "champion re-scored on these customer-months"
+    return GateResult(GATE_METRIC, new_value, value, champion.version, bool(new_value > value), how)
+
+
+def run_tier_training(
+    settings: Settings,
+    inputs: TrainingInputs,
+    tiers: Tiers,
+    promote: bool,
+    test_months: int = 2,
+) -> TierRun:
+    """Fit the tier model on monthly snapshots, log it to MLflow, register it, run the gate."""
+    import mlflow
+    import mlflow.lightgbm
+    from mlflow.models import infer_signature
+
+    snapshots = build_snapshots(inputs)
+    cutoff = default_cutoff(snapshots, test_months)
+    result = train_tier_model(
+        snapshots,
+        train_end=cutoff,
+        test_start=cutoff,
+        seed=settings.seed,
+        tiers=tiers,
+        oracle_customers=inputs.oracle_customers,
+    )
+    client = client_for(settings)
+    exp = experiment_id(client, settings)
+    with mlflow.start_run(experiment_id=exp, run_name="credit-tier") as run:
+        mlflow.set_tags({"model": TIER_MODEL, "feature_version": FEATURE_VERSION})
+        mlflow.log_params(
+            {
+                **{f"lgb.{k}": v for k, v in result.model.get_params().items() if k != "features"},
+                **{f"split.{k}": v for k, v in result.split.describe().items()},
+                "seed": settings.seed,
+                "tiers_version": tiers.version,
+                "feature_version": FEATURE_VERSION,
+            }
+        )
+        mlflow.log_metrics(
+            finite_metrics({f"headline.{k}": v for k, v in result.summary().items()})
+        )
+        mlflow.log_metric("training_seconds", result.seconds)
+        mlflow.log_dict(inputs.manifest, "data/manifest.json")
+        mlflow.log_text(result.tier_table.to_csv(index=False), "evaluation/tiers.csv")
+        for name, figure in result.figures.items():
+            mlflow.log_figure(figure, f"plots/{name}.png")
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp) / SCORING_DIR
+            folder.mkdir()
+            result.model.booster_.save_model(str(folder / "model.txt"))
+            (folder / "card.json").write_text(json.dumps(tier_card(result), indent=2))
+            mlflow.log_artifacts(str(folder), SCORING_DIR)
+        example_rows = snapshots[has_history(snapshots)].head(5)
+        example = example_rows.loc[:, list(result.features)].astype("float64")
+        signature = infer_signature(example, result.model.predict_raw(example))
+        info = mlflow.lightgbm.log_model(
+            result.model.booster_,
+            name="model",
+            signature=signature,
+            input_example=example,
+            registered_model_name=TIER_MODEL,
+        )
+        version = str(info.registered_model_version)
+        gate = _champion_value(client, result, snapshots) if promote else None
+        if gate is not None:
+            mlflow.set_tag("gate", gate.describe())
+        set_alias(client, TIER_MODEL, version, promoted=bool(gate and gate.promoted))
+    return TierRun(result, run.info.run_id, version, gate)

@@ -1,0 +1,825 @@
+"""The credit-tier model: a customer's probability of causing a refund loss in the next 90 days.
+
+Trained on monthly customer snapshots (`features.batch.build_credit_snapshots`): one row per
+customer and snapshot date, the customer and linked-account features as of that date, and the
+target `target_has_loss_90d` (a refund requested in the 90 days after the snapshot was confirmed
+abusive, or was refunded without the goods coming back). The calibrated score maps to the named
+tiers of the credit-tiers file (`policy/tiers.yaml`) through `policy.model.assign_tier`; the
+thresholds live in that file, never here.
+
+Time, and what was known when. A model fitted at `train_end` may learn only from snapshots whose
+90-day target window had closed by then:
+
+    snapshots: |-- fit --|-- calibration --|-- windows still open --|-- test (later months) --|
+    dates:   first    calibration_start                       train_end <= test_start    data end
+
+* fit and calibration: snapshots with `snapshot_at + 90 days <= train_end`. The snapshot
+  column `target_window_complete` is measured against the end of the data, not the cutoff, so
+  it cannot be used to choose training rows; the window is checked against `train_end` here.
+  Calibration takes the latest of these snapshot months, the booster the earlier ones, so the
+  probabilities are fitted on data later than the trees were.
+* test: snapshots from `test_start` on whose window had closed by the end of the data (a
+  window cut short by the data's end would undercount losses and flatter every tier).
+
+Label delay, and the approximation taken. Targets are built from the final labels in the data,
+not from the labels known at `train_end`. Most of a snapshot's loss is known the moment the
+refund is requested (a refund-only claim never brings the goods back); the rest is abuse found
+on returned goods, which the warehouse check reports within about two weeks, and a few later
+findings (chargebacks, ring investigations). On the default world (seed 7, 20,000 customers),
+with `train_end` 2025-09-01, 1 of the 836 loss refunds requested before the cutoff changes
+between the labels known at the cutoff and the final ones. A strict version needs targets built
+from `features.labels.labels_as_of(outcomes, train_end)` in the snapshot builder.
+
+What the target counts. Every refund-only request is a loss, cancellations before shipping
+included: on the default world those are about 40% of the loss refunds. They follow how often a
+customer orders more than how far the customer can be trusted, so among the lowest-scored
+customers the realised loss rate is nearly flat, and the two best tiers are told apart by a few
+tenths of a percentage point.
+
+New customers. A customer with no order before the snapshot date has nothing to be judged on: the
+score is NaN (not a number the model made up), and `assign_tier` puts a missing score in the
+default tier, as it does for customers absent from the snapshot.
+
+`python -m training.tier [--customers N] [--seed S] [--tiers FILE]` generates a world, trains,
+and prints the test months' figures and tier table, and upper bounds suggested from the
+calibration month's score quantiles.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import brier_score_loss
+
+from features.batch import CREDIT_TARGET_COLUMNS, CREDIT_TARGET_DAYS
+from features.definitions import FEATURES, Entity, Feature
+from policy.model import Tiers, assign_tier, parse_tiers
+from refund_risk.errors import DataValidationError
+from training.metrics import expected_calibration_error, safe_ap, safe_auc
+
+TARGET = "target_has_loss_90d"
+"""What the model predicts: a refund loss (confirmed abuse, or goods kept) in the next 90 days."""
+
+HISTORY_FEATURE = "customer_orders_all_time"
+"""A customer with no order before the snapshot is new: no score, the default tier."""
+
+TIER_ENTITIES: frozenset[Entity] = frozenset({Entity.CUSTOMER, Entity.LINKED_ACCOUNTS})
+"""Entities whose features describe a customer alone; request and order features do not exist
+at a snapshot (there is no request), so they are never tier-model inputs."""
+
+ABUSIVE_TYPES: tuple[str, ...] = ("wardrober", "false_claimer", "swapper", "ring_member")
+"""The oracle's latent types that abuse as a habit (evaluation only, never a feature)."""
+HONEST_TYPE = "honest"
+OPPORTUNIST_TYPE = "opportunist"
+LATENT_TYPES: tuple[str, ...] = (HONEST_TYPE, OPPORTUNIST_TYPE, *ABUSIVE_TYPES)
+
+
+def tier_feature_names(features: Iterable[Feature] = FEATURES) -> tuple[str, ...]:
+    """The tier model's inputs: the customer and linked-account features, in definition order."""
+    return tuple(f.name for f in features if f.entity in TIER_ENTITIES)
+
+
+def tier_categorical_features(features: Iterable[Feature] = FEATURES) -> tuple[str, ...]:
+    """Which tier inputs are category codes (given to LightGBM as integer codes)."""
+    return tuple(f.name for f in features if f.entity in TIER_ENTITIES and f.categorical)
+
+
+# Directions the model may not contradict, with the reason; every other feature is learnt
+# freely. Behavioural counts (orders, refund requests, refund-only claims) are left free on
+# purpose: an honest customer who shops more also claims more, so their direction is a finding
+# of the data, not a rule of the business.
+MONOTONE: dict[str, tuple[int, str]] = {
+    "customer_confirmed_abusive_refunds": (
+        +1,
+        "another refund confirmed abusive never makes a customer more trustworthy",
+    ),
+    "customer_confirmed_abusive_amount": (
+        +1,
+        "more money in confirmed abusive refunds never makes a customer more trustworthy",
+    ),
+    "customer_confirmed_abuse_rate": (
+        +1,
+        "a larger share of refunds confirmed abusive never makes a customer more trustworthy",
+    ),
+    "linked_accounts_confirmed_abusive_refunds_by_device": (
+        +1,
+        "confirmed abuse by accounts on the same device never vouches for this one",
+    ),
+    "linked_accounts_confirmed_abusive_refunds_by_address": (
+        +1,
+        "confirmed abuse by accounts at the same address never vouches for this one",
+    ),
+    "linked_accounts_confirmed_abusive_refunds_by_payment": (
+        +1,
+        "confirmed abuse by accounts paying with the same card never vouches for this one",
+    ),
+    "linked_accounts_confirmed_abusive_refunds_by_any": (
+        +1,
+        "confirmed abuse by any linked account never vouches for this one",
+    ),
+    "customer_tenure_days": (
+        -1,
+        "with everything else equal, a longer clean history never makes a customer riskier",
+    ),
+}
+
+
+def monotone_constraints(names: Sequence[str]) -> list[int]:
+    """LightGBM's `monotone_constraints` for the features `names`, in their order."""
+    return [MONOTONE[n][0] if n in MONOTONE else 0 for n in names]
+
+
+# --- the estimator ---------------------------------------------------------------------------
+
+
+class CreditTierModel(ClassifierMixin, BaseEstimator):
+    """LightGBM with monotone constraints on the customer features, Platt-calibrated later.
+
+    scikit-learn's contract: parameters only in `__init__`, learned state in trailing-underscore
+    attributes, `random_state` threaded through. One thread and LightGBM's deterministic mode,
+    so the same data and seed give the same model, bit for bit.
+
+    `X` is a frame holding the feature columns (matched by name) or an array with the columns in
+    the order of `features` (default: `tier_feature_names()`). `predict_proba` returns shape
+    (n, 2), no loss and loss, as scikit-learn expects; `score_customers` gives the loss
+    probability alone, with NaN for customers who have no history.
+
+    The defaults are small, strongly regularised trees: the target is mostly ordinary refund-only
+    claims of honest customers, a weak signal. On the default world, fitted before July and
+    tested on July and August, 31-leaf trees ranked later months worse (ROC-AUC about 0.55
+    against 0.59) and abusers no better; 3 to 7 leaves with 200+ rows per leaf all did alike.
+    """
+
+    def __init__(
+        self,
+        n_estimators: int = 150,
+        learning_rate: float = 0.03,
+        num_leaves: int = 5,
+        min_child_samples: int = 200,
+        l2_regularisation: float = 1.0,
+        features: Sequence[str] | None = None,
+        random_state: int = 0,
+        n_jobs: int = 1,
+    ) -> None:
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.num_leaves = num_leaves
+        self.min_child_samples = min_child_samples
+        self.l2_regularisation = l2_regularisation
+        self.features = features
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+
+    def _feature_list(self) -> tuple[str, ...]:
+        return tuple(self.features) if self.features is not None else tier_feature_names()
+
+    def lgb_params(self) -> dict[str, Any]:
+        """The LightGBM parameters this estimator trains with."""
+        names = self._feature_list()
+        return {
+            "objective": "binary",
+            "learning_rate": self.learning_rate,
+            "num_leaves": self.num_leaves,
+            "min_data_in_leaf": self.min_child_samples,
+            "lambda_l2": self.l2_regularisation,
+            # No row or feature sampling: nothing random left but ties, which `deterministic`
+            # settles.
+            "feature_fraction": 1.0,
+            "bagging_fraction": 1.0,
+            "bagging_freq": 0,
+            "monotone_constraints": monotone_constraints(names),
+            "monotone_constraints_method": "advanced",
+            "seed": self.random_state,
+            "num_threads": self.n_jobs,
+            "deterministic": True,
+            "force_row_wise": True,
+            "verbose": -1,
+        }
+
+    def _matrix(self, X: pd.DataFrame | np.ndarray, names: Sequence[str]) -> np.ndarray:
+        if isinstance(X, pd.DataFrame):
+            missing = [n for n in names if n not in X.columns]
+            if missing:
+                raise DataValidationError(f"tier model input lacks columns: {', '.join(missing)}")
+            return X.loc[:, list(names)].to_numpy(dtype=np.float64)
+        matrix = np.asarray(X, dtype=np.float64)
+        if matrix.ndim != 2 or matrix.shape[1] != len(names):
+            raise DataValidationError(
+                f"tier model input must have {len(names)} columns, got shape {matrix.shape}"
+            )
+        return matrix
+
+    def fit(
+        self,
+        X: pd.DataFrame | np.ndarray,
+        y: np.ndarray | pd.Series,
+        X_calibration: pd.DataFrame | np.ndarray | None = None,
+        y_calibration: np.ndarray | pd.Series | None = None,
+    ) -> CreditTierModel:
+        """Fit the trees on (X, y); then, if given, Platt scaling on the later calibration rows."""
+        names = self._feature_list()
+        categorical = [n for n in tier_categorical_features() if n in names]
+        data = lgb.Dataset(
+            self._matrix(X, names),
+            label=np.asarray(y, dtype=np.float64),
+            feature_name=list(names),
+            categorical_feature=categorical,
+            free_raw_data=True,
+        )
+        self.booster_ = lgb.train(self.lgb_params(), data, num_boost_round=self.n_estimators)
+        self.features_ = names
+        self.classes_ = np.array([False, True])
+        self.n_features_in_ = len(names)
+        self.calibration_ = (1.0, 0.0)
+        self.calibrated_ = False
+        if X_calibration is not None and y_calibration is not None:
+            self.calibrate(X_calibration, y_calibration)
+        return self
+
+    def calibrate(self, X: pd.DataFrame | np.ndarray, y: np.ndarray | pd.Series) -> CreditTierModel:
+        """Platt scaling of the raw margin on later rows: p = sigmoid(a * margin + b).
+
+        Tier thresholds are read as probabilities ("at most 2% chance of a loss"), so the score
+        must mean one. Two parameters, not isotonic steps: steps would tie whole groups of
+        customers at one score and could empty a tier. A slope that is not positive (the later
+        months ranked the other way round) would reverse the ranking and break the monotone
+        directions; then the trees' own probabilities are kept and `calibrated_` stays False.
+        """
+        y = np.asarray(y, dtype=bool)
+        if y.all() or not y.any():
+            return self
+        margin = self.predict_raw(X).reshape(-1, 1)
+        platt = LogisticRegression(C=1e4, max_iter=1000).fit(margin, y)
+        slope, intercept = float(platt.coef_[0, 0]), float(platt.intercept_[0])
+        if slope > 0:
+            self.calibration_ = (slope, intercept)
+            self.calibrated_ = True
+        return self
+
+    def predict_raw(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """The trees' raw margin (log-odds before calibration)."""
+        matrix = self._matrix(X, self.features_)
+        return np.asarray(self.booster_.predict(matrix, raw_score=True, num_threads=self.n_jobs))
+
+    def predict_proba(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """Calibrated probabilities, shape (n, 2): no loss, loss in the next 90 days."""
+        slope, intercept = self.calibration_
+        p = 1.0 / (1.0 + np.exp(-(slope * self.predict_raw(X) + intercept)))
+        return np.column_stack([1.0 - p, p])
+
+    def predict(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """True where a loss is likelier than not (rare; tiers use the probability instead)."""
+        return self.predict_proba(X)[:, 1] > 0.5
+
+    def model_string(self) -> str:
+        """The booster as LightGBM's text model: two equal strings mean two equal models."""
+        return str(self.booster_.model_to_string(num_iteration=-1))
+
+
+# --- scoring and tiers -----------------------------------------------------------------------
+
+
+def has_history(frame: pd.DataFrame) -> np.ndarray:
+    """Per snapshot row: whether the customer had ordered before the snapshot date."""
+    return frame[HISTORY_FEATURE].to_numpy(dtype=np.float64) > 0
+
+
+def score_customers(model: CreditTierModel, frame: pd.DataFrame) -> np.ndarray:
+    """Loss probability per snapshot row, 1-D; NaN for customers with no history yet."""
+    scores = np.full(len(frame), np.nan)
+    known = has_history(frame)
+    if known.any():
+        scores[known] = model.predict_proba(frame.loc[known])[:, 1]
+    return scores
+
+
+def tier_for(score: float | None, tiers: Tiers) -> str:
+    """The tier name for one score; None or NaN (a new customer) gives the default tier."""
+    return assign_tier(score, tiers).name
+
+
+def tiers_for(scores: np.ndarray, tiers: Tiers) -> np.ndarray:
+    """Tier names for many scores (NaN: the default tier), by the policy's own `assign_tier`."""
+    scores = np.asarray(scores, dtype=np.float64)
+    out = np.full(len(scores), tiers.default.name, dtype=object)
+    known = ~np.isnan(scores)
+    # Each distinct score is assigned once: the policy's rule stays the only definition of it.
+    unique, inverse = np.unique(scores[known], return_inverse=True)
+    names = np.array([tier_for(float(s), tiers) for s in unique], dtype=object)
+    out[known] = names[inverse] if len(unique) else out[known]
+    return out
+
+
+def customer_tiers(
+    model: CreditTierModel,
+    snapshot: pd.DataFrame,
+    tiers: Tiers,
+    customer_ids: Sequence[str] | pd.Series | None = None,
+) -> pd.DataFrame:
+    """Score and tier per customer of one snapshot: `customer_id`, `score`, `tier`.
+
+    With `customer_ids`, one row per id in that order; ids absent from the snapshot (signed up
+    after it, or unknown) get no score and the default tier.
+    """
+    scored = pd.DataFrame(
+        {
+            "customer_id": snapshot["customer_id"].to_numpy(),
+            "score": score_customers(model, snapshot),
+        }
+    )
+    if customer_ids is not None:
+        ids = pd.Index(np.asarray(customer_ids, dtype=object))
+        scored = scored.set_index("customer_id").reindex(ids).rename_axis("customer_id")
+        scored = scored.reset_index()
+    scored["tier"] = tiers_for(scored["score"].to_numpy(dtype=np.float64), tiers)
+    return scored
+
+
+def suggest_thresholds(
+    scores: np.ndarray, tiers: Tiers, quantiles: Sequence[float]
+) -> dict[str, float]:
+    """Upper bounds for every tier but the worst, at the given quantiles of `scores`.
+
+    For choosing the tiers file's `max_loss_probability` values from scores the model gave on
+    data known at training time (the calibration months), never from the test months. Bounds
+    are rounded to 4 decimals (a file people read) and kept strictly rising.
+    """
+    if len(quantiles) != len(tiers.tiers) - 1:
+        raise ValueError(
+            f"{len(tiers.tiers)} tiers need {len(tiers.tiers) - 1} quantiles, got {len(quantiles)}"
+        )
+    known = np.asarray(scores, dtype=np.float64)
+    known = known[~np.isnan(known)]
+    if not len(known):
+        raise ValueError("no scores to take quantiles of")
+    bounds: dict[str, float] = {}
+    previous = 0.0
+    for tier, q in zip(tiers.tiers[:-1], quantiles, strict=True):
+        bound = max(round(float(np.quantile(known, q)), 4), round(previous + 1e-4, 4))
+        bounds[tier.name] = bound
+        previous = bound
+    bounds[tiers.tiers[-1].name] = 1.0
+    return bounds
+
+
+def with_thresholds(tiers: Tiers, thresholds: Mapping[str, float]) -> Tiers:
+    """The same tiers with other upper bounds, validated again as a tiers file would be."""
+    raw = {
+        "version": tiers.version,
+        "default_tier": tiers.default.name,
+        "tiers": [
+            {
+                **t.model_dump(mode="json"),
+                "max_loss_probability": thresholds.get(t.name, t.max_loss_probability),
+            }
+            for t in tiers.tiers
+        ],
+    }
+    return parse_tiers(raw, source=f"{tiers.source} (thresholds replaced)")
+
+
+# --- time-ordered split ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TierSplit:
+    """Which snapshot months fit the trees, calibrate them, and test them."""
+
+    train_end: pd.Timestamp
+    test_start: pd.Timestamp
+    fit_dates: tuple[pd.Timestamp, ...]
+    calibration_dates: tuple[pd.Timestamp, ...]
+    test_dates: tuple[pd.Timestamp, ...]
+
+    def describe(self) -> dict[str, str]:
+        """The split as plain strings, for logs and MLflow parameters."""
+
+        def days(dates: tuple[pd.Timestamp, ...]) -> str:
+            return ",".join(str(d.date()) for d in dates)
+
+        return {
+            "train_end": str(self.train_end.date()),
+            "test_start": str(self.test_start.date()),
+            "fit_snapshots": days(self.fit_dates),
+            "calibration_snapshots": days(self.calibration_dates),
+            "test_snapshots": days(self.test_dates),
+        }
+
+
+def _window_end(dates: pd.Series | pd.DatetimeIndex) -> pd.Series:
+    return pd.Series(dates) + pd.Timedelta(days=CREDIT_TARGET_DAYS)
+
+
+def plan_tier_split(
+    snapshots: pd.DataFrame,
+    train_end: pd.Timestamp,
+    test_start: pd.Timestamp,
+    calibration_months: int = 1,
+) -> TierSplit:
+    """Assign snapshot dates to fit, calibration and test (see the module docstring)."""
+    train_end, test_start = pd.Timestamp(train_end), pd.Timestamp(test_start)
+    if test_start < train_end:
+        raise DataValidationError(
+            f"test months must start at or after the training cutoff: test_start {test_start} "
+            f"is before train_end {train_end}"
+        )
+    dates = pd.DatetimeIndex(sorted(pd.unique(snapshots["snapshot_at"])))
+    closed = dates[(_window_end(dates) <= train_end).to_numpy()]
+    if len(closed) == 0:
+        raise DataValidationError(
+            f"no snapshot's {CREDIT_TARGET_DAYS}-day window had closed by {train_end.date()}"
+        )
+    n_cal = calibration_months if len(closed) > calibration_months else 0
+    complete = snapshots.groupby("snapshot_at")["target_window_complete"].all()
+    test = [d for d in dates if d >= test_start and bool(complete.get(d, False))]
+    if not test:
+        raise DataValidationError(
+            f"no snapshot from {test_start.date()} on has a complete {CREDIT_TARGET_DAYS}-day "
+            "window in the data"
+        )
+    return TierSplit(
+        train_end=train_end,
+        test_start=test_start,
+        fit_dates=tuple(closed[: len(closed) - n_cal]),
+        calibration_dates=tuple(closed[len(closed) - n_cal :]),
+        test_dates=tuple(test),
+    )
+
+
+def default_cutoff(snapshots: pd.DataFrame, test_months: int = 2) -> pd.Timestamp:
+    """The training cutoff that leaves the last `test_months` complete snapshot months to test.
+
+    Used for both `train_end` and `test_start`: the model is fitted on the first day of the test
+    months and then scores them, as it would in production.
+    """
+    complete = snapshots.groupby("snapshot_at")["target_window_complete"].all()
+    dates = pd.DatetimeIndex(complete.index[complete.to_numpy(dtype=bool)]).sort_values()
+    if len(dates) < test_months:
+        raise DataValidationError(
+            f"{len(dates)} snapshot months have a complete window; {test_months} needed for test"
+        )
+    return pd.Timestamp(dates[-test_months])
+
+
+# --- evaluation ------------------------------------------------------------------------------
+
+
+def tier_table(
+    tiers: Tiers,
+    tier: np.ndarray,
+    loss: np.ndarray,
+    score: np.ndarray,
+    latent_type: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """Per tier, best first: customer share, realised loss rate, mean score, latent types.
+
+    Counts are customer-months (a customer appears once per test snapshot). `new_share` is the
+    share of the tier's customers with no history (always in the default tier). With the
+    oracle's `latent_type`, one `type_<name>` column per type holds its share of the tier.
+    """
+    frame = pd.DataFrame(
+        {"tier": tier, "loss": np.asarray(loss, dtype=bool), "score": score, "new": np.isnan(score)}
+    )
+    if latent_type is not None:
+        frame["latent"] = np.asarray(latent_type, dtype=object)
+    rows = []
+    for name in tiers.names:
+        part = frame[frame["tier"] == name]
+        row: dict[str, Any] = {
+            "tier": name,
+            "customers": len(part),
+            "share": len(part) / len(frame) if len(frame) else math.nan,
+            "loss_rate": float(part["loss"].mean()) if len(part) else math.nan,
+            "losses": int(part["loss"].sum()),
+            "mean_score": float(part["score"].mean()) if part["score"].notna().any() else math.nan,
+            "new_share": float(part["new"].mean()) if len(part) else math.nan,
+        }
+        if latent_type is not None:
+            for t in LATENT_TYPES:
+                row[f"type_{t}"] = float((part["latent"] == t).mean()) if len(part) else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def rises_strictly(table: pd.DataFrame) -> bool:
+    """Whether every tier has customers and the realised loss rate rises from best to worst."""
+    rates = table["loss_rate"].to_numpy(dtype=np.float64)
+    return bool((table["customers"] > 0).all() and np.all(np.diff(rates) > 0))
+
+
+def oracle_agreement(
+    score: np.ndarray, tier: np.ndarray, latent_type: np.ndarray, tiers: Tiers, worst: int = 2
+) -> dict[str, float]:
+    """How well the score and the tiers agree with the oracle's latent customer types.
+
+    * `oracle_auc_abusive_vs_honest`: ROC-AUC of the score, habitual abusers against honest
+      customers (customers with a score only);
+    * `oracle_auc_opportunist_vs_honest`: the same for opportunists, who abuse rarely;
+    * `abusive_share_best_tier` / `_worst_tiers`: habitual abusers' share of the best tier, and
+      of the `worst` worst tiers together, and their ratio (`abusive_lift_worst_vs_best`);
+    * `abusive_in_worst_tiers`: the share of habitual abusers' customer-months that landed in
+      the worst tiers.
+    """
+    latent = np.asarray(latent_type, dtype=object)
+    known = ~np.isnan(score)
+    abusive = np.isin(latent, ABUSIVE_TYPES)
+    honest = latent == HONEST_TYPE
+    opportunist = latent == OPPORTUNIST_TYPE
+    out: dict[str, float] = {}
+    pair = known & (abusive | honest)
+    out["oracle_auc_abusive_vs_honest"] = safe_auc(abusive[pair], score[pair])
+    pair = known & (opportunist | honest)
+    out["oracle_auc_opportunist_vs_honest"] = safe_auc(opportunist[pair], score[pair])
+    best = tier == tiers.names[0]
+    bottom = np.isin(tier, tiers.names[-worst:])
+    out["abusive_share_best_tier"] = float(abusive[best].mean()) if best.any() else math.nan
+    out["abusive_share_worst_tiers"] = float(abusive[bottom].mean()) if bottom.any() else math.nan
+    lift = out["abusive_share_worst_tiers"] / out["abusive_share_best_tier"]
+    out["abusive_lift_worst_vs_best"] = lift if math.isfinite(lift) else math.nan
+    out["abusive_in_worst_tiers"] = float(bottom[abusive].mean()) if abusive.any() else math.nan
+    return out
+
+
+def _tier_loss_figure(table: pd.DataFrame) -> Figure:
+    """Realised loss rate per tier, best to worst, with each tier's customer share."""
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    positions = np.arange(len(table))
+    rates = table["loss_rate"].fillna(0.0).to_numpy() * 100
+    ax.bar(positions, rates, color="#4477aa")
+    for x, rate, share in zip(positions, rates, table["share"], strict=True):
+        ax.annotate(
+            f"{rate:.1f}%\n{share:.0%} of customers",
+            (x, rate),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
+    ax.set_xticks(positions, list(table["tier"]))
+    ax.set_ylabel("customers with a refund loss in 90 days (%)")
+    ax.set_title("Realised loss by credit tier, test months")
+    ax.margins(y=0.25)
+    fig.tight_layout()
+    return fig
+
+
+def _score_distribution_figure(
+    score: np.ndarray, groups: np.ndarray, order: Sequence[str], tiers: Tiers
+) -> Figure:
+    """Score distribution per group (latent type, or realised loss), with the tier bounds."""
+    fig = Figure(figsize=(8, 4.5))
+    ax = fig.subplots()
+    known = ~np.isnan(score)
+    present = [g for g in order if (known & (groups == g)).any()]
+    for g in present:
+        values = np.log10(np.clip(score[known & (groups == g)], 1e-4, 1.0))
+        ax.hist(
+            values,
+            bins=60,
+            range=(-4.0, 0.0),
+            density=True,
+            histtype="step",
+            linewidth=1.5,
+            label=g,
+        )
+    if present:
+        ax.legend(fontsize=8)
+    for tier in tiers.tiers[:-1]:
+        bound = math.log10(tier.max_loss_probability)
+        ax.axvline(bound, color="grey", linestyle=":", linewidth=1)
+        ax.annotate(
+            tier.name,
+            (bound, 1.0),
+            xycoords=("data", "axes fraction"),
+            fontsize=7,
+            rotation=90,
+            va="top",
+            ha="right",
+        )
+    ax.set_xlabel("predicted 90-day loss probability (log10); dotted: upper bound of each tier")
+    ax.set_ylabel("density")
+    ax.set_title("Scores by customer group, test months")
+    fig.tight_layout()
+    return fig
+
+
+@dataclass
+class TierTrainingResult:
+    """A fitted tier model and its figures on the test months.
+
+    `test` holds one row per test customer-month: `snapshot_at`, `customer_id`, `score` (NaN
+    for new customers), `tier`, `loss` (the realised target) and, with the oracle,
+    `latent_type`.
+    """
+
+    model: CreditTierModel
+    features: tuple[str, ...]
+    split: TierSplit
+    tiers: Tiers
+    metrics: dict[str, float]
+    tier_table: pd.DataFrame
+    loss_rises_strictly: bool
+    oracle: dict[str, float]
+    test: pd.DataFrame
+    calibration_scores: np.ndarray
+    seconds: float
+    figures: dict[str, Figure] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, float]:
+        """Every headline figure in one flat mapping, for logs and MLflow metrics."""
+        out = dict(self.metrics)
+        out.update(self.oracle)
+        out["loss_rises_strictly"] = float(self.loss_rises_strictly)
+        table = self.tier_table
+        for name, share, rate in zip(
+            table["tier"], table["share"], table["loss_rate"], strict=True
+        ):
+            out[f"tier_{name}_share"] = float(share)
+            out[f"tier_{name}_loss_rate"] = float(rate)
+        return out
+
+
+def _check_columns(snapshots: pd.DataFrame, features: Sequence[str]) -> None:
+    needed = ["snapshot_at", "customer_id", TARGET, "target_window_complete", *features]
+    missing = [c for c in needed if c not in snapshots.columns]
+    if missing:
+        raise DataValidationError(f"credit snapshots lack columns: {', '.join(missing)}")
+    leaked = set(features) & (set(CREDIT_TARGET_COLUMNS) | {"latent_type", "ring_id"})
+    if leaked:
+        raise DataValidationError(f"targets or oracle columns among features: {sorted(leaked)}")
+
+
+def train_tier_model(
+    snapshots: pd.DataFrame,
+    *,
+    train_end: pd.Timestamp,
+    test_start: pd.Timestamp,
+    seed: int,
+    tiers: Tiers,
+    oracle_customers: pd.DataFrame | None = None,
+    calibration_months: int = 1,
+    model: CreditTierModel | None = None,
+) -> TierTrainingResult:
+    """Fit the tier model on snapshots known at `train_end`; evaluate it from `test_start` on.
+
+    `snapshots` is the concatenation of `build_credit_snapshots` frames. Customers with no
+    history are left out of fitting (their tier is the default, whatever a model would say) but
+    kept in the test months' tier table, in the default tier. `oracle_customers` (customer_id,
+    latent_type), for a synthetic world only, adds the latent-type figures; it never reaches the
+    model. `model` sets hyperparameters (its `random_state` is replaced by `seed`).
+
+    Returns the model, its inputs, ROC-AUC / average precision / Brier / calibration error and
+    base rates on the test months, the per-tier table, whether realised loss rises strictly from
+    the best tier to the worst, the oracle agreement, and two figures: `tier_loss` and
+    `score_by_type` (by latent type with the oracle, else by realised loss).
+    """
+    started = time.perf_counter()
+    estimator = clone(model or CreditTierModel()).set_params(random_state=seed)
+    features = estimator._feature_list()
+    _check_columns(snapshots, features)
+    split = plan_tier_split(snapshots, train_end, test_start, calibration_months)
+    at = snapshots["snapshot_at"]
+    known = has_history(snapshots)
+    fit_rows = snapshots[at.isin(split.fit_dates).to_numpy() & known]
+    cal_rows = snapshots[at.isin(split.calibration_dates).to_numpy() & known]
+    test_rows = snapshots[at.isin(split.test_dates)].reset_index(drop=True)
+    if fit_rows.empty or not fit_rows[TARGET].any():
+        raise DataValidationError("the fit months hold no customer with a refund loss")
+
+    estimator.fit(
+        fit_rows,
+        fit_rows[TARGET].to_numpy(dtype=bool),
+        cal_rows if len(cal_rows) else None,
+        cal_rows[TARGET].to_numpy(dtype=bool) if len(cal_rows) else None,
+    )
+    calibration_scores = estimator.predict_proba(cal_rows)[:, 1] if len(cal_rows) else np.zeros(0)
+    score = score_customers(estimator, test_rows)
+    loss = test_rows[TARGET].to_numpy(dtype=bool)
+    tier = tiers_for(score, tiers)
+    scored = ~np.isnan(score)
+    metrics = {
+        "roc_auc": safe_auc(loss[scored], score[scored]),
+        "average_precision": safe_ap(loss[scored], score[scored]),
+        "brier": float(brier_score_loss(loss[scored], score[scored])),
+        "calibration_error": expected_calibration_error(loss[scored], score[scored]),
+        "mean_score": float(score[scored].mean()),
+        "loss_rate": float(loss[scored].mean()),
+        "loss_rate_new_customers": float(loss[~scored].mean()) if (~scored).any() else math.nan,
+        "new_customer_share": float((~scored).mean()),
+        "fit_rows": float(len(fit_rows)),
+        "calibration_rows": float(len(cal_rows)),
+        "test_rows": float(len(test_rows)),
+    }
+    test = pd.DataFrame(
+        {
+            "snapshot_at": test_rows["snapshot_at"].to_numpy(),
+            "customer_id": test_rows["customer_id"].to_numpy(),
+            "score": score,
+            "tier": tier,
+            "loss": loss,
+        }
+    )
+    latent: np.ndarray | None = None
+    oracle: dict[str, float] = {}
+    if oracle_customers is not None:
+        types = oracle_customers.set_index("customer_id")["latent_type"]
+        latent = types.reindex(test["customer_id"]).to_numpy(dtype=object)
+        test["latent_type"] = latent
+        oracle = oracle_agreement(score, tier, latent, tiers)
+    table = tier_table(tiers, tier, loss, score, latent)
+    if latent is not None:
+        groups, order = latent, LATENT_TYPES
+    else:
+        groups = np.where(loss, "loss in 90 days", "no loss")
+        order = ("no loss", "loss in 90 days")
+    figures = {
+        "tier_loss": _tier_loss_figure(table),
+        "score_by_type": _score_distribution_figure(score, groups, order, tiers),
+    }
+    return TierTrainingResult(
+        model=estimator,
+        features=features,
+        split=split,
+        tiers=tiers,
+        metrics=metrics,
+        tier_table=table,
+        loss_rises_strictly=rises_strictly(table),
+        oracle=oracle,
+        test=test,
+        calibration_scores=calibration_scores,
+        seconds=time.perf_counter() - started,
+        figures=figures,
+    )
+
+
+def _main(argv: Sequence[str] | None = None) -> None:
+    """`python -m training.tier`: train on a generated world and print the test figures."""
+    import argparse
+
+    from data.generator import generate_world
+    from features.batch import build_credit_snapshots
+    from policy.model import load_tiers
+
+    parser = argparse.ArgumentParser(description=_main.__doc__)
+    parser.add_argument("--customers", type=int, default=20_000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--test-months", type=int, default=2)
+    parser.add_argument("--tiers", default=None, help="credit tiers file (default: shipped)")
+    parser.add_argument(
+        "--quantiles",
+        default="0.3,0.5,0.9,0.98",
+        help="calibration-month score quantiles at which to suggest the tiers' upper bounds",
+    )
+    args = parser.parse_args(argv)
+
+    world = generate_world(args.customers, seed=args.seed)
+    snapshots = pd.concat(list(build_credit_snapshots(world.tables)), ignore_index=True)
+    tiers = load_tiers(args.tiers) if args.tiers else load_tiers()
+    cutoff = default_cutoff(snapshots, args.test_months)
+    result = train_tier_model(
+        snapshots,
+        train_end=cutoff,
+        test_start=cutoff,
+        seed=args.seed,
+        tiers=tiers,
+        oracle_customers=world.oracle_customers,
+    )
+    print(f"split: {result.split.describe()}")
+    print(f"fitted in {result.seconds:.1f} s")
+    for key, value in {**result.metrics, **result.oracle}.items():
+        print(f"{key:36s} {value:10.4f}")
+    columns = ["tier", "customers", "share", "loss_rate", "mean_score", "new_share"]
+    columns += [c for c in result.tier_table.columns if c.startswith("type_")]
+    print(result.tier_table[columns].round(4).to_string(index=False))
+    print(f"realised loss rises strictly from best to worst: {result.loss_rises_strictly}")
+    quantiles = [float(q) for q in args.quantiles.split(",")]
+    suggested = suggest_thresholds(result.calibration_scores, tiers, quantiles)
+    print(f"upper bounds at calibration-month score quantiles {quantiles}: {suggested}")
+    if suggested != {t.name: t.max_loss_probability for t in tiers.tiers}:
+        table = tier_table(
+            with_thresholds(tiers, suggested),
+            tiers_for(result.test["score"].to_numpy(), with_thresholds(tiers, suggested)),
+            result.test["loss"].to_numpy(),
+            result.test["score"].to_numpy(),
+        )
+        print("with those bounds:")
+        print(
+            table[["tier", "customers", "share", "loss_rate", "mean_score"]]
+            .round(4)
+            .to_string(index=False)
+        )
+        print(f"realised loss rises strictly: {rises_strictly(table)}")
+
+
+if __name__ == "__main__":
+    _main()
