@@ -47,17 +47,25 @@ def _tiers(path: Path | None) -> Tiers:
     return load_tiers(path or DEFAULT_TIERS_PATH)
 
 
-def _scored_requests(scores: Path | None) -> pd.DataFrame:
-    """Past requests with their scores: from `--scores`, until a registered model scorer exists."""
-    from policy.scored import read_scored
+def _scored_requests(ctx: typer.Context, scores: Path | None) -> pd.DataFrame:
+    """Past requests with their scores: from `--scores`, or from the registered models.
+
+    The command line's root puts a history scorer in the context (the registered champion
+    models replaying the months they were not trained on); without one, `--scores` is needed.
+    """
+    from policy.scored import read_scored, validate_scored
     from refund_risk.errors import NotFoundError
 
-    if scores is None:
+    if scores is not None:
+        return read_scored(scores)
+    root = ctx.find_root().obj or {}
+    scorer = root.get("history_scorer") if isinstance(root, dict) else None
+    if scorer is None:
         raise NotFoundError(
             "no scored requests: pass --scores FILE.parquet (a table of scored past requests; "
             "its layout is described in policy/scored.py)"
         )
-    return read_scored(scores)
+    return validate_scored(scorer())
 
 
 @app.command()
@@ -126,6 +134,7 @@ def show(
 @app.command()
 @reports_errors
 def simulate(
+    ctx: typer.Context,
     policy: PolicyFile,
     compare: Annotated[
         list[Path] | None,
@@ -146,7 +155,7 @@ def simulate(
     loaded_tiers = _tiers(tiers)
     policies = [load_policy(p, tiers=loaded_tiers) for p in [policy, *(compare or [])]]
     cost_model = load_cost_model(costs)
-    frame = _scored_requests(scores)
+    frame = _scored_requests(ctx, scores)
     results = [run(frame, p, loaded_tiers, cost_model, label=label) for p in policies]
     typer.echo(format_comparison(results))
     target = plot or load_settings().reports_dir / "policy_simulation.png"
@@ -157,6 +166,7 @@ def simulate(
 @app.command()
 @reports_errors
 def tune(
+    ctx: typer.Context,
     policy: PolicyFile,
     scores: ScoresOption = None,
     tiers: TiersOption = None,
@@ -198,7 +208,7 @@ def tune(
         max_reviews_per_day=capacity,
         max_unchecked_abuse_share=max_unchecked_abuse,
     )
-    frame = _scored_requests(scores)
+    frame = _scored_requests(ctx, scores)
     with progress_bar("tuning policy") as progress:
         result = search(
             frame, start, loaded_tiers, cost_model, constraints, label=label, progress=progress

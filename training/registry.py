@@ -76,7 +76,10 @@ def download_scoring(client: Any, name: str, alias: str, into: Path | None = Non
     try:
         version = client.get_model_version_by_alias(name, alias)
     except MlflowException:
-        raise NotFoundError(f"no model version of {name!r} has the alias {alias!r}") from None
+        raise NotFoundError(
+            f"no model version of {name!r} has the alias {alias!r}: train one with "
+            f"`refund-risk train {'abuse' if name == ABUSE_MODEL else 'tier'} --promote`"
+        ) from None
     target = into or Path(tempfile.mkdtemp(prefix=f"{name}-"))
     local = Path(client.download_artifacts(version.run_id, SCORING_DIR, str(target)))
     card = json.loads((local / "card.json").read_text())
