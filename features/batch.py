@@ -16,8 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from features.definitions import (
     CUSTOMER_FEATURES,
@@ -33,7 +31,7 @@ from features.definitions import (
     SubStream,
     substreams_of,
 )
-from features.events import NOT_SET, source_events, times_us
+from features.events import NOT_SET, order_rows_of, source_events, times_us
 from features.labels import final_labels
 from refund_risk.errors import DataValidationError
 
@@ -82,6 +80,39 @@ def _segment_cumsum(values: np.ndarray, segment_start: np.ndarray) -> np.ndarray
     return out
 
 
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    """The distinct values, ascending (`np.unique` hashes millions of values far more slowly)."""
+    ordered = np.sort(values)
+    if len(ordered) == 0:
+        return ordered
+    keep = np.empty(len(ordered), dtype=bool)
+    keep[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    return ordered[keep]
+
+
+def _order_by_key_then_id(keys: np.ndarray, ids: np.ndarray | pd.Series) -> np.ndarray:
+    """The permutation sorting events by key, and events with equal keys by id (as text).
+
+    Equal keys (one entity, one instant) are rare, so ids are compared only for those: sorting
+    millions of id strings would cost more than everything else here.
+    """
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    tied = np.flatnonzero(sorted_keys[1:] == sorted_keys[:-1])
+    if len(tied):
+        slots = _sorted_unique(np.concatenate([tied, tied + 1]))
+        members = order[slots]
+        texts = (
+            ids.iloc[members].astype("str").tolist()
+            if isinstance(ids, pd.Series)
+            else [str(x) for x in np.asarray(ids)[members]]
+        )
+        resorted = sorted(range(len(slots)), key=lambda i: (sorted_keys[slots[i]], texts[i]))
+        order[slots] = members[resorted]
+    return order
+
+
 class SortedStream:
     """Events sorted by (entity code, time, event id), answering windowed questions in bulk."""
 
@@ -89,26 +120,23 @@ class SortedStream:
         self,
         codes: np.ndarray,
         times: np.ndarray,
-        ids: np.ndarray | pa.Array,
+        ids: np.ndarray | pd.Series,
         columns: Mapping[str, np.ndarray],
         integer_columns: frozenset[str] | set[str] = frozenset(),
+        unique_times: np.ndarray | None = None,
     ) -> None:
         codes = np.asarray(codes, dtype=np.int64)
         times = np.asarray(times, dtype=np.int64)
-        if len(codes):
-            table = pa.table({"c": codes, "t": times, "i": ids})
-            order = pc.sort_indices(
-                table, sort_keys=[("c", "ascending"), ("t", "ascending"), ("i", "ascending")]
-            ).to_numpy()
-        else:
-            order = np.zeros(0, dtype=np.int64)
+        # Ranks of times keep the composite key small: (code, rank) fits an int64 where
+        # (code, microseconds) would not. A superset of the times (the whole source's) works
+        # as well and is shared by all sub-streams of a source.
+        self.unique_times = _sorted_unique(times) if unique_times is None else unique_times
+        self.modulus = len(self.unique_times) + 1
+        keys = codes * self.modulus + np.searchsorted(self.unique_times, times)
+        order = _order_by_key_then_id(keys, ids)
+        self.keys = keys[order]
         self.codes = codes[order]
         self.times = times[order]
-        # Ranks of times keep the composite key small: (code, rank) fits an int64 where
-        # (code, microseconds) would not.
-        self.unique_times = np.unique(self.times)
-        self.modulus = len(self.unique_times) + 1
-        self.keys = self.codes * self.modulus + np.searchsorted(self.unique_times, self.times)
         self.columns = {name: np.asarray(v)[order] for name, v in columns.items()}
         self.integer_columns = frozenset(integer_columns)
         self._prefix: dict[str, np.ndarray] = {}
@@ -163,6 +191,18 @@ class Queries:
     subjects: dict[str, pd.DataFrame]
 
 
+@dataclass
+class _SourceArrays:
+    """One source's events: the frame (for filters) and the arrays every sub-stream needs."""
+
+    frame: pd.DataFrame
+    times: np.ndarray
+    ids: pd.Series
+    codes: dict[Entity, np.ndarray]
+    columns: dict[str, np.ndarray]
+    unique_times: np.ndarray
+
+
 def _filter_mask(frame: pd.DataFrame, filters: tuple[Filter, ...]) -> np.ndarray:
     mask = np.ones(len(frame), dtype=bool)
     for flt in filters:
@@ -178,11 +218,6 @@ def _days(t: np.ndarray, then: np.ndarray) -> np.ndarray:
     return (t - then) / DAY_US
 
 
-def _union_index(*columns: pd.Series) -> pd.Index:
-    values = pd.concat([c.astype("str") for c in columns], ignore_index=True)
-    return pd.Index(pd.unique(values.dropna()))
-
-
 class BatchBuilder:
     """Point-in-time feature rows from the five raw tables.
 
@@ -194,61 +229,102 @@ class BatchBuilder:
         self.tables = tables
         self._index: dict[Entity, pd.Index] = {}
         self._events: dict[str, pd.DataFrame] = {}
+        self._sources: dict[str, _SourceArrays] = {}
         self._streams: dict[SubStream, SortedStream] = {}
         self._pairs: dict[str | None, pd.DataFrame] | None = None
         self._link_streams: dict[str | None, SortedStream] = {}
         self._linked_sums: dict[tuple[str | None, SubStream, str], SortedStream] = {}
         self._credit: SortedStream | None = None
+        self._customer_codes: np.ndarray | None = None
+        self._order_rows: np.ndarray | None = None
+        self._signups = np.zeros(0, dtype=np.int64)
 
     # entity codes
 
     def entity_index(self, entity: Entity) -> pd.Index:
-        """All ids of `entity` that appear anywhere, as an index giving each a code."""
+        """The ids of `entity` seen so far, as an index giving each a code."""
         if entity not in self._index:
             t = self.tables
             if entity == Entity.CUSTOMER:
-                self._index[entity] = _union_index(
-                    t["customers"]["customer_id"],
-                    t["orders"]["customer_id"],
-                    t["refund_requests"]["customer_id"],
-                    t["identity_links"]["customer_id"],
-                )
+                base = t["customers"]["customer_id"]
             elif entity == Entity.ORDER:
-                self._index[entity] = _union_index(
-                    t["orders"]["order_id"], t["refund_requests"]["order_id"]
-                )
+                # Orders are entities only of refund requests' history: their ids suffice.
+                base = t["refund_requests"]["order_id"]
             else:
                 raise KeyError(f"{entity} has no codes")
+            self._index[entity] = pd.Index(pd.unique(base.dropna()))
         return self._index[entity]
 
     def codes(self, entity: Entity, ids: pd.Series) -> np.ndarray:
-        """Codes of `ids` (all must be known ids of the entity)."""
-        return self.entity_index(entity).get_indexer(pd.Index(ids.astype("str"))).astype(np.int64)
+        """Codes of `ids`; an id seen for the first time gets the next free code."""
+        index = self.entity_index(entity)
+        found = index.get_indexer(pd.Index(ids)).astype(np.int64)
+        missing = found < 0
+        if missing.any():
+            # Validated data never gets here (every id is in its parent table); other data
+            # still gets codes, at the cost of one more lookup.
+            extra = pd.unique(ids[missing].dropna())
+            index = self._index[entity] = index.append(pd.Index(extra))
+            found[missing] = index.get_indexer(pd.Index(ids[missing])).astype(np.int64)
+        return found
 
     # event streams
 
     def events(self, source: str) -> pd.DataFrame:
         """The events of `source` (see `features.events`)."""
         if source not in self._events:
-            self._events[source] = source_events(source, self.tables)
+            self._events[source] = source_events(source, self.tables, self.order_rows())
         return self._events[source]
+
+    def _customer_rows(self, codes: np.ndarray) -> np.ndarray:
+        """Rows in the customers table of the customers with these codes (-1 if none)."""
+        customers = self.tables["customers"]["customer_id"]
+        index = self.entity_index(Entity.CUSTOMER)
+        if index[: len(customers)].equals(pd.Index(customers)):
+            # Codes were handed out in the customers table's order: a code is a row there.
+            return np.where(codes < len(customers), codes, -1)
+        return pd.Index(customers).get_indexer(index[codes])
+
+    def order_rows(self) -> np.ndarray:
+        """Per refund request, the row of its order in the orders table (-1 if none)."""
+        if self._order_rows is None:
+            self._order_rows = order_rows_of(self.tables["refund_requests"], self.tables["orders"])
+        return self._order_rows
+
+    def _source(self, source: str) -> _SourceArrays:
+        """A source's events as arrays, computed once and shared by its sub-streams."""
+        if source not in self._sources:
+            spec = SOURCES[source]
+            events = self.events(source)
+            times = events["time_us"].to_numpy(dtype=np.int64)
+            self._sources[source] = _SourceArrays(
+                frame=events,
+                times=times,
+                ids=events["event_id"].reset_index(drop=True),
+                codes={
+                    entity: self.codes(entity, events[column])
+                    for entity, column in spec.entity_columns
+                },
+                columns={c: events[c].to_numpy() for c in spec.columns},
+                unique_times=_sorted_unique(times[times != NOT_SET]),
+            )
+        return self._sources[source]
 
     def stream(self, sub: SubStream) -> SortedStream:
         """The sorted events of one sub-stream."""
         if sub not in self._streams:
             spec = SOURCES[sub.source]
-            events = self.events(sub.source)
-            events = events[_filter_mask(events, sub.filters)]
-            codes = self.codes(sub.entity, events[spec.entity_column(sub.entity)])
-            times = events["time_us"].to_numpy(dtype=np.int64)
-            keep = (codes >= 0) & (times != NOT_SET)
-            ids = pa.array(events["event_id"].to_numpy(dtype=object)[keep], type=pa.string())
+            src = self._source(sub.source)
+            codes = src.codes[sub.entity]
+            keep = _filter_mask(src.frame, sub.filters) & (codes >= 0) & (src.times != NOT_SET)
+            picked = np.flatnonzero(keep)
             self._streams[sub] = SortedStream(
-                codes[keep],
-                times[keep],
-                ids,
-                {c: events[c].to_numpy()[keep] for c in spec.columns},
+                codes[picked],
+                src.times[picked],
+                src.ids.iloc[picked].reset_index(drop=True),
+                {c: values[picked] for c, values in src.columns.items()},
                 set(spec.integer_columns),
+                unique_times=src.unique_times,
             )
         return self._streams[sub]
 
@@ -257,11 +333,13 @@ class BatchBuilder:
         sharing a fingerprint, `since` being when both had been seen with it (earliest such)."""
         if self._pairs is None:
             links = self.tables["identity_links"]
+            kinds, kind_names = pd.factorize(links["kind"])
             frame = pd.DataFrame(
                 {
                     "code": self.codes(Entity.CUSTOMER, links["customer_id"]),
-                    "kind": links["kind"].to_numpy(dtype=object),
-                    "fingerprint": links["fingerprint"].to_numpy(dtype=object),
+                    # Integers join and group much faster than millions of strings.
+                    "kind": kinds,
+                    "fingerprint": pd.factorize(links["fingerprint"])[0],
                     "seen": times_us(links["seen_at"]),
                 }
             )
@@ -272,7 +350,7 @@ class BatchBuilder:
             pairs = pairs.assign(since=np.maximum(pairs["seen"], pairs["seen_other"]))
             per_kind = pairs.groupby(["kind", "code", "code_other"], as_index=False)["since"].min()
             result: dict[str | None, pd.DataFrame] = {
-                str(kind): group.drop(columns="kind").reset_index(drop=True)
+                str(kind_names[kind]): group.drop(columns="kind").reset_index(drop=True)
                 for kind, group in per_kind.groupby("kind")
             }
             result[None] = per_kind.groupby(["code", "code_other"], as_index=False)["since"].min()
@@ -436,46 +514,52 @@ class BatchBuilder:
 
     def refund_rows(self, features: tuple[Feature, ...] = FEATURES) -> pd.DataFrame:
         """One row per refund request: ids, time, features as of `requested_at`, final labels."""
-        refunds = self.tables["refund_requests"].reset_index(drop=True)
+        raw = self.tables["refund_requests"].reset_index(drop=True)
         orders = self.tables["orders"]
         customers = self.tables["customers"]
-        order_pos = pd.Index(orders["order_id"].astype("str")).get_indexer(
-            pd.Index(refunds["order_id"].astype("str"))
-        )
+        order_pos = self.order_rows()
         if (order_pos < 0).any():
-            missing = refunds["refund_id"][order_pos < 0].iloc[0]
+            missing = raw["refund_id"][order_pos < 0].iloc[0]
             raise DataValidationError(f"refund request {missing} is about an unknown order")
-        cust_pos = pd.Index(customers["customer_id"].astype("str")).get_indexer(
-            pd.Index(refunds["customer_id"].astype("str"))
-        )
+        customer_codes = self.codes(Entity.CUSTOMER, raw["customer_id"])
+        times = times_us(raw["requested_at"])
+        # Rows in (customer, time) order: the many binary searches then walk memory forwards.
+        order = np.lexsort((times, customer_codes))
+        refunds = raw.iloc[order].reset_index(drop=True)
+        cust_pos = self._customer_rows(customer_codes)[order]
         queries = Queries(
-            times=times_us(refunds["requested_at"]),
+            times=times[order],
             codes={
-                Entity.CUSTOMER: self.codes(Entity.CUSTOMER, refunds["customer_id"]),
+                Entity.CUSTOMER: customer_codes[order],
                 Entity.ORDER: self.codes(Entity.ORDER, refunds["order_id"]),
             },
             subjects={
                 "refund_requests": refunds,
-                "orders": orders.iloc[order_pos].reset_index(drop=True),
+                "orders": orders.iloc[order_pos[order]].reset_index(drop=True),
                 "customers": _take_or_empty(customers, cust_pos),
             },
         )
         values = self.evaluate(features, queries)
-        head = refunds[["refund_id", "customer_id", "order_id", "requested_at"]]
-        labels = final_labels(refunds, self.tables["outcomes"])
-        return pd.concat(
-            [head, pd.DataFrame(values, index=head.index), labels.set_axis(head.index)], axis=1
-        )
+        back = np.empty_like(order)
+        back[order] = np.arange(len(order))
+        head = raw[["refund_id", "customer_id", "order_id", "requested_at"]]
+        features_frame = pd.DataFrame({k: v[back] for k, v in values.items()}, index=head.index)
+        labels = final_labels(raw, self.tables["outcomes"])
+        return pd.concat([head, features_frame, labels.set_axis(head.index)], axis=1)
 
     def snapshot_rows(
         self, at: pd.Timestamp, features: tuple[Feature, ...] = CUSTOMER_FEATURES
     ) -> pd.DataFrame:
         """One row per customer who signed up before `at`: features as of `at`, and targets."""
         customers = self.tables["customers"]
+        if self._customer_codes is None:
+            self._customer_codes = self.codes(Entity.CUSTOMER, customers["customer_id"])
+            self._signups = times_us(customers["signup_at"])
         t0 = int(pd.Timestamp(at).value // 1_000)
-        chosen = customers[times_us(customers["signup_at"]) < t0].reset_index(drop=True)
+        signed_up = self._signups < t0
+        chosen = customers[signed_up].reset_index(drop=True)
         times = np.full(len(chosen), t0, dtype=np.int64)
-        codes = self.codes(Entity.CUSTOMER, chosen["customer_id"])
+        codes = self._customer_codes[signed_up]
         queries = Queries(
             times=times, codes={Entity.CUSTOMER: codes}, subjects={"customers": chosen}
         )
@@ -493,18 +577,22 @@ class BatchBuilder:
         """Forward-looking targets of a snapshot, from the final labels (training data only).
 
         A refund requested in [t, t + 90 days) is a loss if its latest outcome says abusive, or
-        if it was refund-only (the goods did not come back, whatever the reason).
+        if it was refund-only after delivery (the customer kept the goods and the money).
+        Cancellations before shipping and parcels lost in transit are not the customer's doing,
+        so they are not losses for the customer's tier.
         """
         if self._credit is None:
             refunds = self.tables["refund_requests"]
             labels = final_labels(refunds, self.tables["outcomes"])
             abusive = labels["label_is_abusive_final"].fillna(False).to_numpy(dtype=bool)
-            refund_only = (refunds["refund_type"] == "refund_only").to_numpy(dtype=bool)
+            refund_only = (
+                (refunds["refund_type"] == "refund_only") & (refunds["order_stage"] == "delivered")
+            ).to_numpy(dtype=bool)
             ev = pd.DataFrame(
                 {
                     "code": self.codes(Entity.CUSTOMER, refunds["customer_id"]),
                     "time": times_us(refunds["requested_at"]),
-                    "id": refunds["refund_id"].to_numpy(dtype=object),
+                    "id": refunds["refund_id"].reset_index(drop=True),
                     "abusive": abusive.astype(np.int64),
                     "loss": np.where(
                         abusive | refund_only, refunds["amount_requested"].to_numpy(), 0.0
@@ -514,7 +602,7 @@ class BatchBuilder:
             self._credit = SortedStream(
                 ev["code"].to_numpy(),
                 ev["time"].to_numpy(),
-                pa.array(ev["id"].to_numpy(), type=pa.string()),
+                ev["id"],
                 {"abusive": ev["abusive"].to_numpy(), "loss": ev["loss"].to_numpy()},
                 {"abusive"},
             )

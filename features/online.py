@@ -14,6 +14,7 @@ re-read (a new builder) when it needs them.
 
 from __future__ import annotations
 
+import threading
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -150,11 +151,18 @@ class OnlineFeatureBuilder:
         self._orphans: dict[str, list[tuple[int, str, bool]]] = {}
         self._orphan_refunds: set[str] = set()
         self._complete = False
+        # Histories are plain dicts and lists mutated in place; a web server calling from a
+        # thread pool must not interleave a row with an append. Uncontended, this costs ~0.1 us.
+        self._lock = threading.RLock()
 
     # --- loading from the store -------------------------------------------------------------
 
     def preload(self) -> None:
         """Read the whole store into memory (service start-up); later misses need no query."""
+        with self._lock:
+            self._preload()
+
+    def _preload(self) -> None:
         rows: dict[str, list[Record]] = {name: [] for name in TABLES}
         for name in TABLES:
             for batch in self.store.scan(name):
@@ -340,11 +348,12 @@ class OnlineFeatureBuilder:
         unknown = set(rows) - set(TABLES)
         if unknown:
             raise DataValidationError(f"unknown table(s): {', '.join(sorted(unknown))}")
-        self.store.write(rows)
-        self._find_orphans(rows)
-        for name in TABLES:
-            for row in rows.get(name, ()):
-                self._apply(name, normalise(name, row))
+        with self._lock:
+            self.store.write(rows)
+            self._find_orphans(rows)
+            for name in TABLES:
+                for row in rows.get(name, ()):
+                    self._apply(name, normalise(name, row))
 
     def _find_orphans(self, rows: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
         """Note outcomes that arrive before their refund request, to apply when it comes.
@@ -457,11 +466,16 @@ class OnlineFeatureBuilder:
 
     def score_and_record(self, request: Mapping[str, Any]) -> dict[str, Any]:
         """The request's row; then the request is appended, so later requests see it."""
-        result = self.row(request)
-        self.append("refund_requests", [request])
+        with self._lock:
+            result = self.row(request)
+            self.append("refund_requests", [request])
         return result
 
     def _evaluate(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            return self._evaluate_locked(request)
+
+    def _evaluate_locked(self, request: Mapping[str, Any]) -> dict[str, Any]:
         req = normalise("refund_requests", request)
         t = req["requested_at"]
         if t is None:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from data.schema import CATEGORIES, ORDER_STAGES, REASON_DETAILS, REASONS, REFUND_TYPES
-from refund_risk.errors import ConfigurationError
+from refund_risk.errors import ConfigurationError, NotFoundError
 from refund_risk.settings import Settings
 from training.data_source import TrainingInputs, load_training_inputs
 from training.explain import ContributionTables
@@ -120,7 +120,10 @@ def score_history(settings: Settings, all_requests: bool = False) -> pd.DataFram
     from features.definitions import FEATURE_VERSION
 
     client = client_for(settings)
-    abuse = download_scoring(client, ABUSE_MODEL, CHAMPION)
+    try:
+        abuse = download_scoring(client, ABUSE_MODEL, CHAMPION)
+    except NotFoundError as exc:
+        raise NotFoundError(f"{exc}, or pass --scores FILE.parquet") from None
     if abuse.feature_version != FEATURE_VERSION:
         raise ConfigurationError(
             f"the champion {ABUSE_MODEL} v{abuse.version} was trained on features "

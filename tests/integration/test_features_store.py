@@ -186,3 +186,26 @@ def test_a_customer_nobody_has_seen_gets_defined_values(store_url: StoreUrl) -> 
     assert row["linked_accounts_by_any"] == 0
     assert np.isnan(row["customer_mean_days_from_delivery_to_claim_all_time"])
     store.dispose()
+
+
+def test_threads_scoring_and_recording_at_once(
+    random_world: Callable[..., Tables], tmp_path: Any
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    tables = random_world(seed=35, n_customers=40)
+    refunds = tables["refund_requests"]
+    store = EventStore.open(f"sqlite:///{tmp_path / 'events.db'}")
+    store.write_frames({**tables, "refund_requests": refunds.iloc[:0]})
+    builder = OnlineFeatureBuilder(store)
+    builder.preload()
+    records = refunds.to_dict("records")
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(builder.score_and_record, records))
+    # Everything is recorded once; rows from the store alone match the batch builder.
+    assert store.counts()["refund_requests"] == len(records)
+    batch = BatchBuilder(tables).refund_rows().set_index("refund_id")
+    fresh = OnlineFeatureBuilder(store)
+    for record in records[:40]:
+        assert _same_row(fresh.row(record), batch.loc[record["refund_id"]]) == []
+    store.dispose()

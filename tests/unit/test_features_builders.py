@@ -462,11 +462,12 @@ def test_credit_snapshot_features_and_targets(hand_world: Tables) -> None:
     assert a["customer_orders_all_time"] == 4  # o_target (05-30) in, o3 (T) not yet
     assert a["customer_tenure_days"] == 151.0
     assert a["linked_accounts_by_payment"] == 1
-    # In the 90 days from the snapshot: r_target (refund only, 30.0), r3 (returned), rz (10.0).
+    # In the 90 days from the snapshot: r_target (refund only, but before delivery: the parcel
+    # was still in transit, so not the customer's loss), r3 and rz (returned).
     assert a["target_refund_requests_90d"] == 3
     assert a["target_abusive_refunds_90d"] == 0
-    assert a["target_loss_amount_90d"] == 30.0
-    assert bool(a["target_has_loss_90d"])
+    assert a["target_loss_amount_90d"] == 0.0
+    assert not bool(a["target_has_loss_90d"])
     assert not bool(a["target_window_complete"])  # the data end three months too early
     later = builder.snapshot_rows(pd.Timestamp("2025-05-01")).set_index("customer_id")
     assert "cC" not in later.index and "cN" not in later.index  # not signed up yet
@@ -493,3 +494,15 @@ def test_labels_as_of_takes_the_latest_known_before_the_cutoff(hand_world: Table
     assert frame.loc["r1", "label_known_at"] == pd.Timestamp("2025-05-20 12:00:00")
     assert pd.isna(frame.loc["r_target", "label_is_abusive_final"])
     assert np.isnat(frame.loc[["r_target"], "label_known_at"].to_numpy()).all()
+
+
+@pytest.mark.parametrize("builder", list(BUILDERS))
+def test_a_customer_without_an_account_row_gets_defined_values(
+    hand_world: Tables, tmp_path: Path, builder: str
+) -> None:
+    customers = hand_world["customers"]
+    world = {**hand_world, "customers": customers[customers["customer_id"] != "cN"]}
+    row = BUILDERS[builder](world, tmp_path)["rn"]
+    assert row["customer_tenure_days"] == 0.0
+    assert row["order_age_days"] == 0.0
+    assert row["customer_orders_all_time"] == 0

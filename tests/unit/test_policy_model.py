@@ -300,7 +300,7 @@ def tiers_refused(raw: dict[str, Any]) -> str:
 
 def test_tiers_out_of_order_are_refused() -> None:
     raw = tiers_raw()
-    raw["tiers"][1]["max_loss_probability"] = 0.01
+    raw["tiers"][1]["max_loss_probability"] = raw["tiers"][0]["max_loss_probability"] / 2
     assert "tier 'silver', field 'max_loss_probability'" in tiers_refused(raw)
 
 
@@ -334,9 +334,10 @@ def test_tier_field_errors_name_tier_and_field() -> None:
 
 
 def test_assign_tier(tiers: Tiers) -> None:
+    gold = tiers.get("gold").max_loss_probability
     assert assign_tier(0.0, tiers).name == "gold"
-    assert assign_tier(0.02, tiers).name == "gold"
-    assert assign_tier(0.021, tiers).name == "silver"
+    assert assign_tier(gold, tiers).name == "gold"  # bounds belong to their tier
+    assert assign_tier(gold + 1e-6, tiers).name == "silver"
     assert assign_tier(0.5, tiers).name == "restricted"
     assert assign_tier(1.0, tiers).name == "restricted"
     assert assign_tier(None, tiers) is tiers.default
