@@ -71,6 +71,47 @@ def top_contributions(
     return out
 
 
+def snapshot_tier_scores(
+    inputs: TrainingInputs, tier: ScoringCard, requests: pd.DataFrame
+) -> np.ndarray:
+    """Each request's customer's tier score from the latest monthly snapshot before it.
+
+    Tiers summarise a customer's history and change slowly; they are computed on the monthly
+    snapshots the tier model was trained on, not at the request's instant (when every
+    requester has just ordered, which the model reads as risk). NaN: no snapshot yet, or no
+    history at it; the policy then uses the default tier.
+    """
+    from features.batch import build_credit_snapshots
+
+    snapshots = pd.concat(list(build_credit_snapshots(inputs.tables)), ignore_index=True)
+    history = snapshots[tier.card["history_feature"]].to_numpy(dtype=float) > 0
+    scores = score_with_card(tier.model_file, tier.card, _matrix(snapshots, tier))
+    scored = pd.DataFrame(
+        {
+            "customer_id": snapshots["customer_id"].to_numpy(),
+            "snapshot_at": snapshots["snapshot_at"].to_numpy(dtype="datetime64[us]"),
+            "tier_score": np.where(history, scores, np.nan),
+        }
+    ).sort_values("snapshot_at", kind="stable")
+    left = pd.DataFrame(
+        {
+            "position": np.arange(len(requests)),
+            "customer_id": requests["customer_id"].to_numpy(),
+            "requested_at": requests["requested_at"].to_numpy(dtype="datetime64[us]"),
+        }
+    ).sort_values("requested_at", kind="stable")
+    joined = pd.merge_asof(
+        left,
+        scored,
+        left_on="requested_at",
+        right_on="snapshot_at",
+        by="customer_id",
+        direction="backward",
+        allow_exact_matches=False,
+    )
+    return joined.sort_values("position")["tier_score"].to_numpy(dtype=float)
+
+
 def score_requests(
     inputs: TrainingInputs,
     abuse: ScoringCard,
@@ -103,10 +144,7 @@ def score_requests(
     explainer = ContributionTables.from_json(abuse.card["explainer"])
     out["contributions"] = top_contributions(explainer, X)
     if tier is not None:
-        tier_X = _matrix(rows, tier)
-        scores = score_with_card(tier.model_file, tier.card, tier_X)
-        history = rows[tier.card["history_feature"]].to_numpy(dtype=float) > 0
-        out["tier_loss_probability"] = np.where(history, scores, np.nan)
+        out["tier_loss_probability"] = snapshot_tier_scores(inputs, tier, out)
     labels = rows["label_is_abusive_final"].astype("boolean").fillna(False)
     out["is_abusive"] = labels.to_numpy(dtype=bool)
     if inputs.oracle_refunds is not None:
