@@ -142,7 +142,7 @@ def score_requests(
         out[column] = _decode(rows[feature], values)
     out["abuse_score"] = score_with_card(abuse.model_file, abuse.card, X)
     explainer = ContributionTables.from_json(abuse.card["explainer"])
-    out["contributions"] = top_contributions(explainer, X)
+    out["contributions"] = pd.Series(top_contributions(explainer, X), dtype=object)
     if tier is not None:
         out["tier_loss_probability"] = snapshot_tier_scores(inputs, tier, out)
     labels = rows["label_is_abusive_final"].astype("boolean").fillna(False)
