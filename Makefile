@@ -16,10 +16,14 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## demo: install, generate a world, and run the main job as far as it exists
+## demo: install, then the main job end to end: world, features, models, policy, service
 demo: $(STAMP)
 	$(BIN)/refund-risk data generate --customers $(CUSTOMERS) --seed $(SEED)
 	$(BIN)/refund-risk data report
+	$(BIN)/refund-risk features build
+	$(BIN)/refund-risk train abuse --promote
+	$(BIN)/refund-risk train tier --promote
+	$(BIN)/refund-risk policy simulate --policy policy/default.yaml --compare policy/handwritten.yaml
 
 ## test: the whole test suite
 test: $(STAMP)
@@ -37,7 +41,8 @@ check: lint types test
 
 ## bench: throughput figures (printed, not asserted)
 bench: $(STAMP)
-	$(BIN)/refund-risk data benchmark --customers 20000 --customers 200000
+	$(BIN)/refund-risk data benchmark --customers 20000 --customers 1000000
+	$(BIN)/refund-risk features benchmark --customers 20000 --customers 1000000
 
 clean:
 	rm -rf $(VENV) data/generated mlruns .mypy_cache .ruff_cache .pytest_cache
