@@ -17,6 +17,7 @@ from features.definitions import FEATURE_VERSION
 from refund_risk.settings import Settings
 from training.abuse import MONOTONE_UP, AbuseTrainingResult, train_abuse
 from training.dataset import FEATURE_NAMES, AbuseDataset, feature_matrix
+from training.drift import references
 from training.explain import fit_contribution_tables
 from training.registry import (
     ABUSE_MODEL,
@@ -60,6 +61,7 @@ def scoring_card(result: AbuseTrainingResult) -> dict[str, Any]:
         "split": result.dataset.split.describe(),
         "monotone_increasing": sorted(MONOTONE_UP),
         "explainer": tables.to_json(),
+        "drift_reference": references(FEATURE_NAMES, X, result.model.predict_proba(X)[:, 1]),
     }
 
 
