@@ -9,6 +9,7 @@ import typer
 from data.cli import app as data_app
 from features.cli import app as features_app
 from policy.cli import app as policy_app
+from serving.cli import keys_app, serve
 from training.cli import models_app, train_app
 
 if TYPE_CHECKING:
@@ -41,6 +42,8 @@ app.add_typer(policy_app, name="policy")
 app.add_typer(features_app, name="features")
 app.add_typer(train_app, name="train")
 app.add_typer(models_app, name="models")
+app.add_typer(keys_app, name="keys")
+app.command("serve")(serve)
 
 
 if __name__ == "__main__":  # pragma: no cover

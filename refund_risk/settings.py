@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from refund_risk.errors import ConfigurationError
@@ -33,6 +33,56 @@ class Settings(BaseSettings):
     )
     mlruns_dir: Path = Field(default=Path("mlruns"), description="Local MLflow store folder.")
     seed: int = Field(default=7, ge=0, description="Random seed for generation and training.")
+    database_schema: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="PostgreSQL schema holding the service's tables; default: the server's.",
+    )
+    api_host: str = Field(
+        default="127.0.0.1", min_length=1, description="Address the scoring service listens on."
+    )
+    api_port: int = Field(default=8000, ge=1, le=65535, description="Port of the scoring service.")
+    model_alias: str = Field(
+        default="champion",
+        pattern=r"^[A-Za-z0-9_\-]+$",
+        description="Registry alias of the models the service loads.",
+    )
+    policy_path: Path | None = Field(
+        default=None, description="Policy file the service decides with; default: the shipped one."
+    )
+    tiers_path: Path | None = Field(
+        default=None, description="Credit tiers file; default: the shipped one."
+    )
+    batch_limit: int = Field(
+        default=50, ge=1, le=1000, description="Most refund requests in one batch call."
+    )
+    retry_after_seconds: int = Field(
+        default=2,
+        ge=1,
+        le=3600,
+        description="Retry-After of a 503 answer, when the database did not take a decision.",
+    )
+    api_key_cache_seconds: float = Field(
+        default=5.0,
+        ge=0.0,
+        le=300.0,
+        description="How long the service trusts its copy of the API keys; a revoked key stops "
+        "working within this time.",
+    )
+    preload_events: bool = Field(
+        default=True,
+        description="Read the whole event store into memory at service start (fast requests).",
+    )
+
+    @field_validator("policy_path", "tiers_path")
+    @classmethod
+    def _existing_file(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        value = value.expanduser().resolve()
+        if not value.is_file():
+            raise ValueError(f"{value} is not a file")
+        return value
 
     @model_validator(mode="after")
     def _resolve_paths(self) -> Settings:

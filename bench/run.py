@@ -1,0 +1,407 @@
+"""Benchmark the scoring endpoint against a bare echo endpoint, in one run.
+
+    python -m bench.run [--customers 20000] [--seconds 15] [--connections 32]
+
+1. A world is generated (seeded) in a temporary folder and its whole history loaded into a
+   fresh SQLite event store; a refund-abuse model is trained on it and registered in a
+   temporary MLflow store. The load is new refund requests, made after the history ends, by
+   `--templates` customers with history, on their latest delivered order.
+2. Two servers run one after the other, served identically (`serving.cli.run_server`: uvicorn,
+   one worker, no access log, GC frozen after start-up): the bare endpoint, which parses the
+   same JSON body and echoes it, and the scoring service (`refund-risk serve`).
+3. Each is driven from this process (a second process on loopback; `bench.load`) by
+   `--connections` keep-alive connections for `--seconds` after a warm-up. Every request
+   carries a new refund id and a later time than the one before, so each is a real decision
+   (features from the customer's history, model, policy, reasons, the decision stored before
+   the answer) and each customer's requests arrive in time order, as they do in life.
+
+With `--pin` (two or more cores) the server runs on one core and the load on the others; by
+default the operating system places them, as it would in production. Figures are printed, not
+asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench.load import LoadResult, http_request, run_load
+
+ROOT = Path(__file__).resolve().parent.parent
+PATH = "/v1/refund-decisions"
+
+# Targets on a 2-core machine: scoring throughput at least half the bare endpoint's, and its
+# p99 latency under four times the bare endpoint's.
+TARGET_THROUGHPUT_SHARE = 0.5
+TARGET_P99_RATIO = 4.0
+
+
+def _iso(value: Any) -> str | None:
+    if value is None or value is pd.NaT or (isinstance(value, float) and np.isnan(value)):
+        return None
+    return pd.Timestamp(value).isoformat()
+
+
+def request_bodies(
+    tables: dict[str, pd.DataFrame], count: int, seed: int
+) -> tuple[list[dict[str, Any]], pd.Timestamp]:
+    """Templates of new refund requests on real customers' latest delivered orders.
+
+    Each template takes a customer with history and their latest delivered order, and a refund
+    drawn from the world's own refunds (type, reason, share of the price asked back, photos).
+    Returns the templates and the end of the world's history; requests are made after it.
+    """
+    rng = np.random.default_rng(seed)
+    orders = tables["orders"]
+    delivered = orders[orders["delivered_at"].notna()].sort_values("ordered_at")
+    latest = delivered.groupby("customer_id").tail(1)
+    latest = latest.iloc[rng.permutation(len(latest))[:count]]
+    refunds = tables["refund_requests"].merge(
+        orders[["order_id", "amount"]], on="order_id", how="left"
+    )
+    picks = refunds.iloc[rng.integers(0, len(refunds), len(latest))]
+    end = max(orders["ordered_at"].max(), tables["refund_requests"]["requested_at"].max())
+    for column in ("shipped_at", "delivered_at"):
+        end = max(end, orders[column].max())
+    bodies = []
+    rows: list[tuple[Any, Any]] = list(
+        zip(latest.itertuples(index=False), picks.itertuples(index=False), strict=True)
+    )
+    for o, r in rows:
+        share = min(1.0, float(r.amount_requested) / float(r.amount))
+        bodies.append(
+            {
+                "refund_id": "",
+                "customer_id": o.customer_id,
+                "requested_at": "",
+                "refund_type": r.refund_type,
+                "reason": r.reason,
+                "reason_detail": r.reason_detail,
+                "amount_requested": round(max(0.01, float(o.amount) * share), 2),
+                "photo_count": int(r.photo_count),
+                "order_stage": "delivered",
+                "order": {
+                    "order_id": o.order_id,
+                    "ordered_at": _iso(o.ordered_at),
+                    "category": o.category,
+                    "amount": float(o.amount),
+                    "item_count": int(o.item_count),
+                    "payment_method": o.payment_method,
+                    "device_id": o.device_id,
+                    "address_id": o.address_id,
+                    "payment_fingerprint": o.payment_fingerprint,
+                    "shipped_at": _iso(o.shipped_at),
+                    "delivered_at": _iso(o.delivered_at),
+                    "delivery_evidence": o.delivery_evidence,
+                },
+            }
+        )
+    return bodies, pd.Timestamp(end)
+
+
+def prepare(customers: int, seed: int, templates: int) -> tuple[list[dict[str, Any]], pd.Timestamp]:
+    """World, event store and trained model; return request templates and the history's end."""
+    from data.generator import generate_world
+    from data.world_io import save_world
+    from features.store import EventStore
+    from refund_risk.settings import load_settings
+    from training.data_source import load_training_inputs
+    from training.dataset import build_abuse_dataset, plan_split
+    from training.run_abuse import run_abuse_training
+
+    settings = load_settings()
+    began = time.perf_counter()
+    world = generate_world(customers, seed=seed)
+    save_world(world, settings.raw_dir, settings.oracle_dir)
+    assert settings.database_url is not None
+    store = EventStore.open(settings.database_url)
+    store.write_frames(world.tables)
+    store.dispose()
+    print(
+        f"world: {customers:,} customers, {world.row_count:,} rows in the event store "
+        f"({time.perf_counter() - began:.1f} s)",
+        file=sys.stderr,
+    )
+
+    began = time.perf_counter()
+    inputs = load_training_inputs(settings)
+    split = plan_split(inputs.rows["requested_at"], test_months=3)
+    dataset = build_abuse_dataset(inputs.rows, inputs.outcomes, split, inputs.oracle_refunds)
+    run = run_abuse_training(settings, inputs.rows, inputs.outcomes, dataset, inputs.manifest, True)
+    print(
+        f"model: refund-abuse v{run.version} ({time.perf_counter() - began:.1f} s)", file=sys.stderr
+    )
+    return request_bodies(world.tables, templates, seed)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_ready(port: int, process: subprocess.Popen[bytes], timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with code {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                s.sendall(f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+                if s.recv(1024).startswith(b"HTTP/1.1 "):  # any answer: it is serving
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("the server did not answer /healthz in time")
+
+
+@contextmanager
+def server(
+    command: list[str], port: int, env: dict[str, str], cpus: set[int] | None
+) -> Iterator[None]:
+    """Run a server process until the block ends."""
+
+    def pin() -> None:
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+
+    process = subprocess.Popen(command, env=env, cwd=ROOT, preexec_fn=pin)
+    try:
+        _wait_ready(port, process)
+        yield
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _requests(
+    bodies: list[dict[str, Any]],
+    after: pd.Timestamp,
+    port: int,
+    headers: dict[str, str],
+    tag: str,
+) -> Callable[[], bytes]:
+    """Request bytes, each a new refund request: a new refund id, and a time one second after
+    the previous request's, so every customer's requests arrive in time order, as in life."""
+    counter = itertools.count(1)
+    templates = []
+    for body in bodies:
+        text = json.dumps({**body, "refund_id": "@@", "requested_at": "@@"}, separators=(",", ":"))
+        templates.append(text.split('"@@"'))
+    cycle = itertools.cycle(templates)
+    start = after.to_pydatetime()
+
+    def next_request() -> bytes:
+        head, middle, tail = next(cycle)
+        n = next(counter)
+        when = (start + timedelta(seconds=n)).isoformat()
+        text = f'{head}"{tag}-{n}"{middle}"{when}"{tail}'.encode()
+        return http_request("127.0.0.1", port, PATH, text, headers)
+
+    return next_request
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run both benchmarks and print the figures and the ratios."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--customers", type=int, default=20_000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument(
+        "--templates", type=int, default=5_000, help="Distinct customers the requests are about."
+    )
+    parser.add_argument("--keep", action="store_true", help="Keep the temporary folder.")
+    parser.add_argument(
+        "--pin", action="store_true", help="Pin the server to one core and the load to the others."
+    )
+    parser.add_argument("--json", action="store_true", help="Also print the figures as JSON.")
+    args = parser.parse_args(argv)
+
+    workdir = Path(tempfile.mkdtemp(prefix="refund-risk-bench-"))
+    env = {
+        **os.environ,
+        "REFUND_RISK_DATA_DIR": str(workdir / "data"),
+        "REFUND_RISK_MLRUNS_DIR": str(workdir / "mlruns"),
+        "OMP_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    for name in (
+        "REFUND_RISK_DATABASE_URL",
+        "REFUND_RISK_MLFLOW_TRACKING_URI",
+        "REFUND_RISK_DATABASE_SCHEMA",
+    ):
+        env.pop(name, None)
+    os.environ.update(
+        {k: env[k] for k in ("REFUND_RISK_DATA_DIR", "REFUND_RISK_MLRUNS_DIR", "OMP_NUM_THREADS")}
+    )
+    for name in (
+        "REFUND_RISK_DATABASE_URL",
+        "REFUND_RISK_MLFLOW_TRACKING_URI",
+        "REFUND_RISK_DATABASE_SCHEMA",
+    ):
+        os.environ.pop(name, None)
+    try:
+        bodies, after = prepare(args.customers, args.seed, args.templates)
+        token = _create_key(env)
+        available = sorted(os.sched_getaffinity(0))
+        server_cpus = {available[-1]} if args.pin and len(available) >= 2 else None
+        if server_cpus:
+            os.sched_setaffinity(0, set(available[:-1]))
+        bin_dir = Path(sys.executable).parent
+        results: dict[str, LoadResult] = {}
+        port = _free_port()
+        echo = [sys.executable, "-m", "bench.echo_app", "--port", str(port)]
+        with server(echo, port, env, server_cpus):
+            results["bare"] = run_load(
+                "127.0.0.1",
+                port,
+                _requests(bodies, after, port, {}, "echo"),
+                args.connections,
+                args.seconds,
+                args.warmup,
+            )
+        port = _free_port()
+        serve = [
+            str(bin_dir / "refund-risk"),
+            "serve",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ]
+        with server(serve, port, env, server_cpus):
+            headers = {"X-API-Key": token}
+            results["scoring"] = run_load(
+                "127.0.0.1",
+                port,
+                _requests(bodies, after, port, headers, "bench"),
+                args.connections,
+                args.seconds,
+                args.warmup,
+            )
+            batch = _write_batch(port)
+        report(results, args)
+        stages = _stage_times()
+        print(
+            "scoring, inside the decision (ms, mean over recorded decisions): "
+            + ", ".join(f"{k} {v:.3f}" for k, v in stages.items())
+            + f"; decisions per database transaction: {batch:.1f}"
+        )
+    finally:
+        if args.keep:
+            print(f"kept {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _write_batch(port: int) -> float:
+    """Mean decisions per transaction, from the service's own metrics."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(
+            f"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode()
+        )
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    text = b"".join(chunks).decode(errors="replace")
+    figures = {}
+    for line in text.splitlines():
+        if line.startswith("refund_risk_decision_write_batch_size_"):
+            name, value = line.split(" ", 1)
+            figures[name.rsplit("_", 1)[-1]] = float(value)
+    return figures.get("sum", 0.0) / max(figures.get("count", 0.0), 1.0)
+
+
+def _stage_times() -> dict[str, float]:
+    """Mean time per stage of the recorded decisions (their own `timing`)."""
+    import sqlalchemy as sa
+
+    from refund_risk.settings import load_settings
+
+    settings = load_settings()
+    assert settings.database_url is not None
+    engine = sa.create_engine(settings.database_url)
+    with engine.connect() as connection:
+        bodies = connection.execute(sa.text("SELECT response FROM serving_decisions")).scalars()
+        timings = [json.loads(body)["timing"] for body in bodies]
+    engine.dispose()
+    if not timings:
+        return {}
+    return {k: float(np.mean([t[k] for t in timings])) for k in timings[0]}
+
+
+def _create_key(env: dict[str, str]) -> str:
+    from features.store import create_store_engine
+    from refund_risk.settings import load_settings
+    from serving import db
+    from serving.auth import Role, create_key
+
+    settings = load_settings()
+    assert settings.database_url is not None
+    engine = create_store_engine(settings.database_url)
+    db.migrate(engine)
+    _, token = create_key(engine, Role.SCORER, "benchmark")
+    engine.dispose()
+    return token
+
+
+def report(results: dict[str, LoadResult], args: argparse.Namespace) -> None:
+    """Print both runs and the two ratios the targets are about."""
+    bare, scoring = results["bare"].summary(), results["scoring"].summary()
+    print(
+        f"\nPOST {PATH}: {args.connections} connections, {args.seconds:g} s after "
+        f"{args.warmup:g} s warm-up, {args.customers:,}-customer world"
+    )
+    print(f"{'endpoint':<10} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} {'errors':>7}")
+    for name, figures in (("bare", bare), ("scoring", scoring)):
+        print(
+            f"{name:<10} {figures['throughput_rps']:>9,.0f} {figures['p50_ms']:>8.2f} "
+            f"{figures['p99_ms']:>8.2f} {figures['mean_ms']:>8.2f} {figures['errors']:>7.0f}"
+        )
+    share = scoring["throughput_rps"] / bare["throughput_rps"]
+    p99 = scoring["p99_ms"] / bare["p99_ms"]
+    print(
+        f"scoring throughput / bare: {share:.2f} (target >= {TARGET_THROUGHPUT_SHARE:.2f}: "
+        f"{'met' if share >= TARGET_THROUGHPUT_SHARE else 'NOT met'})"
+    )
+    print(
+        f"scoring p99 / bare p99:    {p99:.2f} (target < {TARGET_P99_RATIO:.1f}: "
+        f"{'met' if p99 < TARGET_P99_RATIO else 'NOT met'})"
+    )
+    statuses = results["scoring"].statuses
+    if set(statuses) - {200}:
+        print(f"scoring answers by status: {statuses}")
+    if args.json:
+        print(
+            json.dumps(
+                {"bare": bare, "scoring": scoring, "throughput_share": share, "p99_ratio": p99}
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()

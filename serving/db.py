@@ -1,0 +1,346 @@
+"""The service's own tables: the decision log and the API keys, beside the event store.
+
+SQLAlchemy 2 Core tables, created and upgraded by the Alembic migrations under
+`serving/migrations/`, run from code. They live in the same database as the event store (one
+engine, so a decision and the refund request it appends commit in one transaction) and keep
+their own Alembic version table, so the two migration histories never meet.
+
+The decision log is append-only and keyed twice: `decision_id` (what callers quote) and
+`refund_id` (the idempotency key, unique, so two racing writers cannot both record a decision
+for the same refund request). Each row keeps the exact JSON body that was returned, the inputs
+as received and the feature values used, so a stored decision can be replayed byte for byte and
+explained later.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from features.store import EVENT_TABLES
+
+log = logging.getLogger(__name__)
+
+VERSION_TABLE = "serving_alembic_version"
+"""Alembic's version table for the service's tables; the event store keeps its own."""
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+metadata = sa.MetaData()
+
+DECISIONS = sa.Table(
+    "serving_decisions",
+    metadata,
+    sa.Column("decision_id", sa.String(), primary_key=True),
+    sa.Column("refund_id", sa.String(), nullable=False, unique=True),
+    sa.Column("customer_id", sa.String(), nullable=False),
+    sa.Column("decided_at", sa.DateTime(), nullable=False, index=True),
+    sa.Column("action", sa.String(), nullable=False),
+    sa.Column("rule_id", sa.String(), nullable=False),
+    sa.Column("degraded", sa.Boolean(), nullable=False),
+    sa.Column("abuse_score", sa.Double(), nullable=True),
+    sa.Column("tier", sa.String(), nullable=False),
+    sa.Column("amount_requested", sa.Double(), nullable=False),
+    sa.Column("abuse_model_version", sa.String(), nullable=True),
+    sa.Column("tier_model_version", sa.String(), nullable=True),
+    sa.Column("policy_hash", sa.String(), nullable=False),
+    sa.Column("feature_version", sa.String(), nullable=False),
+    sa.Column("response", sa.Text(), nullable=False),
+    sa.Column("request", sa.Text(), nullable=False),
+    sa.Column("features", sa.Text(), nullable=False),
+)
+"""One row per decided refund request. `features` is a JSON array of the values in the order
+of `FEATURE_SETS.names` for the row's feature version: names are stored once per version, not
+in every row (they would triple its size, and on this kind of disk bytes written cost time)."""
+
+FEATURE_SETS = sa.Table(
+    "serving_feature_sets",
+    metadata,
+    sa.Column("feature_version", sa.String(), primary_key=True),
+    sa.Column("names", sa.Text(), nullable=False),
+)
+"""The feature names, in row order, of each feature version decisions were made with."""
+
+API_KEYS = sa.Table(
+    "serving_api_keys",
+    metadata,
+    sa.Column("key_id", sa.String(), primary_key=True),
+    sa.Column("role", sa.String(), nullable=False),
+    sa.Column("name", sa.String(), nullable=False),
+    sa.Column("salt", sa.String(), nullable=False),
+    sa.Column("secret_hash", sa.String(), nullable=False),
+    sa.Column("created_at", sa.DateTime(), nullable=False),
+    sa.Column("revoked_at", sa.DateTime(), nullable=True),
+)
+"""API keys: a salted hash of each secret, never the secret itself."""
+
+
+def alembic_config(connection: Connection) -> Config:
+    """An Alembic configuration in code for the service's migrations, bound to `connection`."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["connection"] = connection
+    return config
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the service's tables up to the latest migration."""
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(connection), "head")
+
+
+def new_decision_id() -> str:
+    """A unique id that sorts by creation time: 48 bits of milliseconds, 80 random bits.
+
+    Time-ordered ids are appended at the end of the primary-key index instead of landing on a
+    random page of it, so a transaction of many decisions touches few index pages.
+    """
+    return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
+
+
+def record_feature_names(engine: Engine, feature_version: str, names: Sequence[str]) -> None:
+    """Store the feature names of a feature version, once."""
+    insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+    statement = insert(FEATURE_SETS).on_conflict_do_nothing(index_elements=["feature_version"])
+    with engine.begin() as connection:
+        connection.execute(
+            statement, {"feature_version": feature_version, "names": json.dumps(list(names))}
+        )
+
+
+def tune_sqlite(engine: Engine, checkpoint_pages: int = 50_000) -> None:
+    """Move SQLite's WAL checkpoints off the request path (see `Checkpointer`).
+
+    By default a commit that finds 1,000 pages in the write-ahead log copies them into the
+    database there and then; on this kind of disk that tripled the cost of recording a
+    decision. The service's connections only checkpoint past `checkpoint_pages` (a backstop),
+    and the checkpointer thread does it in the background.
+    """
+    if engine.dialect.name != "sqlite":
+        return
+
+    @sa.event.listens_for(engine, "connect")
+    def _late_checkpoints(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA wal_autocheckpoint={int(checkpoint_pages)}")
+        cursor.close()
+
+
+class Checkpointer:
+    """A daemon thread that checkpoints a SQLite database's WAL every `interval` seconds.
+
+    Passive checkpoints copy what they can without waiting for readers or writers, so requests
+    never wait for one; the copying runs in SQLite's C code, outside Python's global lock.
+    """
+
+    def __init__(self, path: str, interval: float = 1.0) -> None:
+        self.path = path
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
+
+    @classmethod
+    def for_engine(cls, engine: Engine, interval: float = 1.0) -> Checkpointer | None:
+        """A checkpointer for a file-backed SQLite engine; None for anything else."""
+        url = engine.url
+        if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+            return None
+        return cls(url.database, interval)
+
+    def start(self) -> None:
+        """Start checkpointing."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop, after one last checkpoint."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        connection = sqlite3.connect(self.path, timeout=1.0, check_same_thread=False)
+        try:
+            while True:
+                stopping = self._stop.wait(self.interval)
+                try:
+                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as exc:  # busy or gone: the next round tries again
+                    log.debug("checkpoint skipped: %s", exc)
+                if stopping:
+                    return
+        finally:
+            connection.close()
+
+
+class PointReader:
+    """One long-lived autocommit connection for the event loop's small reads.
+
+    Checking a connection out of the pool costs more than a primary-key read (SQLAlchemy sets
+    up each checkout's events); autocommit means no transaction is held open between reads, so
+    each read sees the latest commit. A connection that broke is replaced on the next read.
+    Not thread-safe: for the event loop's thread only.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._connection: Connection | None = None
+
+    def execute(self, statement: Any, params: Mapping[str, Any] | None = None) -> Any:
+        """Run a read; returns SQLAlchemy's result (consume it before the next read)."""
+        connection = self._connection
+        if connection is None or connection.closed or connection.invalidated:
+            connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            self._connection = connection
+        try:
+            return connection.execute(statement, params)
+        except sa.exc.DBAPIError:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Give the connection back."""
+        if self._connection is not None:
+            with contextlib.suppress(sa.exc.DBAPIError):
+                self._connection.close()
+            self._connection = None
+
+
+def ping(engine: Engine) -> None:
+    """Run a trivial query; raises the driver's error when the database does not answer."""
+    with engine.connect() as connection:
+        connection.execute(sa.text("SELECT 1")).scalar_one()
+
+
+class DecisionLog:
+    """Reads and writes of the decision log (statements built once: building costs more than
+    running them)."""
+
+    def __init__(self, engine: Engine, reader: PointReader | None = None) -> None:
+        self.engine = engine
+        self.reader = reader or PointReader(engine)
+        insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        # Insert-or-nothing on the idempotency key: the rows that come back are the ones this
+        # writer recorded; a refund id that is missing lost a race and its winner is read back.
+        self._insert = (
+            insert(DECISIONS)
+            .on_conflict_do_nothing(index_elements=["refund_id"])
+            .returning(DECISIONS.c.refund_id)
+        )
+        self._by_refund = sa.select(DECISIONS.c.response).where(
+            DECISIONS.c.refund_id == sa.bindparam("refund_id")
+        )
+
+    def insert_new(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> set[str]:
+        """Record the rows whose refund id is not recorded yet; return the refund ids recorded."""
+        if not rows:
+            return set()
+        return set(connection.execute(self._insert, list(rows)).scalars().all())
+
+    def responses(self, connection: Connection, refund_ids: Iterable[str]) -> dict[str, str]:
+        """The stored response bodies of these refund requests, by refund id."""
+        ids = sorted(set(refund_ids))
+        if not ids:
+            return {}
+        query = sa.select(DECISIONS.c.refund_id, DECISIONS.c.response).where(
+            DECISIONS.c.refund_id.in_(ids)
+        )
+        return {r.refund_id: r.response for r in connection.execute(query)}
+
+    def response_for(self, refund_id: str) -> str | None:
+        """The stored response body of one refund request, if it was decided."""
+        return self.reader.execute(self._by_refund, {"refund_id": refund_id}).scalar()
+
+    def get(self, decision_id: str) -> dict[str, Any] | None:
+        """One stored decision row by its decision id, or by its refund id, with the names of
+        its features (`feature_names`, a JSON array; None if unknown)."""
+        query = (
+            sa.select(DECISIONS, FEATURE_SETS.c.names.label("feature_names"))
+            .outerjoin(FEATURE_SETS, FEATURE_SETS.c.feature_version == DECISIONS.c.feature_version)
+            .where(
+                sa.or_(DECISIONS.c.decision_id == decision_id, DECISIONS.c.refund_id == decision_id)
+            )
+        )
+        with self.engine.connect() as connection:
+            rows = [dict(r._mapping) for r in connection.execute(query)]
+        # A decision id wins over a refund id that happens to be spelt the same.
+        rows.sort(key=lambda r: r["decision_id"] != decision_id)
+        return rows[0] if rows else None
+
+    def open_exposures(self) -> list[tuple[str, str, float]]:
+        """(customer, refund, amount) of refunds paid before return whose outcome is not known.
+
+        A refund paid before the goods are back stays open until any outcome about it arrives
+        (the warehouse check of the returned item, or a finding that closes the case).
+        """
+        outcomes = EVENT_TABLES["outcomes"]
+        query = sa.select(
+            DECISIONS.c.customer_id, DECISIONS.c.refund_id, DECISIONS.c.amount_requested
+        ).where(
+            DECISIONS.c.action == "refund_before_return",
+            ~sa.exists().where(outcomes.c.refund_id == DECISIONS.c.refund_id),
+        )
+        with self.engine.connect() as connection:
+            return [(r[0], r[1], float(r[2])) for r in connection.execute(query)]
+
+    def count(self) -> int:
+        """Decisions recorded."""
+        with self.engine.connect() as connection:
+            query = sa.select(sa.func.count()).select_from(DECISIONS)
+            return int(connection.execute(query).scalar_one())
+
+
+def decision_row(
+    *,
+    decision_id: str,
+    refund_id: str,
+    customer_id: str,
+    decided_at: datetime,
+    action: str,
+    rule_id: str,
+    degraded: bool,
+    abuse_score: float | None,
+    tier: str,
+    amount_requested: float,
+    abuse_model_version: str | None,
+    tier_model_version: str | None,
+    policy_hash: str,
+    feature_version: str,
+    response: str,
+    request: str,
+    features: str,
+) -> dict[str, Any]:
+    """A decision-log row; keyword-only, so a column can never be filled by position."""
+    return {
+        "decision_id": decision_id,
+        "refund_id": refund_id,
+        "customer_id": customer_id,
+        "decided_at": decided_at,
+        "action": action,
+        "rule_id": rule_id,
+        "degraded": degraded,
+        "abuse_score": abuse_score,
+        "tier": tier,
+        "amount_requested": amount_requested,
+        "abuse_model_version": abuse_model_version,
+        "tier_model_version": tier_model_version,
+        "policy_hash": policy_hash,
+        "feature_version": feature_version,
+        "response": response,
+        "request": request,
+        "features": features,
+    }

@@ -1,0 +1,303 @@
+"""The models the service scores with, loaded from the registry's scoring cards.
+
+A scoring card (see `training.registry`) holds a LightGBM text model and a JSON card: the feature
+names in the model's column order, the feature version, the Platt calibration, and for the abuse
+model the contribution tables that give reasons. The service never loads an MLflow model: a raw
+booster loads in milliseconds and predicts one row in tens of microseconds.
+
+One row is predicted through LightGBM's single-row "fast" C entry point, set up once per model
+with one thread: about a third of `Booster.predict` on a one-row array, which re-checks its
+input and re-reads its configuration on every call. At load the fast path is checked against
+`Booster.predict` on a few rows; if they ever disagree the service uses `Booster.predict`.
+
+A model that cannot be loaded (none registered under the alias, built on other features, or a
+broken card) is reported as a problem, not raised: the service then runs without it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import math
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from features.definitions import FEATURE_NAMES, FEATURE_VERSION
+from refund_risk.errors import ConfigurationError, NotFoundError
+from refund_risk.settings import Settings
+from training.explain import ContributionTables
+
+log = logging.getLogger(__name__)
+
+_C_API_PREDICT_RAW_SCORE = 1
+_C_API_DTYPE_FLOAT64 = 1
+
+DEFAULT_HISTORY_FEATURE = "customer_orders_all_time"
+"""A customer with none of these before the request is new: the tier model does not score them
+(the tiers file's default tier applies). A tier card may name another feature."""
+
+
+class RowPredictor(Protocol):
+    """Raw score (log-odds) of one feature row."""
+
+    def raw(self, row: Sequence[float] | np.ndarray) -> float:
+        """The booster's raw margin for `row`."""
+        ...
+
+
+class BoosterPredictor:
+    """`Booster.predict` on a one-row array, one thread: the reference path."""
+
+    def __init__(self, booster: Any) -> None:
+        self.booster = booster
+
+    def raw(self, row: Sequence[float] | np.ndarray) -> float:
+        """The booster's raw margin for `row`."""
+        x = np.asarray(row, dtype=np.float64).reshape(1, -1)
+        return float(self.booster.predict(x, raw_score=True, num_threads=1)[0])
+
+
+class FastPredictor:
+    """LightGBM's single-row fast C API, configured once (one thread, raw score, float64)."""
+
+    def __init__(self, booster: Any, n_features: int) -> None:
+        from lightgbm.basic import _LIB, _safe_call
+
+        self._lib = _LIB
+        self._safe_call = _safe_call
+        self.booster = booster  # the config points into the booster: keep it alive
+        self.n_features = n_features
+        self._handle = ctypes.c_void_p()
+        _safe_call(
+            _LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
+                booster._handle,
+                ctypes.c_int(_C_API_PREDICT_RAW_SCORE),
+                ctypes.c_int(0),
+                ctypes.c_int(-1),
+                ctypes.c_int(_C_API_DTYPE_FLOAT64),
+                ctypes.c_int32(n_features),
+                ctypes.c_char_p(b"num_threads=1"),
+                ctypes.byref(self._handle),
+            )
+        )
+        self._row = np.zeros(n_features, dtype=np.float64)
+        self._out = np.zeros(1, dtype=np.float64)
+        self._out_len = ctypes.c_int64(0)
+        self._row_ptr = self._row.ctypes.data_as(ctypes.c_void_p)
+        self._out_ptr = self._out.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
+        self._out_len_ref = ctypes.byref(self._out_len)
+        self._predict = _LIB.LGBM_BoosterPredictForMatSingleRowFast
+
+    def raw(self, row: Sequence[float] | np.ndarray) -> float:
+        """The booster's raw margin for `row` (one thread; not for concurrent callers)."""
+        self._row[:] = row
+        self._safe_call(
+            self._predict(self._handle, self._row_ptr, self._out_len_ref, self._out_ptr)
+        )
+        return float(self._out[0])
+
+    def __del__(self) -> None:
+        handle = getattr(self, "_handle", None)
+        if handle is not None and handle.value:
+            self._lib.LGBM_FastConfigFree(handle)
+            handle.value = None
+
+
+def row_predictor(booster: Any, n_features: int) -> RowPredictor:
+    """The fast predictor if it agrees with `Booster.predict` on probe rows, else the latter."""
+    reference = BoosterPredictor(booster)
+    try:
+        fast = FastPredictor(booster, n_features)
+    except Exception as exc:  # an older or unusual LightGBM build: fall back, loudly
+        log.warning("LightGBM fast single-row prediction unavailable (%s)", exc)
+        return reference
+    rng = np.random.default_rng(0)
+    probes = [np.zeros(n_features), np.full(n_features, np.nan), rng.normal(0, 50, n_features)]
+    for probe in probes:
+        expected, got = reference.raw(probe), fast.raw(probe)
+        if not math.isclose(expected, got, rel_tol=1e-9, abs_tol=1e-9):
+            log.warning("fast prediction disagrees with Booster.predict; using the latter")
+            return reference
+    return fast
+
+
+@dataclass
+class LoadedModel:
+    """One registered model version, ready to score rows of the online feature builder."""
+
+    name: str
+    version: str
+    run_id: str
+    alias: str
+    feature_names: tuple[str, ...]
+    indices: tuple[int, ...] | None
+    """Positions of the model's features in the builder's row; None when they are the same."""
+    slope: float
+    intercept: float
+    predictor: RowPredictor
+    explainer: ContributionTables | None = None
+    history_index: int | None = None
+    card: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def label(self) -> str:
+        """`name/version`, as decisions record it."""
+        return f"{self.name}/{self.version}"
+
+    def inputs(self, row: Sequence[float]) -> Sequence[float]:
+        """The model's inputs taken from a full builder row."""
+        if self.indices is None:
+            return row
+        return [row[i] for i in self.indices]
+
+    def probability(self, row: Sequence[float]) -> float:
+        """Calibrated probability for a full builder row."""
+        raw = self.predictor.raw(self.inputs(row))
+        return 1.0 / (1.0 + math.exp(-(self.slope * raw + self.intercept)))
+
+    def has_history(self, row: Sequence[float]) -> bool:
+        """Whether the customer has the history the model needs (always, without a rule)."""
+        if self.history_index is None:
+            return True
+        value = row[self.history_index]
+        return value == value and value > 0  # NaN: no history
+
+
+def model_from_files(
+    name: str,
+    version: str,
+    run_id: str,
+    alias: str,
+    model_file: Path,
+    card: dict[str, Any],
+    builder_features: Sequence[str] = FEATURE_NAMES,
+    history_feature: str | None = None,
+) -> LoadedModel:
+    """Build a loaded model from a booster file and its card; ConfigurationError if it cannot
+    score the builder's rows."""
+    import lightgbm as lgb
+
+    card_version = str(card.get("feature_version", ""))
+    if card_version != FEATURE_VERSION:
+        raise ConfigurationError(
+            f"{name} v{version} was trained on features {card_version or '(unknown)'}, but the "
+            f"service builds features {FEATURE_VERSION}: retrain it on the current definitions"
+        )
+    names = tuple(str(n) for n in card.get("features", ()))
+    positions = {n: i for i, n in enumerate(builder_features)}
+    unknown = [n for n in names if n not in positions]
+    if not names or unknown:
+        raise ConfigurationError(
+            f"{name} v{version}: its card names features the service does not build: "
+            f"{', '.join(unknown) or '(none listed)'}"
+        )
+    calibration = card.get("calibration") or {}
+    try:
+        slope = float(calibration.get("slope", 1.0))
+        intercept = float(calibration.get("intercept", 0.0))
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"{name} v{version}: calibration is not numeric") from None
+    booster = lgb.Booster(model_file=str(model_file))
+    if booster.num_feature() != len(names):
+        raise ConfigurationError(
+            f"{name} v{version}: the booster takes {booster.num_feature()} features, its card "
+            f"lists {len(names)}"
+        )
+    indices = tuple(positions[n] for n in names)
+    same = indices == tuple(range(len(builder_features)))
+    explainer = None
+    if "explainer" in card:
+        explainer = ContributionTables.from_json(card["explainer"])
+        if explainer.names != names:
+            raise ConfigurationError(f"{name} v{version}: explainer features differ from the card")
+    history_index = None
+    if history_feature is not None:
+        history = str(card.get("history_feature", history_feature))
+        history_index = positions.get(history)
+    return LoadedModel(
+        name=name,
+        version=version,
+        run_id=run_id,
+        alias=alias,
+        feature_names=names,
+        indices=None if same else indices,
+        slope=slope,
+        intercept=intercept,
+        predictor=row_predictor(booster, len(names)),
+        explainer=explainer,
+        history_index=history_index,
+        card=card,
+    )
+
+
+@dataclass
+class ModelSet:
+    """The abuse and credit-tier models in use, and why any of them is missing."""
+
+    abuse: LoadedModel | None
+    tier: LoadedModel | None
+    problems: dict[str, str]
+    alias: str
+
+    @property
+    def degraded(self) -> bool:
+        """No abuse model: decisions follow the rules-only policy."""
+        return self.abuse is None
+
+
+def _registry_exists(settings: Settings) -> bool:
+    uri = settings.mlflow_tracking_uri or ""
+    if uri.startswith("sqlite:///"):
+        return Path(uri.removeprefix("sqlite:///")).is_file()
+    return True
+
+
+def load_models(settings: Settings, alias: str) -> ModelSet:
+    """Load `refund-abuse@alias` and `credit-tier@alias` from the registry; never raises.
+
+    A model that cannot be loaded is left out, with the reason in `problems`.
+    """
+    from training.registry import ABUSE_MODEL, TIER_MODEL
+
+    problems: dict[str, str] = {}
+    loaded: dict[str, LoadedModel | None] = {ABUSE_MODEL: None, TIER_MODEL: None}
+    if not _registry_exists(settings):
+        reason = f"no model registry at {settings.mlflow_tracking_uri}"
+        return ModelSet(None, None, {ABUSE_MODEL: reason, TIER_MODEL: reason}, alias)
+    try:
+        from training.registry import client_for
+
+        client = client_for(settings)
+    except Exception as exc:
+        reason = f"the model registry cannot be opened: {exc}"
+        return ModelSet(None, None, {ABUSE_MODEL: reason, TIER_MODEL: reason}, alias)
+    for name in loaded:
+        try:
+            loaded[name] = _load_one(client, name, alias)
+        except (NotFoundError, ConfigurationError) as exc:
+            problems[name] = str(exc)
+        except Exception as exc:  # a broken store or card must not stop the service
+            log.exception("loading %s@%s failed", name, alias)
+            problems[name] = f"{name}@{alias} could not be loaded: {exc}"
+    return ModelSet(loaded[ABUSE_MODEL], loaded[TIER_MODEL], problems, alias)
+
+
+def _load_one(client: Any, name: str, alias: str) -> LoadedModel:
+    from training.registry import TIER_MODEL, download_scoring
+
+    with tempfile.TemporaryDirectory(prefix=f"{name}-") as tmp:
+        scoring = download_scoring(client, name, alias, into=Path(tmp))
+        return model_from_files(
+            name,
+            scoring.version,
+            scoring.run_id,
+            alias,
+            scoring.model_file,
+            scoring.card,
+            history_feature=DEFAULT_HISTORY_FEATURE if name == TIER_MODEL else None,
+        )

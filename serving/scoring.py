@@ -1,0 +1,217 @@
+"""The decision engine: a feature row in, a decision out. Pure: no clock, no database, no HTTP.
+
+The row comes from `features.online` (the only feature path); this module picks the models'
+inputs out of it, scores the abuse risk and the customer's tier, builds the policy's request
+context, and lets `policy.evaluate.decide` choose the action. Reasons come from the abuse
+model's contribution tables (microseconds), never from TreeSHAP at request time.
+
+Without an abuse model the conservative rules-only policy decides, the decision is marked
+degraded and carries no score. Without a tier model every customer gets the default tier.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from features.definitions import FEATURE_NAMES
+from policy.evaluate import Decision, RequestContext, Scores, decide
+from policy.model import (
+    DEFAULT_POLICY_PATH,
+    DEFAULT_TIERS_PATH,
+    Policy,
+    Tier,
+    Tiers,
+    assign_tier,
+    load_policy,
+    load_tiers,
+)
+from policy.reasons import (
+    Contribution,
+    ReasonTemplates,
+    describe_contribution,
+    load_reason_templates,
+)
+from serving.models import LoadedModel, ModelSet
+from serving.schemas import RefundDecisionRequest
+
+DEGRADED_POLICY_PATH = Path(__file__).resolve().parent / "degraded.yaml"
+"""The rules-only policy used when no abuse model is loaded."""
+
+TOP_REASONS = 3
+"""Feature reasons per decision, after the rule's own reason."""
+
+_POSITION = {name: i for i, name in enumerate(FEATURE_NAMES)}
+_DAYS_SINCE_DELIVERY = _POSITION["order_days_since_delivery"]
+_LINKED_ABUSIVE_REFUNDS = _POSITION["linked_accounts_confirmed_abusive_refunds_by_any"]
+_LINKED_ACCOUNTS = _POSITION["linked_accounts_by_any"]
+
+
+SENTENCE_CACHE = 100_000
+"""Reviewer sentences remembered per (feature, value) before the memory starts afresh."""
+
+
+@dataclass(frozen=True)
+class CachedReasonTemplates(ReasonTemplates):
+    """Reason templates that remember which template each feature uses, and the sentences.
+
+    Finding a feature's template tries every template's pattern in turn, and a sentence depends
+    only on the feature and its value (counts, codes and amounts repeat a lot); for a loaded
+    file neither ever changes, so both are remembered.
+    """
+
+    found: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    sentences: dict[tuple[str, float], str] = field(default_factory=dict, compare=False, repr=False)
+
+    def find(self, feature: str) -> Any:
+        """The template for `feature` and the family parts its name filled in, if any."""
+        try:
+            return self.found[feature]
+        except KeyError:
+            result = self.found[feature] = super().find(feature)
+            return result
+
+    def sentence(self, contribution: Contribution) -> str:
+        """The reviewer sentence for one feature's contribution (see `describe_contribution`)."""
+        key = (contribution.feature, contribution.value)
+        found = self.sentences.get(key)
+        if found is None:
+            if len(self.sentences) >= SENTENCE_CACHE:
+                self.sentences.clear()
+            found = self.sentences[key] = describe_contribution(contribution, self)
+        return found
+
+
+@dataclass(frozen=True)
+class PolicySet:
+    """The policy in force, the rules-only fallback, the credit tiers and the reason templates."""
+
+    policy: Policy
+    degraded_policy: Policy
+    tiers: Tiers
+    templates: CachedReasonTemplates
+
+    @property
+    def label(self) -> str:
+        """Policy name, version and hash."""
+        return self.policy.label
+
+
+def load_policy_set(policy_path: Path | None = None, tiers_path: Path | None = None) -> PolicySet:
+    """Read and validate the policy, tiers, fallback policy and reason templates."""
+    tiers = load_tiers(tiers_path or DEFAULT_TIERS_PATH)
+    policy = load_policy(policy_path or DEFAULT_POLICY_PATH, tiers)
+    degraded = load_policy(DEGRADED_POLICY_PATH, tiers)
+    base = load_reason_templates()
+    return PolicySet(policy, degraded, tiers, CachedReasonTemplates(base.templates))
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything that decides, at one moment; swapped whole when an admin reloads."""
+
+    models: ModelSet
+    policies: PolicySet
+
+
+@dataclass(frozen=True)
+class Scored:
+    """What the models said about one request."""
+
+    abuse_score: float | None
+    tier_score: float | None
+    contributions: tuple[Contribution, ...]
+
+
+def top_contributions(
+    model: LoadedModel, row: list[float], top: int = TOP_REASONS
+) -> tuple[Contribution, ...]:
+    """The features that pushed the abuse score up most (largest first), from the tables."""
+    if model.explainer is None:
+        return ()
+    x = np.asarray(model.inputs(row), dtype=np.float64)
+    contributions = model.explainer.explain(x)
+    order = np.argsort(contributions)[::-1][:top]
+    return tuple(
+        Contribution(model.feature_names[i], float(x[i]), float(contributions[i]))
+        for i in order
+        if contributions[i] > 0
+    )
+
+
+def tier_score(models: ModelSet, row: list[float]) -> float | None:
+    """The tier model's loss probability; None without a model or for a new customer."""
+    model = models.tier
+    if model is None or not model.has_history(row):
+        return None
+    return model.probability(row)
+
+
+def score(models: ModelSet, row: list[float]) -> Scored:
+    """Abuse probability with its top contributions, and the customer's loss probability."""
+    abuse = models.abuse
+    tier = tier_score(models, row)
+    if abuse is None:
+        return Scored(None, tier, ())
+    return Scored(abuse.probability(row), tier, top_contributions(abuse, row))
+
+
+def request_context(
+    request: RefundDecisionRequest, row: list[float], outstanding: float
+) -> RequestContext:
+    """The policy's view of a request: its own fields, plus values read off the feature row.
+
+    `linked_abusive_accounts` counts accounts, the row counts their confirmed abusive refunds
+    and the linked accounts: the number of linked abusers is at most the smaller of the two,
+    and is at least one exactly when the refund count is. The policy's default threshold (one)
+    therefore sees the exact answer.
+    """
+    days = row[_DAYS_SINCE_DELIVERY]
+    refunds, accounts = row[_LINKED_ABUSIVE_REFUNDS], row[_LINKED_ACCOUNTS]
+    linked = 0
+    if refunds == refunds and accounts == accounts:  # both known (not NaN)
+        linked = int(min(refunds, accounts))
+    return RequestContext(
+        order_stage=request.order_stage,
+        order_amount=request.order.amount,
+        amount_requested=request.amount_requested,
+        category=request.order.category,
+        reason=request.reason,
+        reason_detail=request.reason_detail,
+        refund_type=request.refund_type,
+        photo_count=request.photo_count,
+        days_since_delivery=None if days != days else max(float(days), 0.0),
+        outstanding_unreturned_value=outstanding,
+        watchlisted=False,
+        linked_abusive_accounts=max(linked, 0),
+    )
+
+
+def decide_scored(
+    snapshot: Snapshot, context: RequestContext, scored: Scored
+) -> tuple[Decision, list[str], bool]:
+    """The decision, its reasons, and whether it was made without an abuse model (degraded).
+
+    The policy gives the rule's reason; the features that pushed the score up most (already
+    chosen from the contribution tables, largest first, as `policy.reasons.explain` would)
+    follow it, each written once per feature and value.
+    """
+    policies = snapshot.policies
+    degraded = scored.abuse_score is None
+    scores = Scores(
+        abuse_score=0.0 if scored.abuse_score is None else scored.abuse_score,
+        tier_loss_probability=scored.tier_score,
+    )
+    policy = policies.degraded_policy if degraded else policies.policy
+    decision = decide(context, scores, policy, policies.tiers, policies.templates)
+    reasons = [*decision.reasons]
+    reasons.extend(policies.templates.sentence(c) for c in scored.contributions)
+    return decision, reasons, degraded
+
+
+def customer_tier(tiers: Tiers, score: float | None) -> Tier:
+    """The tier of a loss probability (None: the default tier)."""
+    return assign_tier(score, tiers)

@@ -1,0 +1,533 @@
+"""The service: everything the routes use, built once at start-up and handed to them.
+
+`Service.start(settings)` is the composition root's work: one database engine (the event store
+and the service's tables share it), migrations, the online feature builder with the whole event
+store in memory, the decision log, API keys, the exposure ledger, models and policy. Routes only
+parse, call one method here, and format.
+
+The decision path, in order: idempotency (the stored answer is returned as it was) -> append
+the order if new or changed -> features (`features.online`) -> scores -> policy -> record the
+decision and append the refund request, in one transaction -> answer.
+
+Idempotency has three layers: a request whose refund id is being decided right now waits for
+that decision; one this process recorded lately is read back from the log; any other goes on,
+and the log's unique refund id decides at write time (a decision already recorded, by an older
+run or another process, is kept and returned instead). Only the first two skip the work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pydantic_core
+import sqlalchemy as sa
+from pydantic import ValidationError
+
+from features.definitions import FEATURE_NAMES, FEATURE_VERSION
+from features.online import OnlineFeatureBuilder
+from features.store import create_store_engine
+from refund_risk.errors import ConfigurationError, NotFoundError
+from refund_risk.settings import Settings
+from serving import db
+from serving.auth import KeyRing
+from serving.db import DecisionLog
+from serving.errors import RequestTooLargeError, http_error
+from serving.events import JoinableEventStore, OrderTracker, order_links, unique_rows
+from serving.exposure import ExposureLedger
+from serving.metrics import Metrics
+from serving.models import ModelSet, load_models
+from serving.schemas import (
+    BatchItemOut,
+    CheckOut,
+    CustomerTierOut,
+    DecisionOut,
+    EventsIn,
+    EventsOut,
+    ModelVersions,
+    Privileges,
+    ReadinessOut,
+    RefundDecisionRequest,
+    ReloadOut,
+    StoredDecisionOut,
+    Timing,
+)
+from serving.scoring import (
+    PolicySet,
+    Snapshot,
+    customer_tier,
+    decide_scored,
+    load_policy_set,
+    request_context,
+    score,
+    tier_score,
+)
+from serving.writer import DecisionWriter, PendingDecision, Recorded
+
+log = logging.getLogger(__name__)
+
+_TIER_PROBE_ID = "tier-probe"
+
+RECENT_REFUND_IDS = 500_000
+"""Refund ids this process recorded and remembers, so their retries skip the deciding."""
+
+
+@dataclass(frozen=True)
+class DecisionResult:
+    """A decision's JSON body, and whether it is a stored one returned again."""
+
+    body: str
+    replayed: bool
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000.0, 3)
+
+
+class Service:
+    """The running service's parts and the operations the routes call."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: JoinableEventStore,
+        builder: OnlineFeatureBuilder,
+        metrics: Metrics,
+        snapshot: Snapshot,
+    ) -> None:
+        self.settings = settings
+        self.engine = store.engine
+        self.store = store
+        self.builder = builder
+        self.metrics = metrics
+        self.reader = db.PointReader(self.engine)
+        self.log = DecisionLog(self.engine, self.reader)
+        self.keys = KeyRing(self.engine, settings.api_key_cache_seconds)
+        self.orders = OrderTracker(self.reader)
+        self.ledger = ExposureLedger()
+        self.writer = DecisionWriter(self.log, store, builder, self._recorded)
+        self.snapshot = snapshot
+        self.checkpointer = db.Checkpointer.for_engine(self.engine)
+        self._inflight: dict[str, asyncio.Future[str]] = {}
+        self._recorded_ids: OrderedDict[str, None] = OrderedDict()
+        self._reload_lock = asyncio.Lock()
+        self._show_snapshot()
+
+    # --- start and stop ----------------------------------------------------------------------
+
+    @classmethod
+    def start(cls, settings: Settings, metrics: Metrics | None = None) -> Service:
+        """Connect, migrate, read the event store into memory, load models and policy.
+
+        A missing or unusable model does not stop the start (decisions are then degraded); an
+        invalid policy or an unreachable database does, with a sentence saying why.
+        """
+        assert settings.database_url is not None
+        policies = load_policy_set(settings.policy_path, settings.tiers_path)
+        engine = create_store_engine(settings.database_url, schema=settings.database_schema)
+        db.tune_sqlite(engine)
+        try:
+            store = JoinableEventStore(engine)
+            store.migrate()
+            db.migrate(engine)
+            db.record_feature_names(engine, FEATURE_VERSION, FEATURE_NAMES)
+            builder = OnlineFeatureBuilder(store)
+            if settings.preload_events:
+                builder.preload()
+        except sa.exc.OperationalError as exc:
+            engine.dispose()
+            raise ConfigurationError(
+                f"the database at {_redacted(settings.database_url)} is not reachable: "
+                f"{str(exc.orig or exc).strip().splitlines()[0]}"
+            ) from None
+        models = load_models(settings, settings.model_alias)
+        for name, problem in models.problems.items():
+            log.warning("%s not loaded: %s", name, problem)
+        service = cls(settings, store, builder, metrics or Metrics(), Snapshot(models, policies))
+        if settings.preload_events:
+            service.orders.preload(store)
+        service.ledger.load(service.log.open_exposures())
+        service.keys.refresh()
+        if service.checkpointer is not None:
+            service.checkpointer.start()
+        return service
+
+    def close(self) -> None:
+        """Flush what is pending, stop checkpointing and close the database connections."""
+        self.writer.flush()
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
+        self.reader.close()
+        self.engine.dispose()
+
+    def _show_snapshot(self) -> None:
+        models = self.snapshot.models
+        self.metrics.set_models(
+            {
+                "refund-abuse": None
+                if models.abuse is None
+                else (models.abuse.version, models.abuse.alias),
+                "credit-tier": None
+                if models.tier is None
+                else (models.tier.version, models.tier.alias),
+            },
+            models.degraded,
+        )
+        policy = self.snapshot.policies.policy
+        self.metrics.set_policy(policy.name, policy.version, policy.content_hash)
+
+    # --- deciding ----------------------------------------------------------------------------
+
+    async def decide(self, request: RefundDecisionRequest) -> DecisionResult:
+        """The decision for one refund request: the stored one if it was decided before."""
+        refund_id = request.refund_id
+        running = self._inflight.get(refund_id)
+        if running is not None:  # the same id is being decided right now: share its answer
+            body = await asyncio.shield(running)
+            self.metrics.replays.inc()
+            return DecisionResult(body, replayed=True)
+        if refund_id in self._recorded_ids:
+            stored = self.log.response_for(refund_id)
+            if stored is not None:
+                self.metrics.replays.inc()
+                return DecisionResult(stored, replayed=True)
+        # Not recorded by this process lately. Looking it up in the database on every request
+        # would cost as much as deciding; the unique refund id decides instead: if a decision
+        # was recorded before (an older run, another process), the write keeps it and returns
+        # it as a replay.
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._inflight[refund_id] = future
+        try:
+            recorded = await self._decide_new(request)
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                future.cancel()
+            else:
+                future.set_exception(exc)
+                future.exception()  # nobody may be waiting: mark it seen
+            raise
+        finally:
+            self._inflight.pop(refund_id, None)
+        future.set_result(recorded.response)
+        if recorded.replayed:
+            self.metrics.replays.inc()
+        return DecisionResult(recorded.response, recorded.replayed)
+
+    async def _decide_new(self, request: RefundDecisionRequest) -> Recorded:
+        snapshot = self.snapshot
+        started = time.perf_counter()
+        self._append_order(request)
+        refund_row = request.refund_row()
+        row = self.builder.vector(refund_row)
+        featured = time.perf_counter()
+        scored = score(snapshot.models, row)
+        scored_at = time.perf_counter()
+        context = request_context(request, row, self.ledger.outstanding(request.customer_id))
+        decision, reasons, degraded = decide_scored(snapshot, context, scored)
+        decided = time.perf_counter()
+        models = snapshot.models
+        # Built from values this code made and typed: no need to validate them again.
+        versions = ModelVersions.model_construct(
+            abuse_model=None if models.abuse is None else models.abuse.label,
+            tier_model=None if models.tier is None else models.tier.label,
+            policy=f"{decision.policy_name} v{decision.policy_version}",
+            policy_hash=decision.policy_hash,
+            tiers_version=decision.tiers_version,
+            tiers_hash=decision.tiers_hash,
+            feature_version=FEATURE_VERSION,
+        )
+        decided_at = _now()
+        out = DecisionOut.model_construct(
+            decision_id=db.new_decision_id(),
+            refund_id=request.refund_id,
+            customer_id=request.customer_id,
+            action=decision.action,
+            abuse_score=None if degraded else round(decision.abuse_score, 6),
+            abuse_band=None if degraded else decision.abuse_band,
+            tier=decision.tier,
+            tier_score=None if scored.tier_score is None else round(scored.tier_score, 6),
+            offered_share=decision.offered_share,
+            offered_amount=decision.offered_amount,
+            rule_id=decision.rule_id,
+            reasons=reasons,
+            customer_message=decision.customer_message,
+            degraded=degraded,
+            versions=versions,
+            decided_at=decided_at.replace(tzinfo=UTC),
+            timing=Timing.model_construct(
+                features_ms=_ms(featured - started),
+                scoring_ms=_ms(scored_at - featured),
+                policy_ms=_ms(decided - scored_at),
+                total_ms=_ms(time.perf_counter() - started),
+            ),
+        )
+        features = pydantic_core.to_json(row, inf_nan_mode="null").decode()
+        pending = PendingDecision(
+            row=db.decision_row(
+                decision_id=out.decision_id,
+                refund_id=out.refund_id,
+                customer_id=out.customer_id,
+                decided_at=decided_at,
+                action=decision.action.value,
+                rule_id=decision.rule_id,
+                degraded=degraded,
+                abuse_score=out.abuse_score,
+                tier=decision.tier,
+                amount_requested=request.amount_requested,
+                abuse_model_version=versions.abuse_model,
+                tier_model_version=versions.tier_model,
+                policy_hash=decision.policy_hash,
+                feature_version=FEATURE_VERSION,
+                response=out.model_dump_json(),
+                request=request.model_dump_json(),
+                features=features,
+            ),
+            refund_row=refund_row,
+        )
+        return await self.writer.record(pending)
+
+    def _append_order(self, request: RefundDecisionRequest) -> None:
+        """Append the request's order (and account) unless the store already holds it as is."""
+        order = request.order_row()
+        if self.orders.is_stored(order):
+            return
+        rows: dict[str, list[dict[str, Any]]] = {
+            "orders": [order],
+            "identity_links": order_links(order),
+        }
+        if request.customer is not None and not self.orders.customer_stored(request.customer_id):
+            rows["customers"] = [
+                {"customer_id": request.customer_id, **request.customer.model_dump()}
+            ]
+        self.builder.append_many(rows)
+        self.orders.remember([order])
+
+    def _recorded(self, winners: Sequence[PendingDecision], failed: int) -> None:
+        """After a write: count, and open exposure for refunds paid before the goods are back."""
+        if failed:
+            self.metrics.store_failures.inc(failed)
+            return
+        self.metrics.write_batch.observe(len(winners))
+        recorded = self._recorded_ids
+        for decision in winners:
+            row = decision.row
+            recorded[row["refund_id"]] = None
+            self.metrics.decisions.labels(row["action"], str(row["degraded"]).lower()).inc()
+            if row["action"] == "refund_before_return":
+                self.ledger.open(row["customer_id"], row["refund_id"], row["amount_requested"])
+        while len(recorded) > RECENT_REFUND_IDS:
+            recorded.popitem(last=False)
+
+    async def decide_batch(self, items: Sequence[Any]) -> list[BatchItemOut]:
+        """Decide each item on its own; invalid items are answered 422, the rest decided."""
+        limit = self.settings.batch_limit
+        if len(items) > limit:
+            raise RequestTooLargeError(
+                f"{len(items)} requests in one batch; the limit is {limit}", field="requests"
+            )
+        results: list[BatchItemOut | None] = [None] * len(items)
+        valid: list[tuple[int, RefundDecisionRequest]] = []
+        for index, item in enumerate(items):
+            try:
+                valid.append((index, RefundDecisionRequest.model_validate(item)))
+            except ValidationError as exc:
+                error = http_error(exc, self.settings.retry_after_seconds)
+                refund_id = item.get("refund_id") if isinstance(item, dict) else None
+                results[index] = BatchItemOut(
+                    index=index,
+                    refund_id=refund_id if isinstance(refund_id, str) else None,
+                    status=error.status,
+                    error=error.body,
+                )
+        outcomes = await asyncio.gather(
+            *(self.decide(request) for _, request in valid), return_exceptions=True
+        )
+        for (index, request), outcome in zip(valid, outcomes, strict=True):
+            if isinstance(outcome, DecisionResult):
+                results[index] = BatchItemOut(
+                    index=index,
+                    refund_id=request.refund_id,
+                    status=200,
+                    replayed=outcome.replayed,
+                    decision=DecisionOut.model_validate_json(outcome.body),
+                )
+            else:
+                error = http_error(outcome, self.settings.retry_after_seconds)
+                results[index] = BatchItemOut(
+                    index=index,
+                    refund_id=request.refund_id,
+                    status=error.status,
+                    error=error.body,
+                )
+        return [r for r in results if r is not None]
+
+    # --- reading -----------------------------------------------------------------------------
+
+    def stored_decision(self, decision_id: str) -> StoredDecisionOut:
+        """A stored decision (by decision id or refund id), its inputs and feature values."""
+        row = self.log.get(decision_id)
+        if row is None:
+            raise NotFoundError(f"no decision with id {decision_id!r}")
+        values = pydantic_core.from_json(row["features"])
+        names = pydantic_core.from_json(row["feature_names"]) if row["feature_names"] else None
+        if names is None or len(names) != len(values):
+            names = [f"feature_{i}" for i in range(len(values))]
+        return StoredDecisionOut(
+            decision=DecisionOut.model_validate_json(row["response"]),
+            request=pydantic_core.from_json(row["request"]),
+            features=dict(zip(names, values, strict=True)),
+        )
+
+    def customer_tier(self, customer_id: str, as_of: datetime | None = None) -> CustomerTierOut:
+        """The customer's tier as of `as_of` (default: now), with privileges and exposure."""
+        when = _now() if as_of is None else as_of
+        if when.tzinfo is not None:
+            when = when.astimezone(UTC).replace(tzinfo=None)
+        snapshot = self.snapshot
+        latest_order = self.orders.latest_order(customer_id)
+        if latest_order is None and not self.orders.customer_stored(customer_id):
+            raise NotFoundError(f"customer {customer_id!r} is not in the event store")
+        loss: float | None = None
+        if snapshot.models.tier is not None and latest_order is not None:
+            # The tier model reads only the customer's and linked accounts' features; the
+            # builder computes rows for requests, so it is asked about a request on the
+            # customer's latest order at that moment, and the request's own features unused.
+            probe = {
+                "refund_id": _TIER_PROBE_ID,
+                "order_id": latest_order,
+                "customer_id": customer_id,
+                "requested_at": when,
+            }
+            loss = tier_score(snapshot.models, self.builder.vector(probe))
+        tier = customer_tier(snapshot.policies.tiers, loss)
+        return CustomerTierOut(
+            customer_id=customer_id,
+            tier=tier.name,
+            score=None if loss is None else round(loss, 6),
+            privileges=Privileges(
+                refund_before_return_allowed=tier.refund_before_return_allowed,
+                auto_approve_limit=tier.auto_approve_limit,
+                max_outstanding_unreturned=tier.max_outstanding_unreturned,
+            ),
+            outstanding_unreturned_value=round(self.ledger.outstanding(customer_id), 2),
+            as_of=when.replace(tzinfo=UTC),
+            tier_model=None if snapshot.models.tier is None else snapshot.models.tier.label,
+            tiers_version=snapshot.policies.tiers.version,
+        )
+
+    # --- events ------------------------------------------------------------------------------
+
+    def append_events(self, events: EventsIn) -> EventsOut:
+        """Append new events to the store (upserts: sending a row twice changes nothing)."""
+        orders = unique_rows((o.model_dump() for o in events.orders), ("order_id",))
+        links = [link.model_dump() for link in events.identity_links]
+        for order in orders:
+            links.extend(order_links(order))
+        rows = {
+            "customers": unique_rows((c.model_dump() for c in events.customers), ("customer_id",)),
+            "orders": orders,
+            "outcomes": unique_rows((o.model_dump() for o in events.outcomes), ("outcome_id",)),
+            "identity_links": unique_rows(
+                links, ("customer_id", "kind", "fingerprint"), keep="earliest_seen"
+            ),
+        }
+        rows = {name: table for name, table in rows.items() if table}
+        if rows:
+            self.builder.append_many(rows)
+        self.orders.remember(orders)
+        self.ledger.close(o["refund_id"] for o in rows.get("outcomes", ()))
+        return EventsOut(written={name: len(table) for name, table in rows.items()})
+
+    # --- health and administration -----------------------------------------------------------
+
+    def readiness(self) -> ReadinessOut:
+        """Database reachable, abuse model loaded, policy valid: ready; else why not."""
+        checks: dict[str, CheckOut] = {}
+        try:
+            db.ping(self.engine)
+            checks["database"] = CheckOut(ok=True, detail=self.engine.dialect.name)
+        except sa.exc.SQLAlchemyError as exc:
+            first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+            checks["database"] = CheckOut(ok=False, detail=first[0] if first else "unreachable")
+        models = self.snapshot.models
+        problems = models.problems
+        if models.abuse is not None:
+            checks["abuse_model"] = CheckOut(
+                ok=True, detail=f"{models.abuse.label} ({models.abuse.alias})"
+            )
+        else:
+            problem = problems.get("refund-abuse", "not loaded")
+            checks["abuse_model"] = CheckOut(
+                ok=False, detail=f"{problem}; deciding with the rules-only policy (degraded)"
+            )
+        if models.tier is not None:
+            checks["tier_model"] = CheckOut(
+                ok=True, detail=f"{models.tier.label} ({models.tier.alias})"
+            )
+        else:
+            problem = problems.get("credit-tier", "not loaded")
+            checks["tier_model"] = CheckOut(
+                ok=True, detail=f"{problem}; every customer gets the default tier"
+            )
+        checks["policy"] = CheckOut(ok=True, detail=self.snapshot.policies.label)
+        if not checks["database"].ok:
+            status = "unavailable"
+        elif not checks["abuse_model"].ok:
+            status = "degraded"
+        else:
+            status = "ready"
+        return ReadinessOut(status=status, checks=checks)  # type: ignore[arg-type]
+
+    async def reload(self, alias: str | None, policy: bool) -> ReloadOut:
+        """Load models by alias (and the policy files) and switch to them at once.
+
+        Loading runs in a worker thread, so requests go on being answered with the models in
+        use; the switch is one assignment. A reload that would lose a model now in use, or
+        meets an invalid policy file, changes nothing and says why.
+        """
+        async with self._reload_lock:
+            current = self.snapshot
+            alias = alias or self.settings.model_alias
+            models: ModelSet = await asyncio.to_thread(load_models, self.settings, alias)
+            policies: PolicySet = current.policies
+            if policy:
+                policies = await asyncio.to_thread(
+                    load_policy_set, self.settings.policy_path, self.settings.tiers_path
+                )
+            lost = [
+                name
+                for name, before, after in (
+                    ("refund-abuse", current.models.abuse, models.abuse),
+                    ("credit-tier", current.models.tier, models.tier),
+                )
+                if before is not None and after is None
+            ]
+            if lost:
+                why = "; ".join(f"{n}: {models.problems.get(n, 'not loaded')}" for n in lost)
+                raise ConfigurationError(f"reload refused, the models in use are kept ({why})")
+            self.snapshot = Snapshot(models, policies)
+            self._show_snapshot()
+            gc.collect()
+            gc.freeze()  # what loading allocated is long-lived too (see `serving.app`)
+            return ReloadOut(
+                abuse_model=None if models.abuse is None else models.abuse.label,
+                tier_model=None if models.tier is None else models.tier.label,
+                policy=policies.label,
+                degraded=models.degraded,
+                problems=models.problems,
+            )
+
+
+def _redacted(url: str) -> str:
+    return sa.make_url(url).render_as_string(hide_password=True)

@@ -1,0 +1,532 @@
+"""The scoring API end to end: a real world, a real trained model, a real SQLite database.
+
+One module fixture generates a small world, loads its history into the event store (all but
+the last refund requests, which the tests send), trains and registers a refund-abuse model in a
+local MLflow store, and creates one key per role. Tests share one running app; those that need
+their own (degraded mode, a broken database) make it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from features.definitions import FEATURE_NAMES
+from refund_risk.settings import Settings, load_settings
+from serving.app import create_app
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("serving-model")]
+
+
+@dataclass
+class World:
+    """What the module fixture made."""
+
+    settings: Settings
+    tables: dict[str, pd.DataFrame]
+    held: pd.DataFrame
+    keys: dict[str, str]
+    db_path: Path
+
+
+def _iso(value: Any) -> str | None:
+    if value is None or value is pd.NaT or (isinstance(value, float) and np.isnan(value)):
+        return None
+    return pd.Timestamp(value).isoformat()
+
+
+def decision_body(world: World, refund: Any, **changes: Any) -> dict[str, Any]:
+    """A decision request for a refund request row of the world, with its order."""
+    orders = world.tables["orders"].set_index("order_id")
+    o = orders.loc[refund["order_id"]]
+    body = {
+        "refund_id": refund["refund_id"],
+        "customer_id": refund["customer_id"],
+        "requested_at": _iso(refund["requested_at"]),
+        "refund_type": refund["refund_type"],
+        "reason": refund["reason"],
+        "reason_detail": refund["reason_detail"],
+        "amount_requested": float(refund["amount_requested"]),
+        "photo_count": int(refund["photo_count"]),
+        "order_stage": refund["order_stage"],
+        "order": {
+            "order_id": refund["order_id"],
+            "ordered_at": _iso(o["ordered_at"]),
+            "category": o["category"],
+            "amount": float(o["amount"]),
+            "item_count": int(o["item_count"]),
+            "payment_method": o["payment_method"],
+            "device_id": o["device_id"],
+            "address_id": o["address_id"],
+            "payment_fingerprint": o["payment_fingerprint"],
+            "shipped_at": _iso(o["shipped_at"]),
+            "delivered_at": _iso(o["delivered_at"]),
+            "delivery_evidence": o["delivery_evidence"],
+        },
+    }
+    body.update(changes)
+    return body
+
+
+def _settings(tmp: Path, **overrides: Any) -> Settings:
+    return load_settings(
+        data_dir=tmp / "data",
+        mlruns_dir=tmp / "mlruns",
+        database_url=f"sqlite:///{tmp / 'data' / 'service.db'}",
+        mlflow_tracking_uri=None,
+        api_key_cache_seconds=0.0,
+        **overrides,
+    )
+
+
+def _keys(settings: Settings) -> dict[str, str]:
+    from features.store import create_store_engine
+    from serving import db
+    from serving.auth import Role, create_key
+
+    assert settings.database_url is not None
+    engine = create_store_engine(settings.database_url)
+    db.migrate(engine)
+    keys = {role.value: create_key(engine, role, f"test {role.value}")[1] for role in Role}
+    engine.dispose()
+    return keys
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    from data.generator import generate_world
+    from data.world_io import save_world
+    from features.store import EventStore
+    from training.data_source import load_training_inputs
+    from training.dataset import build_abuse_dataset, plan_split
+    from training.run_abuse import run_abuse_training
+
+    tmp = tmp_path_factory.mktemp("serving-world")
+    settings = _settings(tmp)
+    generated = generate_world(8000, seed=11)
+    save_world(generated, settings.raw_dir, settings.oracle_dir)
+    refunds = generated.tables["refund_requests"].sort_values("requested_at")
+    held = refunds.tail(40)
+    history = dict(generated.tables)
+    history["refund_requests"] = refunds.iloc[:-40]
+    kept = set(history["refund_requests"]["refund_id"])
+    history["outcomes"] = history["outcomes"][history["outcomes"]["refund_id"].isin(kept)]
+    assert settings.database_url is not None
+    store = EventStore.open(settings.database_url)
+    store.write_frames(history)
+    store.dispose()
+
+    inputs = load_training_inputs(settings)
+    split = plan_split(inputs.rows["requested_at"], test_months=3)
+    dataset = build_abuse_dataset(inputs.rows, inputs.outcomes, split, inputs.oracle_refunds)
+    run_abuse_training(settings, inputs.rows, inputs.outcomes, dataset, inputs.manifest, True)
+    return World(settings, generated.tables, held, _keys(settings), tmp / "data" / "service.db")
+
+
+@pytest.fixture(scope="module")
+def client(world: World) -> Iterator[TestClient]:
+    with TestClient(create_app(world.settings, freeze_gc=False)) as c:
+        yield c
+
+
+def key(world: World, role: str) -> dict[str, str]:
+    return {"X-API-Key": world.keys[role]}
+
+
+def held(world: World, i: int) -> pd.Series:
+    return world.held.iloc[i]
+
+
+def rows_for(world: World, refund_id: str) -> int:
+    with sqlite3.connect(world.db_path) as con:
+        return int(
+            con.execute(
+                "SELECT count(*) FROM serving_decisions WHERE refund_id = ?", (refund_id,)
+            ).fetchone()[0]
+        )
+
+
+# --- deciding -------------------------------------------------------------------------------
+
+
+def test_a_decision_carries_everything_and_is_stored(world: World, client: TestClient) -> None:
+    body = decision_body(world, held(world, 0))
+    r = client.post("/v1/refund-decisions", json=body, headers=key(world, "scorer"))
+    assert r.status_code == 200, r.text
+    d = r.json()
+    assert d["refund_id"] == body["refund_id"] and d["customer_id"] == body["customer_id"]
+    assert d["action"] in {
+        "auto_approve",
+        "refund_before_return",
+        "partial_refund_offer",
+        "standard_return",
+        "manual_review",
+    }
+    assert 0.0 <= d["abuse_score"] <= 1.0 and d["abuse_band"]
+    assert d["degraded"] is False
+    assert d["tier"] == "standard" and d["tier_score"] is None  # no tier model registered
+    assert d["reasons"] and d["customer_message"] and d["rule_id"]
+    assert "score" not in d["customer_message"].lower()
+    assert d["versions"]["abuse_model"].startswith("refund-abuse/")
+    assert d["versions"]["tier_model"] is None
+    assert d["versions"]["policy"].startswith("default v")
+    assert d["timing"]["total_ms"] > 0
+    assert r.headers.get("Idempotent-Replay") is None
+    assert rows_for(world, body["refund_id"]) == 1
+
+
+def test_the_same_refund_id_returns_the_stored_decision(world: World, client: TestClient) -> None:
+    body = decision_body(world, held(world, 1))
+    first = client.post("/v1/refund-decisions", json=body, headers=key(world, "scorer"))
+    again = client.post("/v1/refund-decisions", json=body, headers=key(world, "scorer"))
+    assert first.status_code == again.status_code == 200
+    assert again.text == first.text
+    assert again.headers["Idempotent-Replay"] == "true"
+    assert rows_for(world, body["refund_id"]) == 1
+
+
+def test_a_batch_answers_each_request_on_its_own(world: World, client: TestClient) -> None:
+    good = decision_body(world, held(world, 2))
+    bad = decision_body(world, held(world, 3), amount_requested=-5, colour="red")
+    duplicate = dict(good)
+    r = client.post(
+        "/v1/refund-decisions/batch",
+        json={"requests": [good, bad, duplicate, "not an object"]},
+        headers=key(world, "scorer"),
+    )
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert [x["status"] for x in results] == [200, 422, 200, 422]
+    assert results[0]["decision"]["refund_id"] == good["refund_id"]
+    assert {f["field"] for f in results[1]["error"]["fields"]} == {"amount_requested", "colour"}
+    assert results[1]["refund_id"] == bad["refund_id"]
+    assert results[2]["replayed"] is True
+    assert results[2]["decision"]["decision_id"] == results[0]["decision"]["decision_id"]
+    assert rows_for(world, good["refund_id"]) == 1
+    assert rows_for(world, bad["refund_id"]) == 0
+
+
+def test_a_batch_over_the_limit_is_refused(world: World, client: TestClient) -> None:
+    body = decision_body(world, held(world, 4))
+    many = [dict(body, refund_id=f"limit-{i}") for i in range(51)]
+    r = client.post(
+        "/v1/refund-decisions/batch", json={"requests": many}, headers=key(world, "scorer")
+    )
+    assert r.status_code == 422
+    assert r.json()["error"]["fields"][0]["field"] == "requests"
+
+
+def test_a_stored_decision_comes_with_its_inputs_and_features(
+    world: World, client: TestClient
+) -> None:
+    body = decision_body(world, held(world, 5))
+    made = client.post("/v1/refund-decisions", json=body, headers=key(world, "scorer")).json()
+    r = client.get(f"/v1/refund-decisions/{made['decision_id']}", headers=key(world, "reviewer"))
+    assert r.status_code == 200, r.text
+    stored = r.json()
+    assert stored["decision"] == made
+    assert stored["request"]["refund_id"] == body["refund_id"]
+    assert stored["request"]["order"]["order_id"] == body["order"]["order_id"]
+    assert list(stored["features"]) == list(FEATURE_NAMES)
+    assert stored["features"]["request_amount"] == pytest.approx(body["amount_requested"])
+    by_refund = client.get(
+        f"/v1/refund-decisions/{body['refund_id']}", headers=key(world, "reviewer")
+    )
+    assert by_refund.json()["decision"]["decision_id"] == made["decision_id"]
+    missing = client.get("/v1/refund-decisions/nope", headers=key(world, "reviewer"))
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+
+
+def test_a_customers_tier_is_the_default_without_a_tier_model(
+    world: World, client: TestClient
+) -> None:
+    customer = held(world, 6)["customer_id"]
+    r = client.get(f"/v1/customers/{customer}/tier", headers=key(world, "reviewer"))
+    assert r.status_code == 200, r.text
+    tier = r.json()
+    assert tier["tier"] == "standard" and tier["score"] is None and tier["tier_model"] is None
+    assert tier["privileges"]["refund_before_return_allowed"] is False
+    assert tier["outstanding_unreturned_value"] == 0.0
+    unknown = client.get("/v1/customers/nobody/tier", headers=key(world, "scorer"))
+    assert unknown.status_code == 404
+
+
+# --- events ---------------------------------------------------------------------------------
+
+
+def test_events_are_appended_once_and_seen_by_the_next_decision(
+    world: World, client: TestClient
+) -> None:
+    refund = held(world, 7)
+    body = decision_body(world, refund)
+    requested = pd.Timestamp(refund["requested_at"])
+    # A burst of orders by this customer in the hour before the request.
+    burst = [
+        {
+            **body["order"],
+            "order_id": f"burst-{i}",
+            "customer_id": refund["customer_id"],
+            "ordered_at": (requested - pd.Timedelta(minutes=50 - i)).isoformat(),
+            "shipped_at": None,
+            "delivered_at": None,
+            "delivery_evidence": "none",
+        }
+        for i in range(5)
+    ]
+    sent = client.post(
+        "/v1/events", json={"orders": burst + burst[:2]}, headers=key(world, "scorer")
+    )
+    assert sent.status_code == 200, sent.text
+    assert sent.json()["written"]["orders"] == 5  # the two sent twice count once
+    again = client.post("/v1/events", json={"orders": burst}, headers=key(world, "scorer"))
+    assert again.status_code == 200
+    decided = client.post("/v1/refund-decisions", json=body, headers=key(world, "scorer"))
+    assert decided.status_code == 200, decided.text
+    stored = client.get(
+        f"/v1/refund-decisions/{body['refund_id']}", headers=key(world, "reviewer")
+    ).json()
+    before = (
+        (world.tables["orders"]["customer_id"] == refund["customer_id"])
+        & (world.tables["orders"]["ordered_at"] >= requested - pd.Timedelta(days=7))
+        & (world.tables["orders"]["ordered_at"] < requested)
+    )
+    assert stored["features"]["customer_orders_7d"] == int(before.sum()) + 5
+
+
+def test_an_outcome_of_an_unknown_refund_is_refused_or_held(
+    world: World, client: TestClient
+) -> None:
+    outcome = {
+        "outcome_id": "x-t1",
+        "refund_id": held(world, 8)["refund_id"],
+        "is_abusive": False,
+        "known_at": "2026-01-01T00:00:00Z",
+        "source": "warehouse_check",
+    }
+    r = client.post("/v1/events", json={"outcomes": [outcome]}, headers=key(world, "scorer"))
+    # The event store either keeps it for when the request arrives, or refuses it with a
+    # reason; it never answers 500.
+    assert r.status_code in (200, 422), r.text
+
+
+# --- input checks ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"amount_requested": 0}, "amount_requested"),
+        ({"reason": "mistake", "reason_detail": "late"}, "reason_detail"),
+        ({"order_stage": "lost"}, "order_stage"),
+        ({"requested_at": "yesterday"}, "requested_at"),
+        ({"refund_id": ""}, "refund_id"),
+        ({"surprise": True}, "surprise"),
+        ({"amount_requested": 1e12}, "amount_requested"),
+    ],
+)
+def test_bad_input_is_answered_422_naming_the_field(
+    world: World, client: TestClient, change: dict[str, Any], field: str
+) -> None:
+    body = decision_body(world, held(world, 9), **change)
+    r = client.post("/v1/refund-decisions", json=body, headers=key(world, "scorer"))
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert error["code"] == "validation_error"
+    assert field in {f["field"] for f in error["fields"]}
+
+
+def test_bad_orders_name_the_nested_field(world: World, client: TestClient) -> None:
+    body = decision_body(world, held(world, 9))
+    body["order"] = {**body["order"], "amount": -1, "extra": 1}
+    r = client.post("/v1/refund-decisions", json=body, headers=key(world, "scorer"))
+    assert r.status_code == 422
+    assert {"order.amount", "order.extra"} <= {f["field"] for f in r.json()["error"]["fields"]}
+
+
+@pytest.mark.parametrize("raw", [b"", b"{", b"[]", b"null", b'{"refund_id": 1}'])
+def test_malformed_bodies_never_answer_500(world: World, client: TestClient, raw: bytes) -> None:
+    r = client.post(
+        "/v1/refund-decisions",
+        content=raw,
+        headers={**key(world, "scorer"), "Content-Type": "application/json"},
+    )
+    assert r.status_code == 422
+    assert "error" in r.json()
+
+
+# --- keys and roles -------------------------------------------------------------------------
+
+
+def test_keys_and_roles_are_checked(world: World, client: TestClient) -> None:
+    body = decision_body(world, held(world, 10))
+    none = client.post("/v1/refund-decisions", json=body)
+    assert none.status_code == 401 and none.json()["error"]["code"] == "unauthenticated"
+    assert "WWW-Authenticate" in none.headers
+    wrong = client.post("/v1/refund-decisions", json=body, headers={"X-API-Key": "rr_x_y"})
+    assert wrong.status_code == 401
+    reviewer = client.post("/v1/refund-decisions", json=body, headers=key(world, "reviewer"))
+    assert reviewer.status_code == 403 and reviewer.json()["error"]["code"] == "forbidden"
+    scorer_reads = client.get("/v1/refund-decisions/x", headers=key(world, "scorer"))
+    assert scorer_reads.status_code == 403
+    admin = client.post("/v1/refund-decisions", json=body, headers=key(world, "admin"))
+    assert admin.status_code == 200
+    assert client.post("/v1/admin/reload", headers=key(world, "scorer")).status_code == 403
+
+
+def test_a_revoked_key_stops_working(world: World, client: TestClient) -> None:
+    from features.store import create_store_engine
+    from serving.auth import Role, create_key, revoke_key
+
+    assert world.settings.database_url is not None
+    engine = create_store_engine(world.settings.database_url)
+    made, token = create_key(engine, Role.SCORER, "to revoke")
+    customer = held(world, 11)["customer_id"]
+    path = f"/v1/customers/{customer}/tier"
+    assert client.get(path, headers={"X-API-Key": token}).status_code == 200
+    revoke_key(engine, made.key_id)
+    engine.dispose()
+    r = client.get(path, headers={"X-API-Key": token})
+    assert r.status_code == 401
+
+
+# --- health, metrics, administration --------------------------------------------------------
+
+
+def test_ready_and_live(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    r = client.get("/readyz")
+    assert r.status_code == 200, r.text
+    checks = r.json()["checks"]
+    assert r.json()["status"] == "ready"
+    assert checks["database"]["ok"] and checks["abuse_model"]["ok"]
+    assert "default tier" in checks["tier_model"]["detail"]
+
+
+def test_metrics_show_latency_decisions_and_models(world: World, client: TestClient) -> None:
+    body = decision_body(world, held(world, 12))
+    client.post("/v1/refund-decisions", json=body, headers=key(world, "scorer"))
+    text = client.get("/metrics").text
+    assert (
+        'refund_risk_http_request_duration_seconds_bucket{le="0.005",method="POST",'
+        'route="/v1/refund-decisions",status="200"}' in text
+    )
+    assert "refund_risk_decisions_total{action=" in text
+    assert 'refund_risk_model_info{alias="champion",model="refund-abuse",version="1"} 1.0' in text
+    assert "refund_risk_degraded 0.0" in text
+
+
+def test_admin_reload_switches_or_refuses_without_dropping(
+    world: World, client: TestClient
+) -> None:
+    r = client.post("/v1/admin/reload", json={}, headers=key(world, "admin"))
+    assert r.status_code == 200, r.text
+    assert r.json()["abuse_model"] == "refund-abuse/1" and r.json()["degraded"] is False
+    refused = client.post(
+        "/v1/admin/reload", json={"alias": "nothing-here"}, headers=key(world, "admin")
+    )
+    assert refused.status_code == 409
+    assert "kept" in refused.json()["error"]["message"]
+    body = decision_body(world, held(world, 13))
+    after = client.post("/v1/refund-decisions", json=body, headers=key(world, "scorer"))
+    assert after.status_code == 200 and after.json()["degraded"] is False
+
+
+def test_openapi_documents_the_api_with_examples(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    paths = spec["paths"]
+    for path in (
+        "/v1/refund-decisions",
+        "/v1/refund-decisions/batch",
+        "/v1/refund-decisions/{decision_id}",
+        "/v1/customers/{customer_id}/tier",
+        "/v1/events",
+        "/v1/admin/reload",
+        "/readyz",
+        "/healthz",
+        "/metrics",
+    ):
+        assert path in paths, path
+    schemas = spec["components"]["schemas"]
+    assert schemas["RefundDecisionRequest"]["examples"]
+    assert schemas["DecisionOut"]["examples"]
+    assert "APIKeyHeader" in spec["components"]["securitySchemes"]
+
+
+# --- failure --------------------------------------------------------------------------------
+
+
+def test_a_database_that_refuses_the_decision_gives_503_and_no_decision(
+    world: World, client: TestClient
+) -> None:
+    body = decision_body(world, held(world, 14))
+    with sqlite3.connect(world.db_path) as con:
+        con.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON serving_decisions "
+            "BEGIN SELECT RAISE(ABORT, 'disk is full'); END"
+        )
+    try:
+        r = client.post("/v1/refund-decisions", json=body, headers=key(world, "scorer"))
+        assert r.status_code == 503, r.text
+        assert r.headers["Retry-After"] == str(world.settings.retry_after_seconds)
+        assert r.json()["error"]["code"] == "database_unavailable"
+        assert "decision_id" not in r.text
+        assert rows_for(world, body["refund_id"]) == 0
+        with sqlite3.connect(world.db_path) as con:
+            appended = con.execute(
+                "SELECT count(*) FROM event_refund_requests WHERE refund_id = ?",
+                (body["refund_id"],),
+            ).fetchone()[0]
+        assert appended == 0  # the refund request went with the decision: not recorded
+        batch = client.post(
+            "/v1/refund-decisions/batch", json={"requests": [body]}, headers=key(world, "scorer")
+        )
+        assert batch.status_code == 503 and "Retry-After" in batch.headers
+    finally:
+        with sqlite3.connect(world.db_path) as con:
+            con.execute("DROP TRIGGER refuse")
+    retried = client.post("/v1/refund-decisions", json=body, headers=key(world, "scorer"))
+    assert retried.status_code == 200
+    assert rows_for(world, body["refund_id"]) == 1
+
+
+def test_without_a_model_the_service_decides_by_rules_and_says_so(
+    world: World, tmp_path: Path
+) -> None:
+    settings = load_settings(
+        data_dir=world.settings.data_dir,
+        database_url=world.settings.database_url,
+        mlruns_dir=tmp_path / "no-registry",
+        mlflow_tracking_uri=None,
+        api_key_cache_seconds=0.0,
+    )
+    with TestClient(create_app(settings, freeze_gc=False)) as degraded:
+        ready = degraded.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["status"] == "degraded"
+        assert "rules-only" in ready.json()["checks"]["abuse_model"]["detail"]
+        body = decision_body(world, held(world, 15))
+        r = degraded.post("/v1/refund-decisions", json=body, headers=key(world, "scorer"))
+        assert r.status_code == 200, r.text
+        d = r.json()
+        assert d["degraded"] is True and d["abuse_score"] is None and d["abuse_band"] is None
+        assert d["versions"]["abuse_model"] is None
+        assert d["versions"]["policy"].startswith("degraded v")
+        assert d["action"] in {"auto_approve", "standard_return", "manual_review"}
+        assert "refund_risk_degraded 1.0" in degraded.get("/metrics").text
+
+
+def test_stored_response_is_json_the_schema_accepts(world: World, client: TestClient) -> None:
+    from serving.schemas import DecisionOut
+
+    body = decision_body(world, held(world, 16))
+    r = client.post("/v1/refund-decisions", json=body, headers=key(world, "scorer"))
+    DecisionOut.model_validate(json.loads(r.text))

@@ -1,0 +1,342 @@
+"""The service's parts without HTTP: keys, schemas, error mapping, models, scoring, the log."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from pydantic import ValidationError
+
+from features.definitions import FEATURE_NAMES, FEATURE_VERSION
+from features.store import create_store_engine
+from refund_risk.errors import ConfigurationError, DataValidationError, NotFoundError
+from serving import db
+from serving.auth import KeyRing, Role, create_key, list_keys, revoke_key, split_token
+from serving.errors import DatabaseUnavailableError, RequestTooLargeError, http_error
+from serving.exposure import ExposureLedger
+from serving.models import BoosterPredictor, FastPredictor, ModelSet, model_from_files
+from serving.schemas import DECISION_REQUEST_EXAMPLE, RefundDecisionRequest
+from serving.scoring import (
+    Scored,
+    Snapshot,
+    decide_scored,
+    load_policy_set,
+    request_context,
+    score,
+)
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Any:
+    e = create_store_engine(f"sqlite:///{tmp_path / 'service.db'}")
+    db.migrate(e)
+    yield e
+    e.dispose()
+
+
+# --- keys -----------------------------------------------------------------------------------
+
+
+def test_a_key_is_shown_once_and_stored_hashed(engine: Any) -> None:
+    key, token = create_key(engine, Role.SCORER, "shop")
+    key_id, secret = split_token(token) or ("", "")
+    assert key_id == key.key_id
+    with engine.connect() as c:
+        stored = " ".join(str(v) for v in c.execute(sa.select(db.API_KEYS)).one())
+    assert secret not in stored and token not in stored
+    ring = KeyRing(engine, max_age=60)
+    principal = ring.authenticate(token)
+    assert principal is not None and principal.role == Role.SCORER
+    assert ring.authenticate(f"rr_{key_id}_wrong") is None
+    assert ring.authenticate("rr_nobody_x") is None
+    assert ring.authenticate("not a token") is None
+    assert ring.authenticate(None) is None
+
+
+def test_a_revoked_key_is_refused_once_the_copy_is_refreshed(engine: Any) -> None:
+    now = [0.0]
+    key, token = create_key(engine, Role.ADMIN)
+    ring = KeyRing(engine, max_age=5.0, clock=lambda: now[0])
+    assert ring.authenticate(token) is not None
+    revoked = revoke_key(engine, key.key_id)
+    assert revoked.revoked_at is not None
+    assert ring.authenticate(token) is not None  # the copy is 0 s old: still trusted
+    now[0] = 5.0
+    assert ring.authenticate(token) is None
+    assert [k.active for k in list_keys(engine)] == [False]
+    with pytest.raises(NotFoundError):
+        revoke_key(engine, "missing")
+
+
+# --- schemas --------------------------------------------------------------------------------
+
+
+def test_times_with_an_offset_become_utc_without_one() -> None:
+    body = {**DECISION_REQUEST_EXAMPLE, "requested_at": "2025-02-16T22:05:00+02:00"}
+    request = RefundDecisionRequest.model_validate(body)
+    assert request.requested_at == datetime(2025, 2, 16, 20, 5)
+    assert request.order.ordered_at.tzinfo is None
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (
+            {"order": {**DECISION_REQUEST_EXAMPLE["order"], "delivered_at": "2025-02-12T00:00:00"}},
+            ("order", "delivered_at"),
+        ),
+        (
+            {"order": {**DECISION_REQUEST_EXAMPLE["order"], "shipped_at": None}},
+            ("order", "delivered_at"),
+        ),
+        ({"amount_requested": 100.0}, ("order",)),
+        ({"requested_at": "2025-01-01T00:00:00"}, ("order",)),
+        (
+            {"order": {**DECISION_REQUEST_EXAMPLE["order"], "category": "cars"}},
+            ("order", "category"),
+        ),
+        ({"photo_count": -1}, ("photo_count",)),
+        ({"amount_requested": float("inf")}, ("amount_requested",)),
+    ],
+)
+def test_invalid_requests_name_the_field(change: dict[str, Any], field: tuple[str, ...]) -> None:
+    with pytest.raises(ValidationError) as caught:
+        RefundDecisionRequest.model_validate({**DECISION_REQUEST_EXAMPLE, **change})
+    assert field in {tuple(str(p) for p in e["loc"]) for e in caught.value.errors()}
+
+
+def test_the_documented_example_is_valid() -> None:
+    request = RefundDecisionRequest.model_validate(DECISION_REQUEST_EXAMPLE)
+    assert request.refund_row()["order_id"] == request.order.order_id
+    assert request.order_row()["customer_id"] == request.customer_id
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "code"),
+    [
+        (DatabaseUnavailableError("x"), 503, "database_unavailable"),
+        (sa.exc.OperationalError("SELECT 1", {}, Exception("gone")), 503, "database_unavailable"),
+        (NotFoundError("x"), 404, "not_found"),
+        (DataValidationError("x"), 422, "invalid_data"),
+        (RequestTooLargeError("x", field="requests"), 422, "too_many_items"),
+        (ConfigurationError("x"), 409, "configuration_error"),
+        (RuntimeError("boom"), 500, "internal_error"),
+    ],
+)
+def test_every_error_has_one_status_and_body(error: Exception, status: int, code: str) -> None:
+    answer = http_error(error, retry_after=7)
+    assert answer.status == status and answer.body.code == code
+    if status == 503:
+        assert answer.headers["Retry-After"] == "7"
+    if status == 500:
+        assert "boom" not in answer.body.message  # no internals leak out
+
+
+# --- exposure -------------------------------------------------------------------------------
+
+
+def test_exposure_opens_with_a_refund_before_return_and_closes_with_an_outcome() -> None:
+    ledger = ExposureLedger()
+    ledger.load([("c1", "r1", 40.0), ("c1", "r2", 60.0), ("c2", "r3", 10.0)])
+    assert ledger.outstanding("c1") == 100.0
+    ledger.close(["r1", "unknown"])
+    assert ledger.outstanding("c1") == 60.0
+    ledger.open("c1", "r4", 5.0)
+    assert ledger.outstanding("c1") == 65.0 and ledger.outstanding("nobody") == 0.0
+    ledger.close(["r2", "r4"])
+    assert ledger.outstanding("c1") == 0.0 and len(ledger) == 1
+
+
+# --- models ---------------------------------------------------------------------------------
+
+
+def _booster(tmp_path: Path, names: list[str], seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(400, len(names)))
+    x[rng.random(x.shape) < 0.1] = np.nan
+    y = (np.nan_to_num(x[:, 0]) + rng.normal(0, 0.5, 400) > 0).astype(int)
+    booster = lgb.train(
+        {"objective": "binary", "verbose": -1, "num_threads": 1, "num_leaves": 7},
+        lgb.Dataset(x, y, feature_name=names),
+        num_boost_round=20,
+    )
+    path = tmp_path / f"model-{seed}.txt"
+    booster.save_model(str(path))
+    return path
+
+
+def test_fast_prediction_matches_booster_predict(tmp_path: Path) -> None:
+    names = list(FEATURE_NAMES)
+    booster = lgb.Booster(model_file=str(_booster(tmp_path, names)))
+    fast, reference = FastPredictor(booster, len(names)), BoosterPredictor(booster)
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        row = rng.normal(size=len(names))
+        row[rng.random(len(names)) < 0.2] = np.nan
+        assert fast.raw(list(row)) == pytest.approx(reference.raw(row), abs=1e-12)
+
+
+def test_a_card_for_other_features_is_refused(tmp_path: Path) -> None:
+    names = list(FEATURE_NAMES)
+    path = _booster(tmp_path, names)
+    card = {
+        "features": names,
+        "feature_version": "something-else",
+        "calibration": {"slope": 1.0, "intercept": 0.0},
+    }
+    with pytest.raises(ConfigurationError, match="retrain"):
+        model_from_files("refund-abuse", "1", "run", "champion", path, card)
+    card = {**card, "feature_version": FEATURE_VERSION, "features": [*names[:-1], "invented"]}
+    with pytest.raises(ConfigurationError, match="invented"):
+        model_from_files("refund-abuse", "1", "run", "champion", path, card)
+
+
+def test_a_tier_model_reads_its_own_features_and_skips_new_customers(tmp_path: Path) -> None:
+    tier_names = [n for n in FEATURE_NAMES if n.startswith("customer_")][:10]
+    card = {
+        "features": tier_names,
+        "feature_version": FEATURE_VERSION,
+        "calibration": {"slope": 0.5, "intercept": -1.0},
+    }
+    model = model_from_files(
+        "credit-tier",
+        "2",
+        "run",
+        "champion",
+        _booster(tmp_path, tier_names, seed=3),
+        card,
+        history_feature="customer_orders_all_time",
+    )
+    row = [0.5] * len(FEATURE_NAMES)
+    history = FEATURE_NAMES.index("customer_orders_all_time")
+    assert model.indices is not None and model.has_history(row)
+    booster = lgb.Booster(model_file=str(_booster(tmp_path, tier_names, seed=3)))
+    raw = booster.predict(np.array([[0.5] * len(tier_names)]), raw_score=True)[0]
+    assert model.probability(row) == pytest.approx(1 / (1 + np.exp(-(0.5 * raw - 1.0))))
+    row[history] = 0.0
+    scored = score(ModelSet(None, model, {}, "champion"), row)
+    assert scored.tier_score is None and scored.abuse_score is None
+
+
+# --- scoring and deciding -------------------------------------------------------------------
+
+
+def _row(**values: float) -> list[float]:
+    row = [0.0] * len(FEATURE_NAMES)
+    for name, value in values.items():
+        row[FEATURE_NAMES.index(name)] = value
+    return row
+
+
+def test_the_context_reads_delivery_and_linked_abusers_off_the_row() -> None:
+    request = RefundDecisionRequest.model_validate(DECISION_REQUEST_EXAMPLE)
+    row = _row(
+        order_days_since_delivery=2.5,
+        linked_accounts_confirmed_abusive_refunds_by_any=4.0,
+        linked_accounts_by_any=2.0,
+    )
+    context = request_context(request, row, outstanding=120.0)
+    assert context.days_since_delivery == 2.5
+    assert context.linked_abusive_accounts == 2  # at most the linked accounts
+    assert context.outstanding_unreturned_value == 120.0
+    empty = _row(order_days_since_delivery=float("nan"))
+    assert request_context(request, empty, 0.0).days_since_delivery is None
+
+
+def test_without_an_abuse_model_the_rules_only_policy_decides() -> None:
+    policies = load_policy_set()
+    snapshot = Snapshot(ModelSet(None, None, {"refund-abuse": "none"}, "champion"), policies)
+    request = RefundDecisionRequest.model_validate(
+        {**DECISION_REQUEST_EXAMPLE, "refund_type": "refund_only"}
+    )
+    context = request_context(request, _row(), 0.0)
+    decision, reasons, degraded = decide_scored(snapshot, context, Scored(None, None, ()))
+    assert degraded and decision.policy_name == "degraded"
+    assert decision.action == "manual_review" and reasons == list(decision.reasons)
+    unshipped = RefundDecisionRequest.model_validate(
+        {**DECISION_REQUEST_EXAMPLE, "order_stage": "not_shipped"}
+    )
+    decision, _, _ = decide_scored(
+        snapshot, request_context(unshipped, _row(), 0.0), Scored(None, None, ())
+    )
+    assert decision.action == "auto_approve"
+
+
+def test_reasons_follow_the_rule_in_contribution_order() -> None:
+    from policy.reasons import Contribution
+
+    policies = load_policy_set()
+    snapshot = Snapshot(ModelSet(None, None, {}, "champion"), policies)
+    request = RefundDecisionRequest.model_validate(DECISION_REQUEST_EXAMPLE)
+    contributions = (
+        Contribution("customer_orders_7d", 3.0, 0.4),
+        Contribution("request_photo_count", 0.0, 0.1),
+    )
+    decision, reasons, degraded = decide_scored(
+        snapshot, request_context(request, _row(), 0.0), Scored(0.02, None, contributions)
+    )
+    assert not degraded and decision.policy_name == "default"
+    assert reasons[0] == decision.reasons[0]
+    assert len(reasons) == 3 and "3" in reasons[1]
+
+
+# --- the decision log -----------------------------------------------------------------------
+
+
+def _decision(refund_id: str, response: str = "{}") -> dict[str, Any]:
+    return db.decision_row(
+        decision_id=db.new_decision_id(),
+        refund_id=refund_id,
+        customer_id="c1",
+        decided_at=datetime.now(UTC).replace(tzinfo=None),
+        action="standard_return",
+        rule_id="default",
+        degraded=False,
+        abuse_score=0.1,
+        tier="standard",
+        amount_requested=10.0,
+        abuse_model_version="refund-abuse/1",
+        tier_model_version=None,
+        policy_hash="h",
+        feature_version=FEATURE_VERSION,
+        response=response,
+        request="{}",
+        features="[]",
+    )
+
+
+def test_racing_writers_record_one_decision_per_refund(engine: Any) -> None:
+    log = db.DecisionLog(engine)
+    won: list[set[str]] = []
+    start = threading.Barrier(6)
+
+    def write(i: int) -> None:
+        start.wait()
+        with engine.begin() as connection:
+            won.append(log.insert_new(connection, [_decision("r-race", f'{{"w": {i}}}')]))
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(len(w) for w in won) == 1
+    assert log.count() == 1
+    stored = log.response_for("r-race")
+    with engine.connect() as connection:
+        assert log.responses(connection, ["r-race"]) == {"r-race": stored}
+
+
+def test_decision_ids_sort_by_creation() -> None:
+    ids = [db.new_decision_id() for _ in range(5)]
+    assert len(set(ids)) == 5 and all(len(i) == 32 for i in ids)
+    assert ids[0][:12] <= ids[-1][:12]
