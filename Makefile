@@ -24,6 +24,11 @@ demo: $(STAMP)
 	$(BIN)/refund-risk train abuse --promote
 	$(BIN)/refund-risk train tier --promote
 	$(BIN)/refund-risk policy simulate --policy policy/default.yaml --compare policy/handwritten.yaml
+	$(BIN)/refund-risk features ingest "$${REFUND_RISK_DATA_DIR:-data/generated}/raw" --replace
+	@TOKEN=$$($(BIN)/refund-risk keys create --role scorer --name demo) && \
+	  printf '\nThe service starts on http://127.0.0.1:8000 (docs at /docs). Ask it for a decision:\n\n' && \
+	  printf '  curl -s -X POST http://127.0.0.1:8000/v1/refund-decisions -H "X-API-Key: %s" -H "Content-Type: application/json" -d @serving/example_request.json\n\n' "$$TOKEN"
+	$(BIN)/refund-risk serve --host 127.0.0.1 --port 8000
 
 ## test: the whole test suite
 test: $(STAMP)
@@ -43,6 +48,7 @@ check: lint types test
 bench: $(STAMP)
 	$(BIN)/refund-risk data benchmark --customers 20000 --customers 1000000
 	$(BIN)/refund-risk features benchmark --customers 20000 --customers 1000000
+	$(BIN)/python -m bench.run --seconds 15 --warmup 5
 
 clean:
 	rm -rf $(VENV) data/generated mlruns .mypy_cache .ruff_cache .pytest_cache
