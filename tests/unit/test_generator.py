@@ -203,6 +203,20 @@ def test_saved_world_round_trips_and_keeps_the_oracle_apart(tmp_path: Path) -> N
     assert load_oracle(raw) is None
 
 
+def test_written_files_get_ordinary_permissions(tmp_path: Path) -> None:
+    import os
+
+    from data.storage import atomic_path
+
+    umask = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "table.parquet") as tmp:
+            tmp.write_bytes(b"x")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "table.parquet").stat().st_mode & 0o777 == 0o644
+
+
 def test_bad_world_sizes_are_refused() -> None:
     with pytest.raises(ConfigurationError, match="customers"):
         generate_world(10)
