@@ -133,6 +133,12 @@ def import_directory(source: Path, dest_dir: Path, rejects_dir: Path) -> ImportR
     """
     if not source.is_dir():
         raise NotFoundError(f"import folder {source} does not exist or is not a folder")
+    if source.resolve() == dest_dir.resolve():
+        # Importing a folder into itself would overwrite the input with the accepted rows.
+        raise DataValidationError(
+            f"the import folder {source} is where the imported tables are stored; "
+            "import from another folder"
+        )
 
     # Phase 1: find and read every file; whole-table problems are collected, then raised together
     # before anything is written.

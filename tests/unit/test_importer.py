@@ -661,3 +661,10 @@ def test_report_renders_as_a_rich_table(tmp_path: Path) -> None:
     assert "unparseable_date: 1" in text
     assert "customers.rejects.csv" in text
     assert f"{report.accepted} of {report.read} rows accepted" in text
+
+
+def test_importing_the_store_into_itself_is_refused(tmp_path: Path) -> None:
+    store = tmp_path / "raw"
+    store.mkdir()
+    with pytest.raises(DataValidationError, match="import from another folder"):
+        import_directory(store, store, tmp_path / "rejects")
