@@ -183,6 +183,15 @@ def sqlite_url(tmp_path: Any) -> str:
     return f"sqlite:///{tmp_path / 'events.db'}"
 
 
+def skip_or_fail(reason: str) -> None:
+    """Skip a test whose service (database, browser) is missing; fail instead where CI said
+    every service is there (REFUND_RISK_REQUIRE_SERVICES=1), so a broken set-up cannot pass
+    as a run of skips."""
+    if os.environ.get("REFUND_RISK_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"required service missing: {reason}")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def postgres_schema() -> Iterator[tuple[str, str]]:
     """(URL, schema): a uniquely named PostgreSQL schema for this test session, dropped after.
@@ -197,7 +206,7 @@ def postgres_schema() -> Iterator[tuple[str, str]]:
             connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
     except sa.exc.OperationalError as exc:
         engine.dispose()
-        pytest.skip(
+        skip_or_fail(
             f"PostgreSQL not reachable at {url}: set REFUND_RISK_TEST_POSTGRES_URL "
             f"({str(exc).splitlines()[0]})"
         )
