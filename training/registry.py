@@ -113,6 +113,31 @@ class GateResult:
         )
 
 
+def log_and_register(
+    name: str, booster: Any, card: dict[str, Any], example: Any, example_output: Any
+) -> str:
+    """Inside an active run: store the scoring folder (booster text and card), log the model
+    with its signature and input example, register it under `name`; return the new version."""
+    import mlflow
+    import mlflow.lightgbm
+    from mlflow.models import infer_signature
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / SCORING_DIR
+        folder.mkdir()
+        booster.save_model(str(folder / "model.txt"))
+        (folder / "card.json").write_text(json.dumps(card, indent=2))
+        mlflow.log_artifacts(str(folder), SCORING_DIR)
+    info = mlflow.lightgbm.log_model(
+        booster,
+        name="model",
+        signature=infer_signature(example, example_output),
+        input_example=example,
+        registered_model_name=name,
+    )
+    return str(info.registered_model_version)
+
+
 def set_alias(client: Any, name: str, version: str, promoted: bool) -> None:
     """Give `version` the champion alias if promoted, else the challenger alias."""
     client.set_registered_model_alias(name, CHAMPION if promoted else CHALLENGER, version)

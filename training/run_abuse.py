@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +20,12 @@ from training.explain import fit_contribution_tables
 from training.registry import (
     ABUSE_MODEL,
     CHAMPION,
-    SCORING_DIR,
     GateResult,
     client_for,
     download_scoring,
     experiment_id,
     finite_metrics,
+    log_and_register,
     set_alias,
 )
 
@@ -104,7 +102,6 @@ def run_abuse_training(
     """Fit, evaluate, log to MLflow, register, and (with `promote`) run the gate."""
     import mlflow
     import mlflow.lightgbm
-    from mlflow.models import infer_signature
 
     from training import plots
 
@@ -158,23 +155,14 @@ def run_abuse_training(
             "plots/feature_importance.png",
         )
 
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp) / SCORING_DIR
-            folder.mkdir()
-            result.model.booster_.save_model(str(folder / "model.txt"))
-            (folder / "card.json").write_text(json.dumps(scoring_card(result), indent=2))
-            mlflow.log_artifacts(str(folder), SCORING_DIR)
-
         example = pd.DataFrame(feature_matrix(test.head(5)), columns=list(FEATURE_NAMES))
-        signature = infer_signature(example, result.model.predict_raw(example.to_numpy()))
-        info = mlflow.lightgbm.log_model(
+        version = log_and_register(
+            ABUSE_MODEL,
             result.model.booster_,
-            name="model",
-            signature=signature,
-            input_example=example,
-            registered_model_name=ABUSE_MODEL,
+            scoring_card(result),
+            example,
+            result.model.predict_raw(example.to_numpy()),
         )
-        version = str(info.registered_model_version)
         gate = None
         if promote:
             gate = _gate(client, dataset, result.champion_metric)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,13 +15,13 @@ from refund_risk.settings import Settings
 from training.data_source import TrainingInputs
 from training.registry import (
     CHAMPION,
-    SCORING_DIR,
     TIER_MODEL,
     GateResult,
     client_for,
     download_scoring,
     experiment_id,
     finite_metrics,
+    log_and_register,
     set_alias,
 )
 from training.tier import (
@@ -101,7 +98,6 @@ def run_tier_training(
     """Fit the tier model on monthly snapshots, log it to MLflow, register it, run the gate."""
     import mlflow
     import mlflow.lightgbm
-    from mlflow.models import infer_signature
 
     snapshots = build_snapshots(inputs)
     cutoff = default_cutoff(snapshots, test_months)
@@ -134,23 +130,15 @@ def run_tier_training(
         mlflow.log_text(result.tier_table.to_csv(index=False), "evaluation/tiers.csv")
         for name, figure in result.figures.items():
             mlflow.log_figure(figure, f"plots/{name}.png")
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp) / SCORING_DIR
-            folder.mkdir()
-            result.model.booster_.save_model(str(folder / "model.txt"))
-            (folder / "card.json").write_text(json.dumps(tier_card(result), indent=2))
-            mlflow.log_artifacts(str(folder), SCORING_DIR)
         example_rows = snapshots[has_history(snapshots)].head(5)
         example = example_rows.loc[:, list(result.features)].astype("float64")
-        signature = infer_signature(example, result.model.predict_raw(example))
-        info = mlflow.lightgbm.log_model(
+        version = log_and_register(
+            TIER_MODEL,
             result.model.booster_,
-            name="model",
-            signature=signature,
-            input_example=example,
-            registered_model_name=TIER_MODEL,
+            tier_card(result),
+            example,
+            result.model.predict_raw(example),
         )
-        version = str(info.registered_model_version)
         gate = _champion_value(client, result, snapshots) if promote else None
         if gate is not None:
             mlflow.set_tag("gate", gate.describe())
