@@ -3,7 +3,12 @@
 The same definitions as the batch builder, interpreted one request at a time in plain Python
 (no pandas on this path: a row must cost a fraction of a millisecond). Each customer's history
 is read from the event store once and then kept in memory as sorted event times with running
-sums per sub-stream, so a windowed count is two bisections and a sum two subtractions.
+sums per sub-stream, so a windowed count is two bisections and a sum two subtractions. The
+definitions are compiled once into a short plan (see "the evaluation plan" below): the features
+reading one sub-stream share its bisections, and a row is written by position.
+
+`customer_vector(customer_id, at)` gives the customer-level features alone as of any time: the
+customer's credit snapshot row, which the credit-tier model scores.
 
 The store is the source of truth. Every append is written to the store first, then applied to
 the in-memory histories it touches; a history not yet in memory is read from the store when a
@@ -106,19 +111,23 @@ class _History:
 
 
 class _Request:
-    """What one evaluation needs: the time, the subject rows, and per-request caches."""
+    """What one evaluation needs: the time, the subject rows and the customer's history."""
 
-    __slots__ = ("bounds", "history", "linked", "subjects", "t")
+    __slots__ = ("history", "order_id", "subjects", "t")
 
     def __init__(self, t: int, subjects: dict[str, Record | None], history: _History) -> None:
         self.t = t
         self.subjects = subjects
         self.history = history
-        self.bounds: dict[tuple[int, int | None], tuple[_Stream | None, int, int]] = {}
-        self.linked: dict[str | None, set[str]] | None = None
+        request = subjects.get("refund_requests")
+        self.order_id: str | None = None if request is None else str(request["order_id"])
 
 
-_EMPTY_TIMES: list[int] = []
+Evaluator = Callable[[_Request, list[Any]], None]
+"""Writes the values of some features into their positions of a row."""
+
+
+_NAN = float("nan")
 
 
 class OnlineFeatureBuilder:
@@ -142,15 +151,19 @@ class OnlineFeatureBuilder:
             key_column = spec.entity_column(sub.entity)
             self._subs_by_source.setdefault(sub.source, []).append((i, sub, key_column))
             self._columns[i] = [(c, c in spec.integer_columns) for c in spec.columns]
-        self._plan: list[Callable[[_Request, dict[str, Any]], Any]] = [
-            self._compile(f) for f in features
-        ]
+        self._position = {f.name: i for i, f in enumerate(features)}
+        self._plan: tuple[Evaluator, ...] = self._compile_plan(tuple(enumerate(features)))
+        customer_level = {Entity.CUSTOMER, Entity.LINKED_ACCOUNTS}
+        self._customer_plan: tuple[Evaluator, ...] = self._compile_plan(
+            tuple((i, f) for i, f in enumerate(features) if f.entity in customer_level)
+        )
         self._histories: dict[str, _History] = {}
         self._refund_owner: dict[str, str] = {}
         self._fingerprints: dict[tuple[str, str], dict[str, int]] = {}
         self._orphans: dict[str, list[tuple[int, str, bool]]] = {}
         self._orphan_refunds: set[str] = set()
         self._complete = False
+        self._listeners: list[Callable[[Mapping[str, Sequence[Mapping[str, Any]]]], None]] = []
         # Histories are plain dicts and lists mutated in place; a web server calling from a
         # thread pool must not interleave a row with an append. Uncontended, this costs ~0.1 us.
         self._lock = threading.RLock()
@@ -354,6 +367,15 @@ class OnlineFeatureBuilder:
             for name in TABLES:
                 for row in rows.get(name, ()):
                     self._apply(name, normalise(name, row))
+            for listener in self._listeners:
+                listener(rows)
+
+    def on_append(
+        self, listener: Callable[[Mapping[str, Sequence[Mapping[str, Any]]]], None]
+    ) -> None:
+        """Call `listener` with the rows of every append, once they are in memory (for caches
+        of values computed from the histories)."""
+        self._listeners.append(listener)
 
     def _find_orphans(self, rows: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
         """Note outcomes that arrive before their refund request, to apply when it comes.
@@ -456,13 +478,49 @@ class OnlineFeatureBuilder:
 
     def row(self, request: Mapping[str, Any]) -> dict[str, Any]:
         """The feature row of `request` (a refund_requests row) as of its `requested_at`."""
-        values = self._evaluate(request)
-        return {name: values[name] for name in self.feature_names}
+        return dict(zip(self.feature_names, self._evaluate(request), strict=True))
 
     def vector(self, request: Mapping[str, Any]) -> list[float]:
         """The feature row as floats in `FEATURE_NAMES` order, ready for a model."""
-        values = self._evaluate(request)
-        return [float(values[name]) for name in self.feature_names]
+        return list(map(float, self._evaluate(request)))
+
+    def customer_vector(self, customer_id: str, at: Any) -> list[float] | None:
+        """The customer's own and linked-account features as of `at`, in a full row.
+
+        These features depend only on the customer and the time, so this is the customer's
+        credit snapshot row at `at` (`features.batch.BatchBuilder.snapshot_rows`), in the
+        positions a request's row has them; the request and order features are NaN. None when
+        there is no snapshot: the customer is unknown or signed up at `at` or later.
+        """
+        t = to_us(at)
+        if t is None:
+            raise DataValidationError("a customer snapshot needs a time")
+        with self._lock:
+            history = self._history(customer_id, with_links=True)
+            customer = history.customer
+            signup = None if customer is None else customer.get("signup_at")
+            if signup is None or signup >= t:
+                return None
+            ctx = _Request(t, {"customers": customer}, history)
+            out: list[Any] = [_NAN] * len(self.features)
+            for evaluate in self._customer_plan:
+                evaluate(ctx, out)
+        return list(map(float, out))
+
+    def linked_customers(self, customer_ids: Iterable[str]) -> set[str]:
+        """Accounts sharing any fingerprint with these customers, at any time, as in memory."""
+        found: set[str] = set()
+        for customer_id in customer_ids:
+            history = self._histories.get(customer_id)
+            if history is None:
+                continue
+            for key in history.links:
+                found.update(self._fingerprints.get(key, ()))
+        return found
+
+    def refund_owner(self, refund_id: str) -> str | None:
+        """The customer of a refund request held in memory, if any."""
+        return self._refund_owner.get(refund_id)
 
     def score_and_record(self, request: Mapping[str, Any]) -> dict[str, Any]:
         """The request's row; then the request is appended, so later requests see it."""
@@ -471,11 +529,11 @@ class OnlineFeatureBuilder:
             self.append("refund_requests", [request])
         return result
 
-    def _evaluate(self, request: Mapping[str, Any]) -> dict[str, Any]:
+    def _evaluate(self, request: Mapping[str, Any]) -> list[Any]:
         with self._lock:
             return self._evaluate_locked(request)
 
-    def _evaluate_locked(self, request: Mapping[str, Any]) -> dict[str, Any]:
+    def _evaluate_locked(self, request: Mapping[str, Any]) -> list[Any]:
         req = normalise("refund_requests", request)
         t = req["requested_at"]
         if t is None:
@@ -489,220 +547,265 @@ class OnlineFeatureBuilder:
             )
         subjects = {"refund_requests": req, "orders": order, "customers": history.customer}
         ctx = _Request(t, subjects, history)
-        values: dict[str, Any] = {}
-        for feature, evaluate in zip(self.features, self._plan, strict=True):
-            values[feature.name] = evaluate(ctx, values)
-        return values
+        out: list[Any] = [None] * len(self.features)
+        for evaluate in self._plan:
+            evaluate(ctx, out)
+        return out
 
-    # --- one evaluator per aggregation kind -------------------------------------------------
+    # --- the evaluation plan ----------------------------------------------------------------
+    #
+    # A row is evaluated by a short list of evaluators, each writing several features: one per
+    # subject feature, one per history sub-stream (its events are found once, and every window
+    # of every count, sum, mean and days-since feature on it is read off the same positions),
+    # one per group of "distinct" features, one per linked-account feature, and the ratios
+    # last, from the values already written.
 
-    def _compile(self, f: Feature) -> Callable[[_Request, dict[str, Any]], Any]:
-        """Bind one feature's definition to the evaluator of its aggregation kind."""
-        agg = f.aggregation
-        empty = f.empty
-        if agg == Aggregation.RATIO:
-            num, den = f.numerator, f.denominator
-            assert num is not None and den is not None
+    def _compile_plan(self, features: tuple[tuple[int, Feature], ...]) -> tuple[Evaluator, ...]:
+        """The evaluators of `features` (position in the row, definition), ratios last."""
+        plan: list[Evaluator] = []
+        streams: dict[int, list[tuple[int, Feature]]] = {}
+        distinct: dict[tuple[int, ...], list[tuple[int, Feature]]] = {}
+        ratios: list[tuple[int, Feature]] = []
+        linked: list[tuple[int, Feature]] = []
+        for pos, f in features:
+            agg = f.aggregation
+            if agg == Aggregation.RATIO:
+                ratios.append((pos, f))
+            elif agg in (Aggregation.LINKED_ACCOUNTS, Aggregation.LINKED_SUM):
+                linked.append((pos, f))
+            elif agg == Aggregation.DISTINCT:
+                indexes = tuple(self._sub_index[s] for s in substreams_of(f))
+                distinct.setdefault(indexes, []).append((pos, f))
+            elif agg in (
+                Aggregation.COUNT,
+                Aggregation.SUM,
+                Aggregation.MEAN,
+                Aggregation.DAYS_SINCE_LAST,
+            ):
+                (sub,) = substreams_of(f)
+                streams.setdefault(self._sub_index[sub], []).append((pos, f))
+            else:
+                plan.append(self._compile_subject(pos, f))
+        plan.extend(self._compile_stream(index, members) for index, members in streams.items())
+        plan.extend(self._compile_distinct(idx, members) for idx, members in distinct.items())
+        if linked:
+            plan.append(self._compile_linked(linked))
+        if ratios:
+            plan.append(self._compile_ratios(ratios))
+        return tuple(plan)
 
-            def ratio(ctx: _Request, done: dict[str, Any]) -> Any:
-                d = done[den]
-                return done[num] / d if d != 0 else empty
+    def _compile_ratios(self, ratios: list[tuple[int, Feature]]) -> Evaluator:
+        """All ratios, in definition order (a ratio may divide earlier ratios)."""
+        terms = []
+        for pos, f in ratios:
+            assert f.numerator is not None and f.denominator is not None
+            terms.append((pos, self._position[f.numerator], self._position[f.denominator], f.empty))
+        plan = tuple(terms)
 
-            return ratio
-        if agg in (Aggregation.LINKED_ACCOUNTS, Aggregation.LINKED_SUM):
-            return self._compile_linked(f)
-        if agg in (
-            Aggregation.COUNT,
-            Aggregation.SUM,
-            Aggregation.MEAN,
-            Aggregation.DISTINCT,
-            Aggregation.DAYS_SINCE_LAST,
-        ):
-            return self._compile_history(f)
-        return self._compile_subject(f)
+        def ratios_(ctx: _Request, out: list[Any]) -> None:
+            for pos, num, den, empty in plan:
+                d = out[den]
+                out[pos] = out[num] / d if d != 0 else empty
 
-    def _compile_subject(self, f: Feature) -> Callable[[_Request, dict[str, Any]], Any]:
+        return ratios_
+
+    def _compile_subject(self, pos: int, f: Feature) -> Evaluator:
+        """A property of the request, its order or the customer, as of `t`."""
         table = SUBJECT_TABLES[f.entity]
         agg, column, empty = f.aggregation, f.column, f.empty
         if agg == Aggregation.MATCHES:
             filters = f.filters
 
-            def matches(ctx: _Request, done: dict[str, Any]) -> Any:
+            def matches(ctx: _Request, out: list[Any]) -> None:
                 subject = ctx.subjects[table]
-                return 1 if subject is not None and _passes(filters, subject) else 0
+                out[pos] = 1 if subject is not None and _passes(filters, subject) else 0
 
             return matches
         assert column is not None
         if agg == Aggregation.FIELD:
             cast: Callable[[Any], Any] = int if f.integer else float
 
-            def field_value(ctx: _Request, done: dict[str, Any]) -> Any:
+            def field_value(ctx: _Request, out: list[Any]) -> None:
                 subject = ctx.subjects[table]
                 value = None if subject is None else subject.get(column)
-                return empty if value is None else cast(value)
+                out[pos] = empty if value is None else cast(value)
 
             return field_value
         if agg == Aggregation.CODE:
             codes = {v: i for i, v in enumerate(f.values)}
             after = f.visible_after
 
-            def code(ctx: _Request, done: dict[str, Any]) -> Any:
+            def code(ctx: _Request, out: list[Any]) -> None:
                 subject = ctx.subjects[table]
-                if subject is None:
-                    return UNKNOWN_CODE
-                if after is not None:
-                    when = subject.get(after)
-                    if when is None or when >= ctx.t:
-                        return UNKNOWN_CODE
-                return codes.get(str(subject.get(column)), UNKNOWN_CODE)
+                value = UNKNOWN_CODE
+                if subject is not None:
+                    when = None if after is None else subject.get(after)
+                    if after is None or (when is not None and when < ctx.t):
+                        value = codes.get(str(subject.get(column)), UNKNOWN_CODE)
+                out[pos] = value
 
             return code
         if agg == Aggregation.HAPPENED:
 
-            def happened(ctx: _Request, done: dict[str, Any]) -> Any:
+            def happened(ctx: _Request, out: list[Any]) -> None:
                 subject = ctx.subjects[table]
                 when = None if subject is None else subject.get(column)
-                return 1 if when is not None and when < ctx.t else 0
+                out[pos] = 1 if when is not None and when < ctx.t else 0
 
             return happened
         # AGE_DAYS sees the subject's own creation time even at `t`; DAYS_SINCE_EVENT needs
         # the event strictly before `t`.
         own_time = agg == Aggregation.AGE_DAYS
 
-        def days(ctx: _Request, done: dict[str, Any]) -> Any:
+        def days(ctx: _Request, out: list[Any]) -> None:
             subject = ctx.subjects[table]
             when = None if subject is None else subject.get(column)
             if when is None or (not own_time and when >= ctx.t):
-                return empty
-            return (ctx.t - when) / DAY_US
+                out[pos] = empty
+            else:
+                out[pos] = (ctx.t - when) / DAY_US
 
         return days
 
-    def _bounds(
-        self,
-        ctx: _Request,
-        index: int,
-        key: str,
-        window_us: int | None,
-    ) -> tuple[_Stream | None, int, int]:
-        """The stream of sub-stream `index` for entity `key`, and positions [lo, hi) of the
-        events in the window before `ctx.t`."""
-        cache_key = (index, window_us)
-        found = ctx.bounds.get(cache_key)
-        if found is not None:
-            return found
-        stream = ctx.history.streams.get((index, key))
-        if stream is None:
-            result: tuple[_Stream | None, int, int] = (None, 0, 0)
-        else:
-            times = stream.times
-            hi = bisect_left(times, ctx.t)
-            lo = 0 if window_us is None else bisect_left(times, ctx.t - window_us, 0, hi)
-            result = (stream, lo, hi)
-        ctx.bounds[cache_key] = result
-        return result
+    def _compile_stream(self, index: int, members: list[tuple[int, Feature]]) -> Evaluator:
+        """One evaluator for every count, sum, mean and days-since feature on one sub-stream.
 
-    def _compile_history(self, f: Feature) -> Callable[[_Request, dict[str, Any]], Any]:
-        agg, column, empty, window = f.aggregation, f.column, f.empty, f.window_start_us
-        indexes = [self._sub_index[s] for s in substreams_of(f)]
-        by_order = f.entity == Entity.ORDER
-        bounds = self._bounds
+        The events before `t` end at one position for every window; each window adds one
+        bisection for its start, and each feature is a subtraction or two from there.
+        """
+        by_order = self._subs[index].entity == Entity.ORDER
+        integer_columns = SOURCES[self._subs[index].source].integer_columns
+        # Per window: counts, (position, column) sums, (position, column, empty) means,
+        # (position, empty) days since the latest event.
+        windows: dict[int | None, tuple[list[Any], list[Any], list[Any], list[Any]]] = {}
+        empties: list[tuple[int, Any]] = []  # each feature's value when there are no events
+        for pos, f in members:
+            counts, sums, means, lasts = windows.setdefault(f.window_start_us, ([], [], [], []))
+            agg = f.aggregation
+            if agg == Aggregation.COUNT:
+                counts.append(pos)
+                empties.append((pos, 0))
+            elif agg == Aggregation.SUM:
+                assert f.column is not None
+                sums.append((pos, f.column))
+                empties.append((pos, 0 if f.column in integer_columns else 0.0))
+            elif agg == Aggregation.MEAN:
+                means.append((pos, f.column, f.empty))
+                empties.append((pos, f.empty))
+            else:
+                lasts.append((pos, f.empty))
+                empties.append((pos, f.empty))
+        plan = tuple(
+            (span, tuple(c), tuple(s), tuple(m), tuple(la))
+            for span, (c, s, m, la) in windows.items()
+        )
+        missing = tuple(empties)
 
-        def key_of(ctx: _Request) -> str:
-            if by_order:
-                request = ctx.subjects["refund_requests"]
-                assert request is not None
-                return str(request["order_id"])
-            return ctx.history.customer_id
+        def stream_features(ctx: _Request, out: list[Any]) -> None:
+            key = ctx.order_id if by_order else ctx.history.customer_id
+            stream = ctx.history.streams.get((index, key))  # type: ignore[arg-type]
+            if stream is None:
+                for pos, value in missing:
+                    out[pos] = value
+                return
+            times, prefix, t = stream.times, stream.prefix, ctx.t
+            hi = bisect_left(times, t)
+            for span, counts, sums, means, lasts in plan:
+                lo = 0 if span is None else bisect_left(times, t - span, 0, hi)
+                n = hi - lo
+                for pos in counts:
+                    out[pos] = n
+                for pos, column in sums:
+                    total = prefix[column]
+                    out[pos] = total[hi] - total[lo]
+                for pos, column, empty in means:
+                    total = prefix[column]
+                    out[pos] = (total[hi] - total[lo]) / n if n > 0 else empty
+                for pos, empty in lasts:
+                    out[pos] = (t - times[hi - 1]) / DAY_US if n > 0 else empty
 
-        if agg == Aggregation.DISTINCT:
+        return stream_features
 
-            def distinct(ctx: _Request, done: dict[str, Any]) -> Any:
-                key = key_of(ctx)
-                used = 0
-                for index in indexes:
-                    _, lo, hi = bounds(ctx, index, key, window)
-                    if hi > lo:
-                        used += 1
-                return used
+    def _compile_distinct(
+        self, indexes: tuple[int, ...], members: list[tuple[int, Feature]]
+    ) -> Evaluator:
+        """One evaluator for "distinct" features over the same values and several windows.
 
-            return distinct
-        (index,) = indexes
-        if agg == Aggregation.COUNT:
+        A value was used in a window when its sub-stream's latest event before `t` lies in
+        the window: one bisection per value, whatever the number of windows.
+        """
+        by_order = self._subs[indexes[0]].entity == Entity.ORDER
+        positions = tuple(pos for pos, _ in members)
+        spans = tuple(f.window_start_us for _, f in members)
 
-            def count(ctx: _Request, done: dict[str, Any]) -> Any:
-                _, lo, hi = bounds(ctx, index, key_of(ctx), window)
-                return hi - lo
-
-            return count
-        if agg == Aggregation.DAYS_SINCE_LAST:
-
-            def days_since_last(ctx: _Request, done: dict[str, Any]) -> Any:
-                stream, lo, hi = bounds(ctx, index, key_of(ctx), window)
-                if stream is None or hi <= lo:
-                    return empty
-                return (ctx.t - stream.times[hi - 1]) / DAY_US
-
-            return days_since_last
-        assert column is not None
-        zero: Any = 0 if column in SOURCES[f.source].integer_columns else 0.0
-        if agg == Aggregation.SUM:
-
-            def total(ctx: _Request, done: dict[str, Any]) -> Any:
-                stream, lo, hi = bounds(ctx, index, key_of(ctx), window)
+        def distinct(ctx: _Request, out: list[Any]) -> None:
+            key = ctx.order_id if by_order else ctx.history.customer_id
+            streams, t = ctx.history.streams, ctx.t
+            used = [0] * len(spans)
+            for index in indexes:
+                stream = streams.get((index, key))  # type: ignore[arg-type]
                 if stream is None:
-                    return zero
-                sums = stream.prefix[column]
-                return sums[hi] - sums[lo]
+                    continue
+                times = stream.times
+                hi = bisect_left(times, t)
+                if hi == 0:
+                    continue
+                latest = times[hi - 1]
+                for i, span in enumerate(spans):
+                    if span is None or latest >= t - span:
+                        used[i] += 1
+            for pos, value in zip(positions, used, strict=True):
+                out[pos] = value
 
-            return total
-
-        def mean(ctx: _Request, done: dict[str, Any]) -> Any:
-            stream, lo, hi = bounds(ctx, index, key_of(ctx), window)
-            if stream is None or hi <= lo:
-                return empty
-            sums = stream.prefix[column]
-            return (sums[hi] - sums[lo]) / (hi - lo)
-
-        return mean
+        return distinct
 
     def _linked_accounts(self, ctx: _Request) -> dict[str | None, set[str]]:
         """Other accounts sharing a fingerprint with the customer, both seen before `t`."""
-        if ctx.linked is None:
-            t, me = ctx.t, ctx.history.customer_id
-            linked: dict[str | None, set[str]] = {kind: set() for kind in LINK_KINDS}
-            for (kind, fingerprint), seen in ctx.history.links.items():
-                if seen >= t:
-                    continue
-                found = linked.setdefault(kind, set())
-                for other, other_seen in self._fingerprints.get((kind, fingerprint), {}).items():
-                    if other_seen < t and other != me:
-                        found.add(other)
-            linked[None] = set().union(*linked.values())
-            ctx.linked = linked
-        return ctx.linked
+        t, me = ctx.t, ctx.history.customer_id
+        linked: dict[str | None, set[str]] = {kind: set() for kind in LINK_KINDS}
+        for (kind, fingerprint), seen in ctx.history.links.items():
+            if seen >= t:
+                continue
+            found = linked.setdefault(kind, set())
+            for other, other_seen in self._fingerprints.get((kind, fingerprint), {}).items():
+                if other_seen < t and other != me:
+                    found.add(other)
+        linked[None] = set().union(*linked.values())
+        return linked
 
-    def _compile_linked(self, f: Feature) -> Callable[[_Request, dict[str, Any]], Any]:
-        kind = f.link_kind
-        linked_accounts = self._linked_accounts
-        if f.aggregation == Aggregation.LINKED_ACCOUNTS:
+    def _compile_linked(self, features: list[tuple[int, Feature]]) -> Evaluator:
+        """One evaluator for the linked-account features: the accounts are found once, and
+        each account's total is read once however many link kinds it is counted under."""
+        counts: list[tuple[int, str | None]] = []
+        sums: list[tuple[int, str | None, int, str]] = []
+        for pos, f in features:
+            if f.aggregation == Aggregation.LINKED_ACCOUNTS:
+                counts.append((pos, f.link_kind))
+                continue
+            (sub,) = substreams_of(f)
+            assert f.column is not None
+            sums.append((pos, f.link_kind, self._sub_index[sub], f.column))
+        count_plan, sum_plan = tuple(counts), tuple(sums)
+        linked_accounts, history_of = self._linked_accounts, self._history
 
-            def count_linked(ctx: _Request, done: dict[str, Any]) -> Any:
-                return len(linked_accounts(ctx)[kind])
-
-            return count_linked
-        (sub,) = substreams_of(f)
-        index, column = self._sub_index[sub], f.column
-        assert column is not None
-
-        def linked_sum(ctx: _Request, done: dict[str, Any]) -> Any:
-            total = 0
+        def linked_features(ctx: _Request, out: list[Any]) -> None:
+            linked = linked_accounts(ctx)
+            for pos, kind in count_plan:
+                out[pos] = len(linked[kind])
             t = ctx.t
-            for other in linked_accounts(ctx)[kind]:
-                history = self._history(other, with_links=False)
-                stream = history.streams.get((index, other))
-                if stream is not None:
-                    total += stream.prefix[column][bisect_left(stream.times, t)]
-            return total
+            known: dict[tuple[str, int, str], Any] = {}
+            for pos, kind, index, column in sum_plan:
+                total = 0
+                for other in linked[kind]:
+                    key = (other, index, column)
+                    value = known.get(key)
+                    if value is None:
+                        stream = history_of(other, with_links=False).streams.get((index, other))
+                        value = 0
+                        if stream is not None:
+                            value = stream.prefix[column][bisect_left(stream.times, t)]
+                        known[key] = value
+                    total += value
+                out[pos] = total
 
-        return linked_sum
+        return linked_features

@@ -4,12 +4,20 @@
 handles a whole table of past requests at once, as the simulator and the tuner do; it applies
 the same compiled conditions with numpy instead of one request at a time, and a test holds the
 two equal on thousands of random requests. Neither reads a file, a clock or a random number.
+
+`decide` runs at request time, so what depends only on the policy is prepared once per policy
+(`compile_policy`): conditions become small functions with their thresholds resolved, templates
+are parsed, threshold words are written. Per request, only the values the matched rule's reason
+and message name are written out.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import operator
+import string
+import threading
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -38,10 +46,19 @@ from policy.model import (
     Unit,
     assign_tier,
     format_value,
-    render_template,
 )
 from policy.reasons import EMPTY_TEMPLATES, Contribution, ReasonTemplates, explain
 from refund_risk.errors import DataValidationError
+
+_KNOWN_VALUES: dict[str, tuple[str, ...]] = {
+    "order_stage": ORDER_STAGES,
+    "category": CATEGORIES,
+    "reason": REASONS,
+    "reason_detail": tuple(REASON_DETAILS),
+    "refund_type": REFUND_TYPES,
+}
+"""The values each enum field of a request context may take (built once: every request is
+validated against them)."""
 
 
 class RequestContext(BaseModel):
@@ -71,13 +88,7 @@ class RequestContext(BaseModel):
     @field_validator("order_stage", "category", "reason", "reason_detail", "refund_type")
     @classmethod
     def _known_value(cls, value: str, info: Any) -> str:
-        allowed = {
-            "order_stage": ORDER_STAGES,
-            "category": CATEGORIES,
-            "reason": REASONS,
-            "reason_detail": tuple(REASON_DETAILS),
-            "refund_type": REFUND_TYPES,
-        }[info.field_name]
+        allowed = _KNOWN_VALUES[info.field_name]
         if value not in allowed:
             raise ValueError(f"unknown {info.field_name} {value!r}; known: {', '.join(allowed)}")
         return value
@@ -231,20 +242,221 @@ def _threshold_units(policy: Policy) -> dict[str, Unit]:
     return units
 
 
-def _words(
-    values: Mapping[str, object],
-    policy: Policy,
-    offered_share: float | None,
-    offered_amount: float | None,
-) -> dict[str, str]:
-    words = {name: format_value(CONTEXT_FIELDS[name].unit, value) for name, value in values.items()}
-    units = _threshold_units(policy)
-    for name, value in policy.thresholds.items():
-        key = f"thresholds.{name}"
-        words[key] = format_value(units.get(key, Unit.TEXT), value)
-    words["offered_share"] = format_value(Unit.SCORE, offered_share)
-    words["offered_amount"] = format_value(Unit.MONEY, offered_amount)
-    return words
+Values = Mapping[str, object]
+Test = Callable[[Values], bool]
+
+
+def _compile_condition(condition: Condition, policy: Policy) -> Test:
+    """One condition as a function of the context values, with the same meaning as `holds`.
+
+    A threshold is looked up once here rather than on every request; a reference to another
+    context field is still read per request.
+    """
+    name, op, operand = condition.field, condition.op, condition.operand
+    if op in ("in", "not_in"):
+        assert isinstance(operand, tuple)
+        members = operand
+        if op == "in":
+            return lambda values: values[name] in members
+        return lambda values: values[name] not in members
+    if isinstance(operand, Ref) and not operand.name.startswith("thresholds."):
+        other = operand.name
+
+        def against_field(values: Values) -> bool:
+            return _compare(op, values[name], values[other])
+
+        return against_field
+    right = _resolve(operand, {}, policy)
+    if op == "==":
+        return lambda values: values[name] == right
+    if op == "!=":
+        return lambda values: values[name] != right
+    if right is None:  # an empty operand satisfies no comparison
+        return lambda values: False
+    assert isinstance(right, float | int)
+    bound, ordering = right, _ORDERINGS[op]
+
+    def ordered(values: Values) -> bool:
+        left = values[name]
+        return left is not None and bool(ordering(left, bound))
+
+    return ordered
+
+
+_ORDERINGS: dict[str, Callable[[Any, Any], Any]] = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+
+
+def _compare(op: str, left: object, right: object) -> bool:
+    """`left op right` as `holds` reads it (an empty side satisfies no ordering)."""
+    if op == "==":
+        return left == right
+    if op == "!=":
+        return left != right
+    if left is None or right is None:
+        return False
+    return bool(_ORDERINGS[op](left, right))
+
+
+Parts = tuple[tuple[str, str | None], ...]
+
+
+def _parse(template: str) -> Parts:
+    """A template as (literal, placeholder) pairs, as `render_template` reads it."""
+    return tuple((literal, name) for literal, name, _, _ in string.Formatter().parse(template))
+
+
+def _render(parts: Parts, words: Mapping[str, str]) -> str:
+    """Fill a parsed template and collapse its whitespace (templates are folded YAML)."""
+    text = "".join(literal if name is None else literal + words[name] for literal, name in parts)
+    return " ".join(text.split())
+
+
+class _CompiledRule:
+    """A rule with its tests compiled and its reason and customer message parsed."""
+
+    __slots__ = ("message", "placeholders", "reason", "rule", "tests")
+
+    def __init__(self, rule: Rule, policy: Policy) -> None:
+        self.rule = rule
+        self.tests: tuple[Test, ...] = tuple(_compile_condition(c, policy) for c in rule.conditions)
+        self.reason = _parse(rule.reason)
+        self.message = _parse(rule.customer_message or policy.messages[rule.action])
+        names = [n for _, n in (*self.reason, *self.message) if n is not None]
+        self.placeholders: tuple[str, ...] = tuple(dict.fromkeys(names))
+
+
+class CompiledPolicy:
+    """A policy prepared for deciding one request at a time; see `compile_policy`.
+
+    Gives exactly the decisions, reasons and messages `decide` always gave: the same first
+    matching rule, and each placeholder written the same way. Only the placeholders of the
+    rule that fired are written, and the threshold words, which never change, once.
+    """
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.bands: tuple[tuple[float, str], ...] = tuple((b.upper, b.name) for b in policy.bands)
+        self.last_band = policy.bands[-1].name
+        self.rules = tuple(_CompiledRule(r, policy) for r in policy.rules)
+        self.default = _CompiledRule(policy.default, policy)
+        units = _threshold_units(policy)
+        self.threshold_words: dict[str, str] = {
+            f"thresholds.{name}": format_value(units.get(f"thresholds.{name}", Unit.TEXT), value)
+            for name, value in policy.thresholds.items()
+        }
+
+    def band_of(self, score: float) -> str:
+        """The name of the band the abuse score falls in (as `Policy.band_of`)."""
+        for upper, name in self.bands:
+            if score < upper:
+                return name
+        return self.last_band
+
+    def first_match(self, values: Values) -> _CompiledRule:
+        """The first rule whose conditions all hold, or the default (as `first_match`)."""
+        for compiled in self.rules:
+            for test in compiled.tests:
+                if not test(values):
+                    break
+            else:
+                return compiled
+        return self.default
+
+    def words(
+        self,
+        rule: _CompiledRule,
+        values: Values,
+        offered_share: float | None,
+        offered_amount: float | None,
+    ) -> dict[str, str]:
+        """The placeholders `rule` uses, written for people."""
+        words: dict[str, str] = {}
+        for name in rule.placeholders:
+            if name in self.threshold_words:
+                words[name] = self.threshold_words[name]
+            elif name == "offered_share":
+                words[name] = format_value(Unit.SCORE, offered_share)
+            elif name == "offered_amount":
+                words[name] = format_value(Unit.MONEY, offered_amount)
+            else:
+                words[name] = format_value(CONTEXT_FIELDS[name].unit, values[name])
+        return words
+
+    def decide(
+        self,
+        context: RequestContext,
+        scores: Scores,
+        tiers: Tiers,
+        templates: ReasonTemplates = EMPTY_TEMPLATES,
+        top_reasons: int = 3,
+    ) -> Decision:
+        """Decide one request (see `decide`)."""
+        policy = self.policy
+        tier = resolve_tier(scores, tiers)
+        band = self.band_of(scores.abuse_score)
+        values = context_values(context, scores.abuse_score, band, tier)
+        compiled = self.first_match(values)
+        rule = compiled.rule
+        share: float | None = None
+        amount: float | None = None
+        if rule.action == Action.PARTIAL_REFUND_OFFER:
+            assert policy.partial_offer is not None  # validation requires it
+            spec = policy.partial_offer
+            share = partial_offer_share(
+                context.amount_requested,
+                return_shipping_cost(spec, context.category),
+                scores.abuse_score,
+                spec,
+            )
+            amount = float(np.round(share * context.amount_requested, 2))
+        words = self.words(compiled, values, share, amount)
+        reasons = [_render(compiled.reason, words)]
+        if scores.contributions:
+            reasons += explain(scores.contributions, templates, top=top_reasons)
+        return Decision(
+            action=rule.action,
+            rule_id=rule.id,
+            reasons=tuple(reasons),
+            customer_message=_render(compiled.message, words),
+            abuse_score=scores.abuse_score,
+            abuse_band=band,
+            tier=tier.name,
+            offered_share=share,
+            offered_amount=amount,
+            policy_name=policy.name,
+            policy_version=policy.version,
+            policy_hash=policy.content_hash,
+            tiers_version=tiers.version,
+            tiers_hash=tiers.content_hash,
+        )
+
+
+_COMPILED: dict[int, tuple[Policy, CompiledPolicy]] = {}
+_COMPILED_LIMIT = 64
+_COMPILING = threading.Lock()
+
+
+def compile_policy(policy: Policy) -> CompiledPolicy:
+    """The policy prepared for `decide`, made once per policy object and then remembered.
+
+    A `Policy` is frozen, so what is prepared from it stays right. The memory holds the policy
+    itself, so its id cannot be taken by another object while remembered; a tuner making many
+    policies starts it afresh now and then.
+    """
+    found = _COMPILED.get(id(policy))
+    if found is not None and found[0] is policy:
+        return found[1]
+    compiled = CompiledPolicy(policy)
+    with _COMPILING:
+        if len(_COMPILED) >= _COMPILED_LIMIT:
+            _COMPILED.clear()
+        _COMPILED[id(policy)] = (policy, compiled)
+    return compiled
 
 
 def decide(
@@ -261,43 +473,7 @@ def decide(
     `templates` (see `policy.reasons.load_reason_templates`) turn the score's top contributions
     into reviewer sentences; without them each feature is written from its description.
     """
-    tier = resolve_tier(scores, tiers)
-    band = policy.band_of(scores.abuse_score)
-    values = context_values(context, scores.abuse_score, band, tier)
-    rule = first_match(policy, values)
-    share: float | None = None
-    amount: float | None = None
-    if rule.action == Action.PARTIAL_REFUND_OFFER:
-        assert policy.partial_offer is not None  # validation requires it
-        spec = policy.partial_offer
-        share = partial_offer_share(
-            context.amount_requested,
-            return_shipping_cost(spec, context.category),
-            scores.abuse_score,
-            spec,
-        )
-        amount = float(np.round(share * context.amount_requested, 2))
-    words = _words(values, policy, share, amount)
-    reasons = [" ".join(render_template(rule.reason, words).split())]
-    reasons += explain(scores.contributions, templates, top=top_reasons)
-    message_template = rule.customer_message or policy.messages[rule.action]
-    message = " ".join(render_template(message_template, words).split())
-    return Decision(
-        action=rule.action,
-        rule_id=rule.id,
-        reasons=tuple(reasons),
-        customer_message=message,
-        abuse_score=scores.abuse_score,
-        abuse_band=band,
-        tier=tier.name,
-        offered_share=share,
-        offered_amount=amount,
-        policy_name=policy.name,
-        policy_version=policy.version,
-        policy_hash=policy.content_hash,
-        tiers_version=tiers.version,
-        tiers_hash=tiers.content_hash,
-    )
+    return compile_policy(policy).decide(context, scores, tiers, templates, top_reasons)
 
 
 # --- a whole frame of requests -------------------------------------------------------------------

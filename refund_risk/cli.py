@@ -9,7 +9,7 @@ import typer
 from data.cli import app as data_app
 from features.cli import app as features_app
 from policy.cli import app as policy_app
-from serving.cli import keys_app, serve
+from serving.cli import events_app, keys_app, serve
 from training.cli import models_app, train_app
 
 if TYPE_CHECKING:
@@ -43,6 +43,7 @@ app.add_typer(features_app, name="features")
 app.add_typer(train_app, name="train")
 app.add_typer(models_app, name="models")
 app.add_typer(keys_app, name="keys")
+app.add_typer(events_app, name="events")
 app.command("serve")(serve)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from refund_risk.errors import ConfigurationError
@@ -72,6 +72,27 @@ class Settings(BaseSettings):
     preload_events: bool = Field(
         default=True,
         description="Read the whole event store into memory at service start (fast requests).",
+    )
+    review_sla_hours: float = Field(
+        default=24.0,
+        gt=0.0,
+        le=24.0 * 30,
+        description="Hours within which a review case should be decided; older cases are "
+        "highlighted in the queue.",
+    )
+    review_claim_minutes: float = Field(
+        default=15.0,
+        gt=0.0,
+        le=24.0 * 60,
+        description="How long a reviewer's claim on a case lasts before others may take it.",
+    )
+    session_secret: SecretStr | None = Field(
+        default=None,
+        description="Key that signs the ops pages' session cookies; default: a random one per "
+        "start (sessions then end when the service restarts).",
+    )
+    session_hours: float = Field(
+        default=12.0, gt=0.0, le=24.0 * 30, description="How long an ops page sign-in lasts."
     )
 
     @field_validator("policy_path", "tiers_path")

@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
 
 from refund_risk.settings import Settings
+from serving import ops_routes
 from serving.auth import Role
 from serving.errors import AuthenticationError, PermissionDeniedError, install_error_handlers
 from serving.metrics import CONTENT_TYPE, LatencyMiddleware, Metrics
@@ -291,8 +292,9 @@ def create_app(
         summary="Decides refund requests: an action, a risk score, a credit tier and reasons.",
         description=(
             "Every call except health and metrics needs an API key in the `X-API-Key` header. "
-            "Roles: `scorer` (refund systems: decisions, events, tiers), `reviewer` (ops: stored "
-            "decisions, tiers), `admin` (everything, and reloads). Errors have one body: "
+            "Roles: `scorer` (refund systems: decisions, events, tiers), `reviewer` (ops: the "
+            "review queue, overrides, stored decisions, tiers; also the pages under `/ops`, "
+            "signed in with the key), `admin` (everything, and reloads). Errors have one body: "
             '`{"error": {"code", "message", "fields"}}`.'
         ),
         lifespan=lifespan,
@@ -300,6 +302,7 @@ def create_app(
     app.state.service = None
     install_error_handlers(app, settings.retry_after_seconds)
     app.include_router(router)
+    ops_routes.install(app, settings)
 
     def current_metrics() -> Metrics | None:
         built: Service | None = app.state.service

@@ -36,7 +36,7 @@ class Role(StrEnum):
     SCORER = "scorer"
     """A refund system: asks for decisions, sends events, reads tiers."""
     REVIEWER = "reviewer"
-    """Ops: reads stored decisions and tiers."""
+    """Ops: works the review queue, sets overrides, reads stored decisions and tiers."""
     ADMIN = "admin"
     """Everything, including reloading models and the policy."""
 
@@ -148,13 +148,8 @@ class KeyRing:
         self._keys = {k.key_id: k for k in list_keys(self.engine)}
         self._loaded_at = self._clock()
 
-    def authenticate(self, token: str | None) -> Principal | None:
-        """The principal a token stands for; None if it is missing, unknown or revoked."""
-        if not token:
-            return None
-        parts = split_token(token)
-        if parts is None:
-            return None
+    def _fresh(self) -> None:
+        """Re-read the keys if the copy in memory is older than `max_age`."""
         if self._loaded_at is None or self._clock() - self._loaded_at >= self.max_age:
             try:
                 self.refresh()
@@ -164,6 +159,28 @@ class KeyRing:
                 # The database is away: keep the keys known a moment ago, and try again after
                 # another `max_age` rather than on every request.
                 self._loaded_at = self._clock()
+
+    def principal_for(self, key_id: str) -> Principal | None:
+        """The principal of an active key by its id (a signed-in session names its key)."""
+        self._fresh()
+        key = self._keys.get(key_id)
+        if key is None or not key.active:
+            return None
+        return Principal(key.key_id, key.role)
+
+    def names(self) -> dict[str, str]:
+        """Each key's name (its id when it has none), by key id: who did what, in words."""
+        self._fresh()
+        return {k.key_id: k.name or k.key_id for k in self._keys.values()}
+
+    def authenticate(self, token: str | None) -> Principal | None:
+        """The principal a token stands for; None if it is missing, unknown or revoked."""
+        if not token:
+            return None
+        parts = split_token(token)
+        if parts is None:
+            return None
+        self._fresh()
         key = self._keys.get(parts[0])
         if key is None or not key.active:
             return None

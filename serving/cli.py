@@ -1,8 +1,11 @@
-"""`refund-risk serve` and `refund-risk keys ...`: run the scoring service, manage its API keys."""
+"""`refund-risk serve`, `refund-risk keys ...` and `refund-risk events export`: run the scoring
+service, manage its API keys, and hand what it learnt (decided requests, reviewers' outcomes)
+back to training."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -11,6 +14,7 @@ from refund_risk.console import console, reports_errors
 from refund_risk.settings import load_settings
 
 keys_app = typer.Typer(help="API keys of the scoring service.", no_args_is_help=True)
+events_app = typer.Typer(help="The service's event store.", no_args_is_help=True)
 
 
 def run_server(app: Any, host: str, port: int, log_level: str = "warning") -> None:
@@ -128,3 +132,46 @@ def revoke(key_id: Annotated[str, typer.Argument(help="The key's id (see `keys l
     finally:
         engine.dispose()
     typer.echo(f"revoked {key.key_id} ({key.role.value}) at {key.revoked_at}")
+
+
+def export_events(database_url: str, directory: Path, schema: str | None = None) -> dict[str, int]:
+    """Write every table of the event store as raw Parquet tables into `directory`.
+
+    The event store holds what the service saw live (requests it decided, outcomes sent to it,
+    reviewers' resolutions as outcomes with source `reviewer`); `features build --raw-dir`
+    on the folder turns them into training tables, with each label's source.
+    """
+    import pyarrow as pa
+
+    from data.schema import TABLES
+    from data.storage import write_table
+    from features.store import EventStore, create_store_engine
+
+    store = EventStore(create_store_engine(database_url, schema=schema))
+    written: dict[str, int] = {}
+    try:
+        for name, spec in TABLES.items():
+            rows = [row for batch in store.scan(name) for row in batch]
+            write_table(pa.Table.from_pylist(rows, schema=spec.arrow_schema()), spec, directory)
+            written[name] = len(rows)
+    finally:
+        store.dispose()
+    return written
+
+
+@events_app.command("export")
+@reports_errors
+def export(
+    to: Annotated[Path, typer.Option("--to", help="Folder to write the raw tables (Parquet) to.")],
+) -> None:
+    """Write the event store as raw tables, for `refund-risk features build --raw-dir`.
+
+    Reviewers' resolutions are outcomes with source `reviewer`: the training table keeps each
+    label's source (`label_source`), so they can be weighed or left out.
+    """
+    settings = load_settings()
+    assert settings.database_url is not None
+    written = export_events(settings.database_url, to, settings.database_schema)
+    for name, count in written.items():
+        typer.echo(f"{name:<16} {count:>10,} rows")
+    typer.echo(f"raw tables in {to}; next: refund-risk features build --raw-dir {to}")

@@ -1,4 +1,4 @@
-"""The service's own tables: the decision log and the API keys, beside the event store.
+"""The service's own tables: the decision log, review cases, overrides and API keys.
 
 SQLAlchemy 2 Core tables, created and upgraded by the Alembic migrations under
 `serving/migrations/`, run from code. They live in the same database as the event store (one
@@ -88,6 +88,65 @@ API_KEYS = sa.Table(
     sa.Column("revoked_at", sa.DateTime(), nullable=True),
 )
 """API keys: a salted hash of each secret, never the secret itself."""
+
+REVIEW_CASES = sa.Table(
+    "serving_review_cases",
+    metadata,
+    sa.Column("case_id", sa.String(), primary_key=True),
+    sa.Column("refund_id", sa.String(), nullable=False, unique=True),
+    sa.Column("customer_id", sa.String(), nullable=False, index=True),
+    sa.Column("opened_at", sa.DateTime(), nullable=False, index=True),
+    sa.Column("status", sa.String(), nullable=False, index=True),
+    sa.Column("claimed_by", sa.String(), nullable=True),
+    sa.Column("claimed_until", sa.DateTime(), nullable=True),
+    sa.Column("resolved_at", sa.DateTime(), nullable=True, index=True),
+    sa.Column("version", sa.Integer(), nullable=False),
+)
+"""One case per `manual_review` decision (the case id is the decision id), opened in the
+transaction that records the decision. `status` is `open` or `resolved`; a claim is a reviewer's
+key id and the moment it lapses; `version` counts changes (compare-and-set)."""
+
+REVIEW_RESOLUTIONS = sa.Table(
+    "serving_review_resolutions",
+    metadata,
+    sa.Column("case_id", sa.String(), primary_key=True),
+    sa.Column("refund_id", sa.String(), nullable=False),
+    sa.Column("decision", sa.String(), nullable=False),
+    sa.Column("amount", sa.Double(), nullable=True),
+    sa.Column("note", sa.Text(), nullable=False),
+    sa.Column("reviewer", sa.String(), nullable=False),
+    sa.Column("resolved_at", sa.DateTime(), nullable=False, index=True),
+    sa.Column("outcome_id", sa.String(), nullable=False),
+)
+"""What a reviewer decided; at most one per case (the primary key), never overwritten."""
+
+TIER_PINS = sa.Table(
+    "serving_tier_pins",
+    metadata,
+    sa.Column("pin_id", sa.String(), primary_key=True),
+    sa.Column("customer_id", sa.String(), nullable=False, index=True),
+    sa.Column("tier", sa.String(), nullable=False),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("created_by", sa.String(), nullable=False),
+    sa.Column("created_at", sa.DateTime(), nullable=False),
+    sa.Column("expires_at", sa.DateTime(), nullable=False),
+    sa.Column("removed_at", sa.DateTime(), nullable=True),
+)
+"""Analysts' tier pins: the pinned tier replaces the model's until `expires_at`. Rows are kept
+(a newer pin or a removal ends an older one) so decisions can be explained later."""
+
+WATCHLIST = sa.Table(
+    "serving_watchlist",
+    metadata,
+    sa.Column("entry_id", sa.String(), primary_key=True),
+    sa.Column("customer_id", sa.String(), nullable=False, index=True),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("created_by", sa.String(), nullable=False),
+    sa.Column("created_at", sa.DateTime(), nullable=False),
+    sa.Column("until", sa.DateTime(), nullable=True),
+    sa.Column("removed_at", sa.DateTime(), nullable=True),
+)
+"""Accounts on the analysts' watch list (until a moment, or until removed)."""
 
 
 def alembic_config(connection: Connection) -> Config:
@@ -246,10 +305,22 @@ class DecisionLog:
         )
 
     def insert_new(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> set[str]:
-        """Record the rows whose refund id is not recorded yet; return the refund ids recorded."""
+        """Record the rows whose refund id is not recorded yet; return the refund ids recorded.
+
+        Each recorded `manual_review` decision opens its review case in the same transaction,
+        so no case can be lost between the decision and the queue.
+        """
         if not rows:
             return set()
-        return set(connection.execute(self._insert, list(rows)).scalars().all())
+        inserted = set(connection.execute(self._insert, list(rows)).scalars().all())
+        cases: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            if row["action"] == REVIEW_ACTION and row["refund_id"] in inserted:
+                # One case per refund id, as the log has one decision (the first row sent).
+                cases.setdefault(row["refund_id"], case_row(row))
+        if cases:
+            connection.execute(sa.insert(REVIEW_CASES), list(cases.values()))
+        return inserted
 
     def responses(self, connection: Connection, refund_ids: Iterable[str]) -> dict[str, str]:
         """The stored response bodies of these refund requests, by refund id."""
@@ -302,6 +373,25 @@ class DecisionLog:
         with self.engine.connect() as connection:
             query = sa.select(sa.func.count()).select_from(DECISIONS)
             return int(connection.execute(query).scalar_one())
+
+
+REVIEW_ACTION = "manual_review"
+"""The action whose decisions open a review case."""
+
+
+def case_row(decision: Mapping[str, Any]) -> dict[str, Any]:
+    """The open review case of a decision-log row."""
+    return {
+        "case_id": decision["decision_id"],
+        "refund_id": decision["refund_id"],
+        "customer_id": decision["customer_id"],
+        "opened_at": decision["decided_at"],
+        "status": "open",
+        "claimed_by": None,
+        "claimed_until": None,
+        "resolved_at": None,
+        "version": 0,
+    }
 
 
 def decision_row(

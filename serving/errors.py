@@ -48,6 +48,10 @@ class PermissionDeniedError(ServiceError):
     """The key is valid but its role may not do this."""
 
 
+class ConflictError(ServiceError):
+    """The request lost to a concurrent change (a case claimed or resolved by someone else)."""
+
+
 class RequestTooLargeError(DataValidationError):
     """More items than a call may carry; `field` names the list."""
 
@@ -141,6 +145,8 @@ def http_error(exc: BaseException, retry_after: int) -> HttpError:
         )
     if isinstance(exc, PermissionDeniedError):
         return HttpError(403, ErrorBody(code="forbidden", message=str(exc)))
+    if isinstance(exc, ConflictError):
+        return HttpError(409, ErrorBody(code="conflict", message=str(exc)))
     if isinstance(exc, NotFoundError):
         return HttpError(404, ErrorBody(code="not_found", message=str(exc)))
     if isinstance(exc, DataValidationError):

@@ -10,6 +10,11 @@ with one thread: about a third of `Booster.predict` on a one-row array, which re
 input and re-reads its configuration on every call. At load the fast path is checked against
 `Booster.predict` on a few rows; if they ever disagree the service uses `Booster.predict`.
 
+A request's row becomes one float64 array once (`LoadedModel.prepare`); the prediction and the
+contribution look-up both read that array. The contribution tables are flattened at load into
+one array with the "missing" contribution as each feature's last bin, so a row's contributions
+are one comparison, one count and one gather (`ContributionLookup`).
+
 A model that cannot be loaded (none registered under the alias, built on other features, or a
 broken card) is reported as a problem, not raised: the service then runs without it.
 """
@@ -126,6 +131,44 @@ def row_predictor(booster: Any, n_features: int) -> RowPredictor:
     return fast
 
 
+class ContributionLookup:
+    """The contribution tables of a model laid out for one row at a time.
+
+    Gives exactly `ContributionTables.explain`: a value's bin is the number of the feature's
+    edges at or below it, a missing value takes the feature's "missing" contribution. Here that
+    contribution is stored as one more bin, so the look-up is a single gather from a flat array.
+    """
+
+    def __init__(self, tables: ContributionTables) -> None:
+        k, bins = tables.contributions.shape
+        self.names = tables.names
+        self.edges = np.ascontiguousarray(tables.edges)
+        self.missing_bin = bins
+        table = np.concatenate([tables.contributions, tables.missing[:, None]], axis=1)
+        self.table = np.ascontiguousarray(table).ravel()
+        self.offsets = np.arange(k, dtype=np.intp) * (bins + 1)
+        self.missing_index = self.offsets + bins
+        self._ones = np.ones(self.edges.shape[1], dtype=np.uint8)
+
+    def explain(self, x: np.ndarray) -> np.ndarray:
+        """Approximate contributions of one feature vector (same order as the model's)."""
+        # Edges at or below each value, counted by a product with ones (cheaper than a sum
+        # over the axis for one row); a missing value goes to the feature's missing bin.
+        below = (self.edges <= x[:, None]).view(np.uint8) @ self._ones
+        index = np.where(np.isnan(x), self.missing_index, self.offsets + below)
+        return self.table[index]
+
+    def top(self, x: np.ndarray, top: int) -> list[tuple[int, float]]:
+        """The `top` features pushing the score up most, largest first: (position, amount).
+
+        Ordered as `np.argsort(...)[::-1]` orders them, so ties break as they always did.
+        """
+        contributions = self.explain(x)
+        order = np.argsort(contributions)[::-1][:top].tolist()
+        values = contributions.tolist()
+        return [(i, values[i]) for i in order if values[i] > 0]
+
+
 @dataclass
 class LoadedModel:
     """One registered model version, ready to score rows of the online feature builder."""
@@ -143,6 +186,14 @@ class LoadedModel:
     explainer: ContributionTables | None = None
     history_index: int | None = None
     card: dict[str, Any] = field(default_factory=dict, repr=False)
+    lookup: ContributionLookup | None = field(init=False, default=None, repr=False)
+    _take: np.ndarray | None = field(init=False, default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.explainer is not None:
+            self.lookup = ContributionLookup(self.explainer)
+        if self.indices is not None:
+            self._take = np.asarray(self.indices, dtype=np.intp)
 
     @property
     def label(self) -> str:
@@ -155,9 +206,18 @@ class LoadedModel:
             return row
         return [row[i] for i in self.indices]
 
+    def prepare(self, row: Sequence[float] | np.ndarray) -> np.ndarray:
+        """The model's inputs from a full builder row, as one float64 array."""
+        full = np.asarray(row, dtype=np.float64)
+        return full if self._take is None else full[self._take]
+
     def probability(self, row: Sequence[float]) -> float:
         """Calibrated probability for a full builder row."""
-        raw = self.predictor.raw(self.inputs(row))
+        return self.probability_of(self.prepare(row))
+
+    def probability_of(self, x: np.ndarray) -> float:
+        """Calibrated probability of prepared inputs (see `prepare`)."""
+        raw = self.predictor.raw(x)
         return 1.0 / (1.0 + math.exp(-(self.slope * raw + self.intercept)))
 
     def has_history(self, row: Sequence[float]) -> bool:

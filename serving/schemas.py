@@ -311,6 +311,7 @@ DECISION_EXAMPLE: dict[str, Any] = {
     "abuse_band": "low",
     "tier": "standard",
     "tier_score": None,
+    "tier_source": "default",
     "offered_share": None,
     "offered_amount": None,
     "rule_id": "default",
@@ -352,6 +353,11 @@ class DecisionOut(_Out):
     tier_score: float | None = Field(
         description="The tier model's 90-day loss probability; null for new customers or "
         "when no tier model is loaded (the default tier applies)."
+    )
+    tier_source: Literal["model", "default", "pinned"] = Field(
+        default="model",
+        description="Where the tier came from: the tier model's score, the default tier (no "
+        "score), or an analyst's pin (its reason is among the reasons).",
     )
     offered_share: float | None = Field(description="Share of the amount offered (partial).")
     offered_amount: float | None = Field(description="Amount offered (partial offers only).")

@@ -11,6 +11,7 @@ degraded and carries no score. Without a tier model every customer gets the defa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,40 +128,44 @@ class Scored:
 
 
 def top_contributions(
-    model: LoadedModel, row: list[float], top: int = TOP_REASONS
+    model: LoadedModel, row: list[float] | np.ndarray, top: int = TOP_REASONS
 ) -> tuple[Contribution, ...]:
     """The features that pushed the abuse score up most (largest first), from the tables."""
-    if model.explainer is None:
+    return _top(model, model.prepare(row), top)
+
+
+def _top(model: LoadedModel, x: np.ndarray, top: int = TOP_REASONS) -> tuple[Contribution, ...]:
+    if model.lookup is None:
         return ()
-    x = np.asarray(model.inputs(row), dtype=np.float64)
-    contributions = model.explainer.explain(x)
-    order = np.argsort(contributions)[::-1][:top]
-    return tuple(
-        Contribution(model.feature_names[i], float(x[i]), float(contributions[i]))
-        for i in order
-        if contributions[i] > 0
-    )
+    values = x.tolist()
+    names = model.feature_names
+    return tuple(Contribution(names[i], values[i], c) for i, c in model.lookup.top(x, top))
 
 
 def tier_score(models: ModelSet, row: list[float]) -> float | None:
-    """The tier model's loss probability; None without a model or for a new customer."""
+    """The tier model's loss probability of a row; None without a model or without history.
+
+    Decisions and the tier endpoint score the customer's monthly snapshot row this way (see
+    `serving.tiers`), never the request's own row.
+    """
     model = models.tier
     if model is None or not model.has_history(row):
         return None
     return model.probability(row)
 
 
-def score(models: ModelSet, row: list[float]) -> Scored:
-    """Abuse probability with its top contributions, and the customer's loss probability."""
+def score(models: ModelSet, row: list[float], tier: float | None = None) -> Scored:
+    """Abuse probability with its top contributions; `tier` is the customer's loss
+    probability, from their latest monthly snapshot (`serving.tiers.TierScores`)."""
     abuse = models.abuse
-    tier = tier_score(models, row)
     if abuse is None:
         return Scored(None, tier, ())
-    return Scored(abuse.probability(row), tier, top_contributions(abuse, row))
+    x = abuse.prepare(row)  # one array for the prediction and the contribution look-up
+    return Scored(abuse.probability_of(x), tier, _top(abuse, x))
 
 
 def request_context(
-    request: RefundDecisionRequest, row: list[float], outstanding: float
+    request: RefundDecisionRequest, row: list[float], outstanding: float, watchlisted: bool = False
 ) -> RequestContext:
     """The policy's view of a request: its own fields, plus values read off the feature row.
 
@@ -185,29 +190,39 @@ def request_context(
         photo_count=request.photo_count,
         days_since_delivery=None if days != days else max(float(days), 0.0),
         outstanding_unreturned_value=outstanding,
-        watchlisted=False,
+        watchlisted=watchlisted,
         linked_abusive_accounts=max(linked, 0),
     )
 
 
 def decide_scored(
-    snapshot: Snapshot, context: RequestContext, scored: Scored
+    snapshot: Snapshot,
+    context: RequestContext,
+    scored: Scored,
+    pinned_tier: str | None = None,
+    notes: Sequence[str] = (),
 ) -> tuple[Decision, list[str], bool]:
     """The decision, its reasons, and whether it was made without an abuse model (degraded).
 
-    The policy gives the rule's reason; the features that pushed the score up most (already
-    chosen from the contribution tables, largest first, as `policy.reasons.explain` would)
-    follow it, each written once per feature and value.
+    The policy gives the rule's reason; `notes` (an analyst's tier pin or watch-list entry)
+    follow it, then the features that pushed the score up most (already chosen from the
+    contribution tables, largest first, as `policy.reasons.explain` would), each written once
+    per feature and value. A `pinned_tier` replaces the tier model's (unless the tiers file in
+    force no longer has it).
     """
     policies = snapshot.policies
     degraded = scored.abuse_score is None
     scores = Scores(
         abuse_score=0.0 if scored.abuse_score is None else scored.abuse_score,
         tier_loss_probability=scored.tier_score,
+        # Checked only when pinned: `names` builds a tuple, and most requests have no pin.
+        tier=None
+        if pinned_tier is None or pinned_tier not in policies.tiers.names
+        else pinned_tier,
     )
     policy = policies.degraded_policy if degraded else policies.policy
     decision = decide(context, scores, policy, policies.tiers, policies.templates)
-    reasons = [*decision.reasons]
+    reasons = [*decision.reasons, *notes]
     reasons.extend(policies.templates.sentence(c) for c in scored.contributions)
     return decision, reasons, degraded
 

@@ -6,8 +6,9 @@ store in memory, the decision log, API keys, the exposure ledger, models and pol
 parse, call one method here, and format.
 
 The decision path, in order: idempotency (the stored answer is returned as it was) -> append
-the order if new or changed -> features (`features.online`) -> scores -> policy -> record the
-decision and append the refund request, in one transaction -> answer.
+the order if new or changed -> features (`features.online`) -> scores (the tier from the
+customer's latest monthly snapshot, remembered per month: `serving.tiers`) -> policy -> record
+the decision and append the refund request, in one transaction -> answer.
 
 Idempotency has three layers: a request whose refund id is being decided right now waits for
 that decision; one this process recorded lately is read back from the log; any other goes on,
@@ -44,6 +45,8 @@ from serving.events import JoinableEventStore, OrderTracker, order_links, unique
 from serving.exposure import ExposureLedger
 from serving.metrics import Metrics
 from serving.models import ModelSet, load_models
+from serving.overrides import Overrides, tier_source
+from serving.reviews import ReviewQueue
 from serving.schemas import (
     BatchItemOut,
     CheckOut,
@@ -67,13 +70,11 @@ from serving.scoring import (
     load_policy_set,
     request_context,
     score,
-    tier_score,
 )
+from serving.tiers import TierScores
 from serving.writer import DecisionWriter, PendingDecision, Recorded
 
 log = logging.getLogger(__name__)
-
-_TIER_PROBE_ID = "tier-probe"
 
 RECENT_REFUND_IDS = 500_000
 """Refund ids this process recorded and remembers, so their retries skip the deciding."""
@@ -116,7 +117,10 @@ class Service:
         self.keys = KeyRing(self.engine, settings.api_key_cache_seconds)
         self.orders = OrderTracker(self.reader)
         self.ledger = ExposureLedger()
+        self.overrides = Overrides(self.engine)
+        self.reviews = ReviewQueue(self.engine, store, builder, settings.review_claim_minutes)
         self.writer = DecisionWriter(self.log, store, builder, self._recorded)
+        self.tiers = TierScores(builder)
         self.snapshot = snapshot
         self.checkpointer = db.Checkpointer.for_engine(self.engine)
         self._inflight: dict[str, asyncio.Future[str]] = {}
@@ -158,6 +162,7 @@ class Service:
         if settings.preload_events:
             service.orders.preload(store)
         service.ledger.load(service.log.open_exposures())
+        service.overrides.load()
         service.keys.refresh()
         if service.checkpointer is not None:
             service.checkpointer.start()
@@ -231,10 +236,23 @@ class Service:
         refund_row = request.refund_row()
         row = self.builder.vector(refund_row)
         featured = time.perf_counter()
-        scored = score(snapshot.models, row)
+        tier = self.tiers.score(snapshot.models, request.customer_id, request.requested_at)
+        scored = score(snapshot.models, row, tier)
         scored_at = time.perf_counter()
-        context = request_context(request, row, self.ledger.outstanding(request.customer_id))
-        decision, reasons, degraded = decide_scored(snapshot, context, scored)
+        # Analysts' overrides: a dict lookup, None for almost every customer.
+        override = self.overrides.active(request.customer_id)
+        context = request_context(
+            request,
+            row,
+            self.ledger.outstanding(request.customer_id),
+            watchlisted=override is not None and override.watchlisted,
+        )
+        if override is None:
+            decision, reasons, degraded = decide_scored(snapshot, context, scored)
+        else:
+            decision, reasons, degraded = decide_scored(
+                snapshot, context, scored, override.pinned_tier, override.reasons()
+            )
         decided = time.perf_counter()
         models = snapshot.models
         # Built from values this code made and typed: no need to validate them again.
@@ -257,6 +275,7 @@ class Service:
             abuse_band=None if degraded else decision.abuse_band,
             tier=decision.tier,
             tier_score=None if scored.tier_score is None else round(scored.tier_score, 6),
+            tier_source=tier_source(override, decision.tier, scored.tier_score),
             offered_share=decision.offered_share,
             offered_amount=decision.offered_amount,
             rule_id=decision.rule_id,
@@ -390,7 +409,10 @@ class Service:
         )
 
     def customer_tier(self, customer_id: str, as_of: datetime | None = None) -> CustomerTierOut:
-        """The customer's tier as of `as_of` (default: now), with privileges and exposure."""
+        """The customer's tier as of `as_of` (default: now), with privileges and exposure.
+
+        The tier is that of the customer's latest monthly snapshot before `as_of`, as decisions
+        use it (`serving.tiers`)."""
         when = _now() if as_of is None else as_of
         if when.tzinfo is not None:
             when = when.astimezone(UTC).replace(tzinfo=None)
@@ -398,18 +420,8 @@ class Service:
         latest_order = self.orders.latest_order(customer_id)
         if latest_order is None and not self.orders.customer_stored(customer_id):
             raise NotFoundError(f"customer {customer_id!r} is not in the event store")
-        loss: float | None = None
-        if snapshot.models.tier is not None and latest_order is not None:
-            # The tier model reads only the customer's and linked accounts' features; the
-            # builder computes rows for requests, so it is asked about a request on the
-            # customer's latest order at that moment, and the request's own features unused.
-            probe = {
-                "refund_id": _TIER_PROBE_ID,
-                "order_id": latest_order,
-                "customer_id": customer_id,
-                "requested_at": when,
-            }
-            loss = tier_score(snapshot.models, self.builder.vector(probe))
+        # As a decision at `when` would see it: the latest monthly snapshot before it.
+        loss = self.tiers.score(snapshot.models, customer_id, when)
         tier = customer_tier(snapshot.policies.tiers, loss)
         return CustomerTierOut(
             customer_id=customer_id,

@@ -258,3 +258,11 @@ def fast_tmp_path(tmp_path: Any) -> Iterator[Any]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def serving_world(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A served world (see `tests/serving_world.py`), built once per test worker."""
+    from serving_world import build_world
+
+    return build_world(tmp_path_factory.mktemp("serving-world"))

@@ -1,9 +1,9 @@
 """The scoring API end to end: a real world, a real trained model, a real SQLite database.
 
-One module fixture generates a small world, loads its history into the event store (all but
-the last refund requests, which the tests send), trains and registers a refund-abuse model in a
-local MLflow store, and creates one key per role. Tests share one running app; those that need
-their own (degraded mode, a broken database) make it.
+The world (see `tests/serving_world.py`): a small generated world whose history is in the
+event store (all but the last refund requests, which the tests send), a refund-abuse model
+trained into a local MLflow store, and one key per role. Tests share one running app; those
+that need their own (degraded mode, a broken database) make it.
 """
 
 from __future__ import annotations
@@ -11,148 +11,30 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from serving_world import World, decision_body, held, key, rows_for
 
 from features.definitions import FEATURE_NAMES
-from refund_risk.settings import Settings, load_settings
+from refund_risk.settings import load_settings
 from serving.app import create_app
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("serving-model")]
 
 
-@dataclass
-class World:
-    """What the module fixture made."""
-
-    settings: Settings
-    tables: dict[str, pd.DataFrame]
-    held: pd.DataFrame
-    keys: dict[str, str]
-    db_path: Path
-
-
-def _iso(value: Any) -> str | None:
-    if value is None or value is pd.NaT or (isinstance(value, float) and np.isnan(value)):
-        return None
-    return pd.Timestamp(value).isoformat()
-
-
-def decision_body(world: World, refund: Any, **changes: Any) -> dict[str, Any]:
-    """A decision request for a refund request row of the world, with its order."""
-    orders = world.tables["orders"].set_index("order_id")
-    o = orders.loc[refund["order_id"]]
-    body = {
-        "refund_id": refund["refund_id"],
-        "customer_id": refund["customer_id"],
-        "requested_at": _iso(refund["requested_at"]),
-        "refund_type": refund["refund_type"],
-        "reason": refund["reason"],
-        "reason_detail": refund["reason_detail"],
-        "amount_requested": float(refund["amount_requested"]),
-        "photo_count": int(refund["photo_count"]),
-        "order_stage": refund["order_stage"],
-        "order": {
-            "order_id": refund["order_id"],
-            "ordered_at": _iso(o["ordered_at"]),
-            "category": o["category"],
-            "amount": float(o["amount"]),
-            "item_count": int(o["item_count"]),
-            "payment_method": o["payment_method"],
-            "device_id": o["device_id"],
-            "address_id": o["address_id"],
-            "payment_fingerprint": o["payment_fingerprint"],
-            "shipped_at": _iso(o["shipped_at"]),
-            "delivered_at": _iso(o["delivered_at"]),
-            "delivery_evidence": o["delivery_evidence"],
-        },
-    }
-    body.update(changes)
-    return body
-
-
-def _settings(tmp: Path, **overrides: Any) -> Settings:
-    return load_settings(
-        data_dir=tmp / "data",
-        mlruns_dir=tmp / "mlruns",
-        database_url=f"sqlite:///{tmp / 'data' / 'service.db'}",
-        mlflow_tracking_uri=None,
-        api_key_cache_seconds=0.0,
-        **overrides,
-    )
-
-
-def _keys(settings: Settings) -> dict[str, str]:
-    from features.store import create_store_engine
-    from serving import db
-    from serving.auth import Role, create_key
-
-    assert settings.database_url is not None
-    engine = create_store_engine(settings.database_url)
-    db.migrate(engine)
-    keys = {role.value: create_key(engine, role, f"test {role.value}")[1] for role in Role}
-    engine.dispose()
-    return keys
-
-
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> World:
-    from data.generator import generate_world
-    from data.world_io import save_world
-    from features.store import EventStore
-    from training.data_source import load_training_inputs
-    from training.dataset import build_abuse_dataset, plan_split
-    from training.run_abuse import run_abuse_training
-
-    tmp = tmp_path_factory.mktemp("serving-world")
-    settings = _settings(tmp)
-    generated = generate_world(8000, seed=11)
-    save_world(generated, settings.raw_dir, settings.oracle_dir)
-    refunds = generated.tables["refund_requests"].sort_values("requested_at")
-    held = refunds.tail(40)
-    history = dict(generated.tables)
-    history["refund_requests"] = refunds.iloc[:-40]
-    kept = set(history["refund_requests"]["refund_id"])
-    history["outcomes"] = history["outcomes"][history["outcomes"]["refund_id"].isin(kept)]
-    assert settings.database_url is not None
-    store = EventStore.open(settings.database_url)
-    store.write_frames(history)
-    store.dispose()
-
-    inputs = load_training_inputs(settings)
-    split = plan_split(inputs.rows["requested_at"], test_months=3)
-    dataset = build_abuse_dataset(inputs.rows, inputs.outcomes, split, inputs.oracle_refunds)
-    run_abuse_training(settings, inputs.rows, inputs.outcomes, dataset, inputs.manifest, True)
-    return World(settings, generated.tables, held, _keys(settings), tmp / "data" / "service.db")
+def world(serving_world: World) -> World:
+    return serving_world
 
 
 @pytest.fixture(scope="module")
 def client(world: World) -> Iterator[TestClient]:
     with TestClient(create_app(world.settings, freeze_gc=False)) as c:
         yield c
-
-
-def key(world: World, role: str) -> dict[str, str]:
-    return {"X-API-Key": world.keys[role]}
-
-
-def held(world: World, i: int) -> pd.Series:
-    return world.held.iloc[i]
-
-
-def rows_for(world: World, refund_id: str) -> int:
-    with sqlite3.connect(world.db_path) as con:
-        return int(
-            con.execute(
-                "SELECT count(*) FROM serving_decisions WHERE refund_id = ?", (refund_id,)
-            ).fetchone()[0]
-        )
 
 
 # --- deciding -------------------------------------------------------------------------------

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.batch import BatchBuilder
-from features.definitions import FEATURES
+from features.batch import BatchBuilder, snapshot_dates
+from features.definitions import CUSTOMER_FEATURES, FEATURES
 from features.online import OnlineFeatureBuilder
 from features.replay import replay
 from features.store import EventStore
@@ -77,4 +77,53 @@ def test_parity_on_random_worlds(
     assert len(online) == len(batch) > 100
     assert mismatches(online, batch) == []
     assert mismatches(_fresh_rows(store, tables, list(batch.index[:60])), batch) == []
+    store.dispose()
+
+
+def _snapshot_mismatches(online: pd.DataFrame, batch: pd.DataFrame) -> list[str]:
+    """`mismatches` over the customer-level features only (a credit snapshot's columns)."""
+    found = []
+    batch = batch.loc[online.index]
+    for f in CUSTOMER_FEATURES:
+        got = online[f.name].to_numpy(dtype=np.float64)
+        want = batch[f.name].to_numpy(dtype=np.float64)
+        same = (got == want) | (np.isnan(got) & np.isnan(want))
+        if not f.integer:
+            same |= np.abs(got - want) <= 1e-9 * np.maximum(1.0, np.abs(want))
+        if not same.all():
+            i = int(np.flatnonzero(~same)[0])
+            found.append(f"{f.name}: {online.index[i]} online {got[i]!r} batch {want[i]!r}")
+    return found
+
+
+def test_customer_rows_as_of_a_month_start_equal_the_credit_snapshots(
+    fast_tmp_path: Path,
+) -> None:
+    """The online builder's customer-level row as of a snapshot date is the batch builder's
+    credit snapshot row, for customers with and without history, preloaded or read lazily."""
+    from data.generator import generate_world
+
+    tables = generate_world(n_customers=3_000, seed=5).tables
+    batch = BatchBuilder(tables)
+    dates = snapshot_dates(tables)
+    store = EventStore.open(f"sqlite:///{fast_tmp_path / 'events.db'}")
+    store.write_frames(tables)
+    preloaded = OnlineFeatureBuilder(store)
+    preloaded.preload()
+    lazy = OnlineFeatureBuilder(store)  # reads each customer's history when first asked
+    rng = np.random.default_rng(3)
+    names = [f.name for f in FEATURES]
+    for at in (dates[len(dates) // 2], dates[-1]):
+        snapshot = batch.snapshot_rows(at).set_index("customer_id")
+        chosen = list(rng.choice(snapshot.index.to_numpy(), size=300, replace=False))
+        for builder in (preloaded, lazy):
+            rows = {cid: builder.customer_vector(cid, at.to_pydatetime()) for cid in chosen}
+            assert all(row is not None for row in rows.values())
+            online = pd.DataFrame.from_dict(rows, orient="index", columns=names)
+            assert _snapshot_mismatches(online, snapshot) == []
+        # Customers who had not signed up by then have no snapshot.
+        later = tables["customers"].loc[tables["customers"]["signup_at"] >= at, "customer_id"]
+        for cid in later.head(20):
+            assert preloaded.customer_vector(cid, at.to_pydatetime()) is None
+    assert preloaded.customer_vector("nobody", dates[-1].to_pydatetime()) is None
     store.dispose()

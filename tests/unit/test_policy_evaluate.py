@@ -14,11 +14,28 @@ from data.schema import CATEGORIES, ORDER_STAGES, REASON_DETAILS, REFUND_TYPES
 from policy.evaluate import (
     RequestContext,
     Scores,
+    compile_policy,
+    context_values,
     decide,
     decide_frame,
+    first_match,
     partial_offer_share,
+    resolve_tier,
 )
-from policy.model import DEFAULT_POLICY_PATH, Action, Policy, Tiers, load_policy, load_tiers
+from policy.model import (
+    CONTEXT_FIELDS,
+    DEFAULT_POLICY_PATH,
+    HANDWRITTEN_POLICY_PATH,
+    Action,
+    Policy,
+    Ref,
+    Tiers,
+    Unit,
+    format_value,
+    load_policy,
+    load_tiers,
+    render_template,
+)
 from policy.reasons import Contribution, load_reason_templates
 
 
@@ -261,3 +278,70 @@ def test_frame_decisions_equal_one_by_one_decisions(policy: Policy, tiers: Tiers
 def test_context_refuses_unknown_values() -> None:
     with pytest.raises(ValueError, match="unknown category"):
         context(category="shoes")
+
+
+def _reference_decision(ctx: RequestContext, scores: Scores, policy: Policy, tiers: Tiers) -> Any:
+    """The decision worked out the plain way: every condition through `holds`, every context
+    field and threshold written out, the templates filled by `render_template`."""
+    tier = resolve_tier(scores, tiers)
+    band = policy.band_of(scores.abuse_score)
+    values = context_values(ctx, scores.abuse_score, band, tier)
+    rule = first_match(policy, values)
+    share = amount = None
+    if rule.action == Action.PARTIAL_REFUND_OFFER:
+        assert policy.partial_offer is not None
+        spec = policy.partial_offer
+        share = partial_offer_share(
+            ctx.amount_requested,
+            spec.return_shipping_cost_by_category.get(ctx.category, spec.return_shipping_cost),
+            scores.abuse_score,
+            spec,
+        )
+        amount = float(np.round(share * ctx.amount_requested, 2))
+    units: dict[str, Unit] = {}
+    for r in policy.rules:
+        for c in r.conditions:
+            if isinstance(c.operand, Ref) and c.operand.name.startswith("thresholds."):
+                units[c.operand.name] = CONTEXT_FIELDS[c.field].unit
+    words = {name: format_value(CONTEXT_FIELDS[name].unit, v) for name, v in values.items()}
+    for name, v in policy.thresholds.items():
+        words[f"thresholds.{name}"] = format_value(units.get(f"thresholds.{name}", Unit.TEXT), v)
+    words["offered_share"] = format_value(Unit.SCORE, share)
+    words["offered_amount"] = format_value(Unit.MONEY, amount)
+    message = rule.customer_message or policy.messages[rule.action]
+    return (
+        rule.id,
+        " ".join(render_template(rule.reason, words).split()),
+        " ".join(render_template(message, words).split()),
+        share,
+        amount,
+    )
+
+
+@pytest.mark.parametrize("path", [DEFAULT_POLICY_PATH, HANDWRITTEN_POLICY_PATH])
+def test_the_prepared_policy_words_every_rule_as_the_plain_evaluation(
+    path: Any, tiers: Tiers
+) -> None:
+    """Deciding with the policy prepared once (tests compiled, only the fired rule's words
+    written) gives the same rule, reasons and message as evaluating it plainly."""
+    policy = load_policy(path, tiers=tiers)
+    frame = random_requests(3000, seed=11)
+    fired = set()
+    for record in frame.to_dict("records"):
+        row: dict[str, Any] = {str(k): v for k, v in record.items()}
+        score, tier = row.pop("abuse_score"), row.pop("tier")
+        days = float(row.pop("days_since_delivery"))
+        ctx = RequestContext(**row, days_since_delivery=None if np.isnan(days) else days)
+        scores = Scores(abuse_score=score, tier=tier)
+        one = decide(ctx, scores, policy, tiers)
+        rule_id, reason, message, share, amount = _reference_decision(ctx, scores, policy, tiers)
+        assert (one.rule_id, one.reasons[0], one.customer_message) == (rule_id, reason, message)
+        assert (one.offered_share, one.offered_amount) == (share, amount)
+        fired.add(rule_id)
+    assert fired == {r.id for r in policy.all_rules}
+
+
+def test_a_policy_is_prepared_once(policy: Policy) -> None:
+    assert compile_policy(policy) is compile_policy(policy)
+    other = load_policy(DEFAULT_POLICY_PATH, tiers=load_tiers())
+    assert compile_policy(other) is not compile_policy(policy)

@@ -9,11 +9,12 @@ from typing import Any
 
 import lightgbm as lgb
 import numpy as np
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 from pydantic import ValidationError
 
-from features.definitions import FEATURE_NAMES, FEATURE_VERSION
+from features.definitions import CUSTOMER_FEATURES, FEATURE_NAMES, FEATURE_VERSION
 from features.store import create_store_engine
 from refund_risk.errors import ConfigurationError, DataValidationError, NotFoundError
 from serving import db
@@ -30,6 +31,7 @@ from serving.scoring import (
     request_context,
     score,
 )
+from serving.tiers import TierScores, snapshot_at
 
 
 @pytest.fixture
@@ -340,3 +342,84 @@ def test_decision_ids_sort_by_creation() -> None:
     ids = [db.new_decision_id() for _ in range(5)]
     assert len(set(ids)) == 5 and all(len(i) == 32 for i in ids)
     assert ids[0][:12] <= ids[-1][:12]
+
+
+# --- credit tiers at decision time ----------------------------------------------------------
+
+
+def test_the_snapshot_is_the_latest_month_start_strictly_before() -> None:
+    assert snapshot_at(datetime(2026, 3, 17, 9, 30)) == datetime(2026, 3, 1)
+    assert snapshot_at(datetime(2026, 3, 1, 0, 0, 0, 1)) == datetime(2026, 3, 1)
+    # At the first instant of a month, that month's snapshot is not yet before the request.
+    assert snapshot_at(datetime(2026, 3, 1)) == datetime(2026, 2, 1)
+    assert snapshot_at(datetime(2026, 1, 1)) == datetime(2025, 12, 1)
+
+
+def _tier_model(tmp_path: Path) -> Any:
+    names = [f.name for f in CUSTOMER_FEATURES]
+    card = {
+        "features": names,
+        "feature_version": FEATURE_VERSION,
+        "calibration": {"slope": 0.5, "intercept": -1.0},
+    }
+    return model_from_files(
+        "credit-tier",
+        "1",
+        "run",
+        "champion",
+        _booster(tmp_path, names, seed=4),
+        card,
+        history_feature="customer_orders_all_time",
+    )
+
+
+def test_tier_scores_come_from_the_month_start_and_are_remembered(
+    tmp_path: Path, random_world: Any
+) -> None:
+    from features.batch import BatchBuilder, snapshot_dates
+    from features.online import OnlineFeatureBuilder
+    from features.store import EventStore
+
+    tables = random_world(seed=8, n_customers=80)
+    store = EventStore.open(f"sqlite:///{tmp_path / 'events.db'}")
+    store.write_frames(tables)
+    builder = OnlineFeatureBuilder(store)
+    builder.preload()
+    model = _tier_model(tmp_path)
+    models = ModelSet(None, model, {}, "champion")
+    tiers = TierScores(builder)
+    at = snapshot_dates(tables)[-1]
+    snapshot = BatchBuilder(tables).snapshot_rows(at).set_index("customer_id")
+    names = list(model.feature_names)
+    with_history = snapshot[snapshot["customer_orders_all_time"] > 0]
+    assert len(with_history) > 10
+    when = at.to_pydatetime() + pd.Timedelta(days=9, hours=5)
+    for customer_id, features in with_history.iterrows():
+        expected = model.predictor.raw(features[names].to_numpy(dtype=np.float64))
+        got = tiers.score(models, str(customer_id), when)
+        assert got == pytest.approx(1 / (1 + np.exp(-(0.5 * expected - 1.0))), abs=1e-12)
+    assert (tiers.hits, tiers.misses) == (0, len(with_history))
+    customer_id = str(with_history.index[0])
+    first = tiers.score(models, customer_id, when)
+    assert tiers.score(models, customer_id, when + pd.Timedelta(days=3)) == first
+    assert tiers.hits == 2  # the same month: no features computed again
+    # A customer without history at the snapshot has none; nor has one who is unknown.
+    if (snapshot["customer_orders_all_time"] == 0).any():
+        new = str(snapshot.index[snapshot["customer_orders_all_time"] == 0][0])
+        assert tiers.score(models, new, when) is None
+    assert tiers.score(models, "nobody", when) is None
+    assert tiers.score(ModelSet(None, None, {}, "champion"), customer_id, when) is None
+    # An order of the customer placed before the snapshot, appended late, is seen.
+    orders_before = tiers.misses
+    late = tables["orders"][tables["orders"]["customer_id"] == customer_id].iloc[0].to_dict()
+    late.update(order_id="late-order", ordered_at=at - pd.Timedelta(days=2))
+    late.update(shipped_at=None, delivered_at=None, delivery_evidence="none")
+    builder.append("orders", [late])
+    assert tiers.score(models, customer_id, when) is not None
+    assert tiers.misses == orders_before + 1
+    # One appended after the snapshot changes nothing remembered.
+    late.update(order_id="new-order", ordered_at=when)
+    builder.append("orders", [late])
+    tiers.score(models, customer_id, when)
+    assert tiers.misses == orders_before + 1
+    store.dispose()

@@ -1,0 +1,169 @@
+"""A served world for the service's tests: generated, stored, with a trained model and keys.
+
+`build_world` generates a small world, loads its history into the event store (all but the
+last refund requests, which tests send), trains and registers a refund-abuse model in a local
+MLflow store, and creates one key per role. The session fixture `serving_world` (see
+`tests/conftest.py`) builds it once per test worker; tests that share it mark themselves with
+`xdist_group("serving-model")` so they run on the same worker.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from refund_risk.settings import Settings, load_settings
+
+HELD = 40
+"""Refund requests kept out of the stored history, for tests to send."""
+
+
+@dataclass
+class World:
+    """What `build_world` made."""
+
+    settings: Settings
+    tables: dict[str, pd.DataFrame]
+    held: pd.DataFrame
+    keys: dict[str, str]
+    db_path: Path
+
+
+def iso(value: Any) -> str | None:
+    """A timestamp as ISO text; None when empty."""
+    if value is None or value is pd.NaT or (isinstance(value, float) and np.isnan(value)):
+        return None
+    return pd.Timestamp(value).isoformat()
+
+
+def decision_body(world: World, refund: Any, **changes: Any) -> dict[str, Any]:
+    """A decision request for a refund request row of the world, with its order."""
+    orders = world.tables["orders"].set_index("order_id")
+    o = orders.loc[refund["order_id"]]
+    body = {
+        "refund_id": refund["refund_id"],
+        "customer_id": refund["customer_id"],
+        "requested_at": iso(refund["requested_at"]),
+        "refund_type": refund["refund_type"],
+        "reason": refund["reason"],
+        "reason_detail": refund["reason_detail"],
+        "amount_requested": float(refund["amount_requested"]),
+        "photo_count": int(refund["photo_count"]),
+        "order_stage": refund["order_stage"],
+        "order": {
+            "order_id": refund["order_id"],
+            "ordered_at": iso(o["ordered_at"]),
+            "category": o["category"],
+            "amount": float(o["amount"]),
+            "item_count": int(o["item_count"]),
+            "payment_method": o["payment_method"],
+            "device_id": o["device_id"],
+            "address_id": o["address_id"],
+            "payment_fingerprint": o["payment_fingerprint"],
+            "shipped_at": iso(o["shipped_at"]),
+            "delivered_at": iso(o["delivered_at"]),
+            "delivery_evidence": o["delivery_evidence"],
+        },
+    }
+    body.update(changes)
+    return body
+
+
+def settings_for(tmp: Path, **overrides: Any) -> Settings:
+    """Settings of a world under `tmp`."""
+    return load_settings(
+        data_dir=tmp / "data",
+        mlruns_dir=tmp / "mlruns",
+        database_url=f"sqlite:///{tmp / 'data' / 'service.db'}",
+        mlflow_tracking_uri=None,
+        api_key_cache_seconds=0.0,
+        **overrides,
+    )
+
+
+def make_keys(settings: Settings) -> dict[str, str]:
+    """One key per role, by role name."""
+    from features.store import create_store_engine
+    from serving import db
+    from serving.auth import Role, create_key
+
+    assert settings.database_url is not None
+    engine = create_store_engine(settings.database_url)
+    db.migrate(engine)
+    keys = {role.value: create_key(engine, role, f"test {role.value}")[1] for role in Role}
+    engine.dispose()
+    return keys
+
+
+def build_world(tmp: Path) -> World:
+    """Generate a world, load its history into the event store, train a model, make keys."""
+    from data.generator import generate_world
+    from data.world_io import save_world
+    from features.store import EventStore
+    from training.data_source import load_training_inputs
+    from training.dataset import build_abuse_dataset, plan_split
+    from training.run_abuse import run_abuse_training
+
+    settings = settings_for(tmp)
+    generated = generate_world(8000, seed=11)
+    save_world(generated, settings.raw_dir, settings.oracle_dir)
+    refunds = generated.tables["refund_requests"].sort_values("requested_at")
+    held = refunds.tail(HELD)
+    history = dict(generated.tables)
+    history["refund_requests"] = refunds.iloc[:-HELD]
+    kept = set(history["refund_requests"]["refund_id"])
+    history["outcomes"] = history["outcomes"][history["outcomes"]["refund_id"].isin(kept)]
+    assert settings.database_url is not None
+    store = EventStore.open(settings.database_url)
+    store.write_frames(history)
+    store.dispose()
+
+    inputs = load_training_inputs(settings)
+    split = plan_split(inputs.rows["requested_at"], test_months=3)
+    dataset = build_abuse_dataset(inputs.rows, inputs.outcomes, split, inputs.oracle_refunds)
+    run_abuse_training(settings, inputs.rows, inputs.outcomes, dataset, inputs.manifest, True)
+    return World(settings, generated.tables, held, make_keys(settings), tmp / "data" / "service.db")
+
+
+def key(world: World, role: str) -> dict[str, str]:
+    """The header of the world's key of `role`."""
+    return {"X-API-Key": world.keys[role]}
+
+
+def held(world: World, i: int) -> pd.Series:
+    """The i-th refund request kept out of the history."""
+    return world.held.iloc[i]
+
+
+def rows_for(world: World, refund_id: str) -> int:
+    """Decisions recorded for a refund id."""
+    with sqlite3.connect(world.db_path) as con:
+        return int(
+            con.execute(
+                "SELECT count(*) FROM serving_decisions WHERE refund_id = ?", (refund_id,)
+            ).fetchone()[0]
+        )
+
+
+REVIEW_AMOUNT = 1500.0
+"""At or above the shipped policy's review limit: a shipped order's request goes to review."""
+
+
+def shipped(world: World) -> list[pd.Series]:
+    """The held refund requests whose order had shipped (the policy may send them to review)."""
+    return [r for _, r in world.held.iterrows() if r["order_stage"] != "not_shipped"]
+
+
+def review_body(world: World, refund: Any, refund_id: str, **changes: Any) -> dict[str, Any]:
+    """A request the shipped policy sends to review: a held request asking back a large amount,
+    under a refund id of the test's own (so tests sharing the world never meet)."""
+    body = decision_body(world, refund, refund_id=refund_id)
+    body["order"] = {**body["order"], "amount": max(body["order"]["amount"], REVIEW_AMOUNT)}
+    body["amount_requested"] = REVIEW_AMOUNT
+    body.update(changes)
+    return body
