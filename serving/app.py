@@ -193,7 +193,10 @@ async def get_customer_tier(
     customer_id: Annotated[str, Path(min_length=1, max_length=64)],
     service: AsTierReader,
     as_of: Annotated[
-        datetime | None, Query(description="Moment to compute the tier at; default: now.")
+        datetime | None,
+        Query(
+            description="The tier of the latest monthly snapshot before this moment; default: now."
+        ),
     ] = None,
 ) -> CustomerTierOut:
     """Tier, loss probability, privileges and refunded-before-return value outstanding.

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from services import skip_or_fail
 
 from data.schema import (
     CATEGORIES,
@@ -181,15 +182,6 @@ def random_world() -> Callable[..., Tables]:
 def sqlite_url(tmp_path: Any) -> str:
     """A fresh SQLite database file for one test."""
     return f"sqlite:///{tmp_path / 'events.db'}"
-
-
-def skip_or_fail(reason: str) -> None:
-    """Skip a test whose service (database, browser) is missing; fail instead where CI said
-    every service is there (REFUND_RISK_REQUIRE_SERVICES=1), so a broken set-up cannot pass
-    as a run of skips."""
-    if os.environ.get("REFUND_RISK_REQUIRE_SERVICES") == "1":
-        pytest.fail(f"required service missing: {reason}")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

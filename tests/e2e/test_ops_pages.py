@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+from services import skip_or_fail
 from serving_world import World, key, review_body, shipped
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("serving-model")]
@@ -93,11 +94,11 @@ def browser() -> Iterator[Any]:
     """Debian's Chromium through Playwright; skips when either is missing."""
     executable = _chromium()
     if executable is None:
-        pytest.skip("no Chromium at /usr/bin/chromium or on PATH (apt-get install chromium)")
+        skip_or_fail("no Chromium at /usr/bin/chromium or on PATH (apt-get install chromium)")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        pytest.skip("the playwright package is not installed (pip install -e '.[dev]')")
+        skip_or_fail("the playwright package is not installed (pip install -e '.[dev]')")
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         try:
