@@ -44,6 +44,7 @@ Example, in full:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -752,10 +753,17 @@ def template_fields(template: str) -> list[str]:
     return names
 
 
+@functools.lru_cache(maxsize=4096)
+def _template_pieces(template: str) -> tuple[tuple[str, str | None], ...]:
+    """A template split into (literal, placeholder) pairs; parsed once per template text,
+    because reasons are rendered on every decision."""
+    return tuple((literal, name) for literal, name, _, _ in string.Formatter().parse(template))
+
+
 def render_template(template: str, values: Mapping[str, str]) -> str:
     """Fill `{placeholder}`s from already formatted values (no attribute access, no eval)."""
     parts = []
-    for literal, name, _, _ in string.Formatter().parse(template):
+    for literal, name in _template_pieces(template):
         parts.append(literal)
         if name is not None:
             parts.append(values[name])
