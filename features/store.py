@@ -119,12 +119,31 @@ def create_store_engine(url: str, schema: str | None = None) -> Engine:
     return engine
 
 
-def alembic_config(connection: Connection) -> Config:
-    """An Alembic configuration in code, bound to `connection`."""
+def alembic_config(connection: Connection, script_location: Path = MIGRATIONS_DIR) -> Config:
+    """An Alembic configuration in code, bound to `connection` (the event store's migrations
+    unless another folder is named)."""
     config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("script_location", str(script_location))
     config.attributes["connection"] = connection
     return config
+
+
+def run_migrations_online(metadata: sa.MetaData, version_table: str, entry_point: str) -> None:
+    """The body of a migrations folder's `env.py`: run on the connection the caller handed over
+    in `config.attributes` (there is no alembic.ini and no URL to read)."""
+    from alembic import context
+
+    connection = context.config.attributes.get("connection")
+    if connection is None:
+        raise RuntimeError(f"run these migrations through {entry_point}")
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        version_table=version_table,
+        render_as_batch=connection.dialect.name == "sqlite",
+    )
+    with context.begin_transaction():
+        context.run_migrations()
 
 
 def _db_value(value: Any) -> Any:

@@ -33,6 +33,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from features.store import EVENT_TABLES
+from features.store import alembic_config as store_alembic_config
 
 log = logging.getLogger(__name__)
 
@@ -151,10 +152,7 @@ WATCHLIST = sa.Table(
 
 def alembic_config(connection: Connection) -> Config:
     """An Alembic configuration in code for the service's migrations, bound to `connection`."""
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    config.attributes["connection"] = connection
-    return config
+    return store_alembic_config(connection, MIGRATIONS_DIR)
 
 
 def migrate(engine: Engine) -> None:

@@ -26,6 +26,7 @@ from data.schema import TABLES, Kind
 from features.events import to_us
 from features.online import OnlineFeatureBuilder
 from serving.models import LoadedModel, ModelSet
+from serving.scoring import tier_score
 
 MONTHS_KEPT = 3
 """Snapshot months whose scores are remembered (requests cluster in the current month)."""
@@ -92,7 +93,7 @@ class TierScores:
             return found  # type: ignore[return-value]
         self.misses += 1
         row = self.builder.customer_vector(customer_id, at)
-        value = None if row is None or not model.has_history(row) else model.probability(row)
+        value = None if row is None else tier_score(models, row)
         if len(scores) >= CUSTOMERS_PER_MONTH:
             scores.clear()
         scores[customer_id] = value

@@ -81,9 +81,15 @@ def snapshot_tier_scores(
     requester has just ordered, which the model reads as risk). NaN: no snapshot yet, or no
     history at it; the policy then uses the default tier.
     """
-    from features.batch import build_credit_snapshots
+    from features.batch import build_credit_snapshots, snapshot_dates
 
-    snapshots = pd.concat(list(build_credit_snapshots(inputs.tables)), ignore_index=True)
+    if requests.empty:
+        return np.zeros(0)
+    # Only the months a replayed request can fall back on: from the one before the first.
+    first = pd.Timestamp(requests["requested_at"].min())
+    earliest = first.to_period("M").to_timestamp() - pd.DateOffset(months=1)
+    dates = [d for d in snapshot_dates(inputs.tables) if d >= earliest]
+    snapshots = pd.concat(list(build_credit_snapshots(inputs.tables, dates)), ignore_index=True)
     history = snapshots[tier.card["history_feature"]].to_numpy(dtype=float) > 0
     scores = score_with_card(tier.model_file, tier.card, _matrix(snapshots, tier))
     scored = pd.DataFrame(

@@ -29,7 +29,7 @@ from serving.scoring import (
     decide_scored,
     load_policy_set,
     request_context,
-    score,
+    tier_score,
 )
 from serving.tiers import TierScores, snapshot_at
 
@@ -224,9 +224,11 @@ def test_a_tier_model_reads_its_own_features_and_skips_new_customers(tmp_path: P
     booster = lgb.Booster(model_file=str(_booster(tmp_path, tier_names, seed=3)))
     raw = booster.predict(np.array([[0.5] * len(tier_names)]), raw_score=True)[0]
     assert model.probability(row) == pytest.approx(1 / (1 + np.exp(-(0.5 * raw - 1.0))))
-    row[history] = 0.0
-    scored = score(ModelSet(None, model, {}, "champion"), row)
-    assert scored.tier_score is None and scored.abuse_score is None
+    models = ModelSet(None, model, {}, "champion")
+    assert tier_score(models, row) == model.probability(row)
+    row[history] = 0.0  # no order before the snapshot: a new customer, left to the default tier
+    assert not model.has_history(row)
+    assert tier_score(models, row) is None
 
 
 # --- scoring and deciding -------------------------------------------------------------------
