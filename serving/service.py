@@ -230,6 +230,9 @@ class Service:
         return DecisionResult(recorded.response, recorded.replayed)
 
     async def _decide_new(self, request: RefundDecisionRequest) -> Recorded:
+        # A decision of this customer still being recorded: its refund request is a feature of
+        # this one (rare: the same customer twice within a few milliseconds).
+        await self.writer.settled(request.customer_id)
         snapshot = self.snapshot
         started = time.perf_counter()
         self._append_order(request)

@@ -97,6 +97,33 @@ def test_a_batch_answers_each_request_on_its_own(world: World, client: TestClien
     assert rows_for(world, bad["refund_id"]) == 0
 
 
+def test_one_customers_requests_in_one_batch_see_each_other(
+    world: World, client: TestClient
+) -> None:
+    # A batch is decided concurrently; one customer's requests still go one after the other,
+    # so the second counts the first among the customer's refund requests.
+    first = decision_body(world, held(world, 30))
+    later = pd.Timestamp(first["requested_at"]) + pd.Timedelta(minutes=1)
+    second = {
+        **first,
+        "refund_id": f"{first['refund_id']}-again",
+        "requested_at": later.isoformat(),
+    }
+    r = client.post(
+        "/v1/refund-decisions/batch",
+        json={"requests": [first, second]},
+        headers=key(world, "scorer"),
+    )
+    assert [x["status"] for x in r.json()["results"]] == [200, 200], r.text
+    counts = []
+    for body in (first, second):
+        stored = client.get(
+            f"/v1/refund-decisions/{body['refund_id']}", headers=key(world, "reviewer")
+        ).json()
+        counts.append(stored["features"]["customer_refund_requests_7d"])
+    assert counts[1] == counts[0] + 1
+
+
 def test_a_batch_over_the_limit_is_refused(world: World, client: TestClient) -> None:
     body = decision_body(world, held(world, 4))
     many = [dict(body, refund_id=f"limit-{i}") for i in range(51)]
