@@ -67,12 +67,47 @@ def http_request(host: str, port: int, path: str, body: bytes, headers: dict[str
     return "\r\n".join(lines).encode() + body
 
 
+class _Window:
+    """When measuring starts and stops, shared by the connections.
+
+    Measuring starts once the warm-up time has passed and `warmup_requests` requests have been
+    sent (whichever comes later, but no later than `max_warmup` seconds), and lasts `seconds`.
+    """
+
+    def __init__(
+        self,
+        begin: float,
+        warmup: float,
+        warmup_requests: int,
+        seconds: float,
+        max_warmup: float,
+        on_start: Callable[[], None] | None,
+    ) -> None:
+        self.warm_until = begin + warmup
+        self.give_up_warming = begin + max(warmup, max_warmup)
+        self.warmup_requests = warmup_requests
+        self.seconds = seconds
+        self.on_start = on_start
+        self.sent = 0
+        self.start: float | None = None
+        self.stop_at = float("inf")
+
+    def tick(self, now: float) -> None:
+        """Count a request about to be sent; start measuring when warm."""
+        self.sent += 1
+        warm = self.sent > self.warmup_requests or now >= self.give_up_warming
+        if self.start is None and now >= self.warm_until and warm:
+            self.start = now
+            self.stop_at = now + self.seconds
+            if self.on_start is not None:
+                self.on_start()
+
+
 async def _connection(
     host: str,
     port: int,
     next_request: Callable[[], bytes],
-    warm_until: float,
-    stop_at: float,
+    window: _Window,
     latencies: list[float],
     statuses: dict[int, int],
 ) -> int:
@@ -82,8 +117,10 @@ async def _connection(
     try:
         while True:
             started = clock()
-            if started >= stop_at:
+            if started >= window.stop_at:
                 break
+            window.tick(started)
+            measured = window.start is not None and started >= window.start
             writer.write(next_request())
             head = await reader.readuntil(b"\r\n\r\n")
             status = int(head[9:12])
@@ -95,7 +132,7 @@ async def _connection(
             if length:
                 await reader.readexactly(length)
             done = clock()
-            if started >= warm_until:
+            if measured:
                 latencies.append(done - started)
                 statuses[status] = statuses.get(status, 0) + 1
                 if status >= 400:
@@ -112,20 +149,27 @@ async def _run(
     connections: int,
     seconds: float,
     warmup: float,
+    warmup_requests: int,
+    on_start: Callable[[], None] | None,
 ) -> LoadResult:
-    begin = time.perf_counter()
-    warm_until = begin + warmup
-    stop_at = warm_until + seconds
+    window = _Window(
+        time.perf_counter(), warmup, warmup_requests, seconds, MAX_WARMUP_SECONDS, on_start
+    )
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     errors = await asyncio.gather(
         *(
-            _connection(host, port, next_request, warm_until, stop_at, latencies, statuses)
+            _connection(host, port, next_request, window, latencies, statuses)
             for _ in range(connections)
         )
     )
-    measured = max(time.perf_counter(), stop_at) - warm_until
+    assert window.start is not None
+    measured = max(time.perf_counter(), window.stop_at) - window.start
     return LoadResult(len(latencies), sum(errors), measured, latencies, statuses)
+
+
+MAX_WARMUP_SECONDS = 120.0
+"""A warm-up counted in requests ends after this long, however many were sent."""
 
 
 def run_load(
@@ -135,12 +179,17 @@ def run_load(
     connections: int = 32,
     seconds: float = 15.0,
     warmup: float = 3.0,
+    warmup_requests: int = 0,
+    on_start: Callable[[], None] | None = None,
 ) -> LoadResult:
-    """Drive the server for `warmup` + `seconds`; measure only after the warm-up."""
+    """Drive the server through a warm-up (`warmup` seconds and at least `warmup_requests`
+    requests), then for `seconds`, measured; `on_start` is called when measuring starts."""
     try:
         import uvloop
 
         runner: Callable[..., LoadResult] = uvloop.run
     except ImportError:  # plain asyncio: slower, still several times the server's rate
         runner = asyncio.run
-    return runner(_run(host, port, next_request, connections, seconds, warmup))
+    return runner(
+        _run(host, port, next_request, connections, seconds, warmup, warmup_requests, on_start)
+    )

@@ -34,6 +34,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -172,10 +173,58 @@ def _wait_ready(port: int, process: subprocess.Popen[bytes], timeout: float = 12
     raise RuntimeError("the server did not answer /healthz in time")
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) a process has used so far; None where /proc is not there."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Measured:
+    """One endpoint's run and the server's CPU time during the measured part of it."""
+
+    load: LoadResult
+    cpu_seconds: float | None
+
+    @property
+    def cpu_us_per_request(self) -> float | None:
+        """Server CPU per answered request, microseconds (all its threads)."""
+        if self.cpu_seconds is None or not self.load.requests:
+            return None
+        return self.cpu_seconds / self.load.requests * 1e6
+
+
+def drive(
+    process: subprocess.Popen[bytes],
+    port: int,
+    next_request: Callable[[], bytes],
+    args: argparse.Namespace,
+    warmup_requests: int,
+) -> Measured:
+    """Run the load against a started server, noting its CPU time while measuring."""
+    began: list[float | None] = []
+    result = run_load(
+        "127.0.0.1",
+        port,
+        next_request,
+        args.connections,
+        args.seconds,
+        args.warmup,
+        warmup_requests,
+        on_start=lambda: began.append(cpu_seconds(process.pid)),
+    )
+    ended = cpu_seconds(process.pid)
+    start = began[0] if began else None
+    return Measured(result, None if start is None or ended is None else ended - start)
+
+
 @contextmanager
 def server(
     command: list[str], port: int, env: dict[str, str], cpus: set[int] | None
-) -> Iterator[None]:
+) -> Iterator[subprocess.Popen[bytes]]:
     """Run a server process until the block ends."""
 
     def pin() -> None:
@@ -185,7 +234,7 @@ def server(
     process = subprocess.Popen(command, env=env, cwd=ROOT, preexec_fn=pin)
     try:
         _wait_ready(port, process)
-        yield
+        yield process
     finally:
         process.terminate()
         try:
@@ -234,6 +283,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--templates", type=int, default=5_000, help="Distinct customers the requests are about."
     )
+    parser.add_argument(
+        "--warm-customers",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Warm up until every customer of the load has been asked about once (default); "
+        "--no-warm-customers measures from a fresh start, first requests included.",
+    )
     parser.add_argument("--keep", action="store_true", help="Keep the temporary folder.")
     parser.add_argument(
         "--pin", action="store_true", help="Pin the server to one core and the load to the others."
@@ -272,17 +328,16 @@ def main(argv: list[str] | None = None) -> None:
         if server_cpus:
             os.sched_setaffinity(0, set(available[:-1]))
         bin_dir = Path(sys.executable).parent
-        results: dict[str, LoadResult] = {}
+        results: dict[str, Measured] = {}
+        # Each customer's features are built in memory on their first request after start-up;
+        # by default the warm-up lasts until every customer the load is about has been asked
+        # about once, so the figures are those of a service that has been running a while.
+        warm = len(bodies) if args.warm_customers else 0
         port = _free_port()
         echo = [sys.executable, "-m", "bench.echo_app", "--port", str(port)]
-        with server(echo, port, env, server_cpus):
-            results["bare"] = run_load(
-                "127.0.0.1",
-                port,
-                _requests(bodies, after, port, {}, "echo"),
-                args.connections,
-                args.seconds,
-                args.warmup,
+        with server(echo, port, env, server_cpus) as process:
+            results["bare"] = drive(
+                process, port, _requests(bodies, after, port, {}, "echo"), args, warm
             )
         port = _free_port()
         serve = [
@@ -293,15 +348,10 @@ def main(argv: list[str] | None = None) -> None:
             "--log-level",
             "warning",
         ]
-        with server(serve, port, env, server_cpus):
+        with server(serve, port, env, server_cpus) as process:
             headers = {"X-API-Key": token}
-            results["scoring"] = run_load(
-                "127.0.0.1",
-                port,
-                _requests(bodies, after, port, headers, "bench"),
-                args.connections,
-                args.seconds,
-                args.warmup,
+            results["scoring"] = drive(
+                process, port, _requests(bodies, after, port, headers, "bench"), args, warm
             )
             batch = _write_batch(port)
         report(results, args)
@@ -369,18 +419,24 @@ def _create_key(env: dict[str, str]) -> str:
     return token
 
 
-def report(results: dict[str, LoadResult], args: argparse.Namespace) -> None:
+def report(results: dict[str, Measured], args: argparse.Namespace) -> None:
     """Print both runs and the two ratios the targets are about."""
-    bare, scoring = results["bare"].summary(), results["scoring"].summary()
+    bare, scoring = results["bare"].load.summary(), results["scoring"].load.summary()
+    warm = "every customer asked about once first" if args.warm_customers else "fresh start"
     print(
         f"\nPOST {PATH}: {args.connections} connections, {args.seconds:g} s after "
-        f"{args.warmup:g} s warm-up, {args.customers:,}-customer world"
+        f"a warm-up of {args.warmup:g} s or more ({warm}), {args.customers:,}-customer world"
     )
-    print(f"{'endpoint':<10} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} {'errors':>7}")
+    print(
+        f"{'endpoint':<10} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} "
+        f"{'errors':>7} {'server CPU us/req':>18}"
+    )
     for name, figures in (("bare", bare), ("scoring", scoring)):
+        cpu = results[name].cpu_us_per_request
         print(
             f"{name:<10} {figures['throughput_rps']:>9,.0f} {figures['p50_ms']:>8.2f} "
-            f"{figures['p99_ms']:>8.2f} {figures['mean_ms']:>8.2f} {figures['errors']:>7.0f}"
+            f"{figures['p99_ms']:>8.2f} {figures['mean_ms']:>8.2f} {figures['errors']:>7.0f} "
+            f"{'n/a' if cpu is None else f'{cpu:,.0f}':>18}"
         )
     share = scoring["throughput_rps"] / bare["throughput_rps"]
     p99 = scoring["p99_ms"] / bare["p99_ms"]
@@ -392,10 +448,16 @@ def report(results: dict[str, LoadResult], args: argparse.Namespace) -> None:
         f"scoring p99 / bare p99:    {p99:.2f} (target < {TARGET_P99_RATIO:.1f}: "
         f"{'met' if p99 < TARGET_P99_RATIO else 'NOT met'})"
     )
-    statuses = results["scoring"].statuses
+    cpus = [results[n].cpu_us_per_request for n in ("bare", "scoring")]
+    if cpus[0] and cpus[1]:
+        print(f"bare CPU / scoring CPU per request: {cpus[0] / cpus[1]:.2f}")
+    statuses = results["scoring"].load.statuses
     if set(statuses) - {200}:
         print(f"scoring answers by status: {statuses}")
     if args.json:
+        for name in ("bare", "scoring"):
+            figures = bare if name == "bare" else scoring
+            figures["cpu_us_per_request"] = results[name].cpu_us_per_request or float("nan")
         print(
             json.dumps(
                 {"bare": bare, "scoring": scoring, "throughput_share": share, "p99_ratio": p99}
