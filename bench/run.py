@@ -131,7 +131,7 @@ def prepare(customers: int, seed: int, templates: int) -> tuple[list[dict[str, A
     world = generate_world(customers, seed=seed)
     save_world(world, settings.raw_dir, settings.oracle_dir)
     assert settings.database_url is not None
-    store = EventStore.open(settings.database_url)
+    store = EventStore.open(settings.database_url, schema=settings.database_schema)
     store.write_frames(world.tables)
     store.dispose()
     print(
@@ -295,6 +295,11 @@ def main(argv: list[str] | None = None) -> None:
         "--pin", action="store_true", help="Pin the server to one core and the load to the others."
     )
     parser.add_argument("--json", action="store_true", help="Also print the figures as JSON.")
+    parser.add_argument(
+        "--database-url",
+        help="A PostgreSQL database to run on instead of SQLite (a schema of its own is made "
+        "there for the run and dropped after).",
+    )
     args = parser.parse_args(argv)
 
     workdir = Path(tempfile.mkdtemp(prefix="refund-risk-bench-"))
@@ -320,6 +325,13 @@ def main(argv: list[str] | None = None) -> None:
         "REFUND_RISK_DATABASE_SCHEMA",
     ):
         os.environ.pop(name, None)
+    schema = None
+    if args.database_url:
+        schema = _make_schema(args.database_url)
+        database = {"REFUND_RISK_DATABASE_URL": args.database_url}
+        database["REFUND_RISK_DATABASE_SCHEMA"] = schema
+        env.update(database)
+        os.environ.update(database)
     try:
         bodies, after = prepare(args.customers, args.seed, args.templates)
         token = _create_key(env)
@@ -362,6 +374,8 @@ def main(argv: list[str] | None = None) -> None:
             + f"; decisions per database transaction: {batch:.1f}"
         )
     finally:
+        if schema is not None:
+            _drop_schema(args.database_url, schema)
         if args.keep:
             print(f"kept {workdir}", file=sys.stderr)
         else:
@@ -390,11 +404,12 @@ def _stage_times() -> dict[str, float]:
     """Mean time per stage of the recorded decisions (their own `timing`)."""
     import sqlalchemy as sa
 
+    from features.store import create_store_engine
     from refund_risk.settings import load_settings
 
     settings = load_settings()
     assert settings.database_url is not None
-    engine = sa.create_engine(settings.database_url)
+    engine = create_store_engine(settings.database_url, schema=settings.database_schema)
     with engine.connect() as connection:
         bodies = connection.execute(sa.text("SELECT response FROM serving_decisions")).scalars()
         timings = [json.loads(body)["timing"] for body in bodies]
@@ -402,6 +417,31 @@ def _stage_times() -> dict[str, float]:
     if not timings:
         return {}
     return {k: float(np.mean([t[k] for t in timings])) for k in timings[0]}
+
+
+def _make_schema(url: str) -> str:
+    """A new, empty schema for this run in the PostgreSQL database at `url`."""
+    import secrets
+
+    import sqlalchemy as sa
+
+    schema = f"refund_risk_bench_{secrets.token_hex(4)}"
+    engine = sa.create_engine(url)
+    if engine.dialect.name != "postgresql":
+        raise SystemExit(f"--database-url must name a PostgreSQL database, not {url!r}")
+    with engine.begin() as connection:
+        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    engine.dispose()
+    return schema
+
+
+def _drop_schema(url: str, schema: str) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    engine.dispose()
 
 
 def _create_key(env: dict[str, str]) -> str:
@@ -412,7 +452,7 @@ def _create_key(env: dict[str, str]) -> str:
 
     settings = load_settings()
     assert settings.database_url is not None
-    engine = create_store_engine(settings.database_url)
+    engine = create_store_engine(settings.database_url, schema=settings.database_schema)
     db.migrate(engine)
     _, token = create_key(engine, Role.SCORER, "benchmark")
     engine.dispose()
