@@ -10,14 +10,16 @@
    one worker, no access log, GC frozen after start-up): the bare endpoint, which parses the
    same JSON body and echoes it, and the scoring service (`refund-risk serve`).
 3. Each is driven from this process (a second process on loopback; `bench.load`) by
-   `--connections` keep-alive connections for `--seconds` after a warm-up. Every request
-   carries a new refund id and a later time than the one before, so each is a real decision
-   (features from the customer's history, model, policy, reasons, the decision stored before
-   the answer) and each customer's requests arrive in time order, as they do in life.
+   `--connections` keep-alive connections for `--seconds` after a warm-up (at least
+   `--warmup` seconds and, unless `--no-warm-customers`, one request about every customer of
+   the load). Every request carries a new refund id and a later time than the one before, so
+   each is a real decision (features from the customer's history, model, policy, reasons, the
+   decision stored before the answer) and each customer's requests arrive in time order, as
+   they do in life. The server's CPU time over the measured part is read from /proc.
 
 With `--pin` (two or more cores) the server runs on one core and the load on the others; by
-default the operating system places them, as it would in production. Figures are printed, not
-asserted.
+default the operating system places them, as it would in production. `--database-url` runs on
+PostgreSQL instead of SQLite. Figures are printed, not asserted.
 """
 
 from __future__ import annotations
