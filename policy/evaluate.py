@@ -186,22 +186,8 @@ def holds(condition: Condition, values: Mapping[str, object], policy: Policy) ->
     if op == "not_in":
         assert isinstance(condition.operand, tuple)
         return left not in condition.operand
-    right = _resolve(condition.operand, values, policy)
-    if op == "==":
-        return left == right
-    if op == "!=":
-        return left != right
-    # An empty value (say, days since a delivery that has not happened) satisfies no comparison.
-    if left is None or right is None:
-        return False
-    assert isinstance(left, float | int) and isinstance(right, float | int)
-    if op == "<":
-        return left < right
-    if op == "<=":
-        return left <= right
-    if op == ">":
-        return left > right
-    return left >= right
+    # An empty value (say, days since a delivery that has not happened) satisfies no ordering.
+    return _compare(op, left, _resolve(condition.operand, values, policy))
 
 
 def first_match(policy: Policy, values: Mapping[str, object]) -> Rule:

@@ -264,7 +264,7 @@ async def get_decision(
     summary="A customer's credit tier",
 )
 async def get_customer_tier(
-    customer_id: Annotated[str, Path(min_length=1, max_length=64)],
+    customer_id: ops_routes.PathId,
     service: AsTierReader,
     as_of: Annotated[
         datetime | None,

@@ -190,6 +190,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "No such case."},
     422: {"model": ErrorResponse, "description": "Invalid request; `fields` names each."},
 }
+PathId = Annotated[str, Path(min_length=1, max_length=64)]
+"""An id in a URL path (a case, customer or decision id)."""
+
 _CONFLICT: dict[int | str, dict[str, Any]] = {
     409: {
         "model": ErrorResponse,
@@ -205,6 +208,11 @@ def case_out(summary: CaseSummary, sla_hours: float, now: datetime) -> CaseOut:
         claimed=summary.claimed_now(now),
         over_sla=summary.status == "open" and summary.age_hours >= sla_hours,
     )
+
+
+def case_now(service: Service, summary: CaseSummary) -> CaseOut:
+    """A case for the API, with its claim and SLA state as of the review queue's clock."""
+    return case_out(summary, service.settings.review_sla_hours, service.reviews.clock())
 
 
 def _query(
@@ -305,7 +313,7 @@ def case_detail(service: Service, case_id: str) -> CaseDetailOut:
         tier = tiers.default
     active = service.overrides.active(summary.customer_id)
     return CaseDetailOut(
-        case=case_out(summary, service.settings.review_sla_hours, queue.clock()),
+        case=case_now(service, summary),
         decision=decision,
         request=record.request,
         resolution=None
@@ -342,9 +350,7 @@ def case_detail(service: Service, case_id: str) -> CaseDetailOut:
     tags=["reviews"],
     summary="One case with everything needed to decide it",
 )
-async def get_case(
-    case_id: Annotated[str, Path(min_length=1, max_length=64)], caller: AsReviewer
-) -> CaseDetailOut:
+async def get_case(case_id: PathId, caller: AsReviewer) -> CaseDetailOut:
     """The case, its decision and reasons, the request, the customer's history, linked
     accounts, tier and privileges, and similar past cases. Roles: reviewer, admin."""
     return case_detail(caller.service, case_id)
@@ -357,14 +363,12 @@ async def get_case(
     tags=["reviews"],
     summary="Claim a case",
 )
-async def claim_case(
-    case_id: Annotated[str, Path(min_length=1, max_length=64)], caller: AsReviewer
-) -> CaseOut:
+async def claim_case(case_id: PathId, caller: AsReviewer) -> CaseOut:
     """Take a case for the claim period (claiming one's own claim again renews it); 409 when
     someone else holds it or it is resolved. Roles: reviewer, admin."""
     service = caller.service
     summary = service.reviews.claim_case(case_id, caller.who)
-    return case_out(summary, service.settings.review_sla_hours, service.reviews.clock())
+    return case_now(service, summary)
 
 
 @router.post(
@@ -375,7 +379,7 @@ async def claim_case(
     summary="Release a claimed case",
 )
 async def release_case(
-    case_id: Annotated[str, Path(min_length=1, max_length=64)],
+    case_id: PathId,
     caller: AsReviewer,
     force: Annotated[bool, Query(description="Admin only: release anyone's claim.")] = False,
 ) -> CaseOut:
@@ -385,7 +389,7 @@ async def release_case(
         raise PermissionDeniedError("only an admin key may release someone else's claim")
     service = caller.service
     summary = service.reviews.release(case_id, caller.who, force=force)
-    return case_out(summary, service.settings.review_sla_hours, service.reviews.clock())
+    return case_now(service, summary)
 
 
 @router.post(
@@ -396,7 +400,7 @@ async def release_case(
     summary="Resolve a case",
 )
 async def resolve_case(
-    case_id: Annotated[str, Path(min_length=1, max_length=64)],
+    case_id: PathId,
     body: ResolveIn,
     caller: AsReviewer,
 ) -> ResolutionOut:
@@ -458,9 +462,7 @@ async def pin_tier(body: TierPinIn, caller: AsReviewer) -> TierPinOut:
     tags=["overrides"],
     summary="End a customer's tier pin",
 )
-async def unpin_tier(
-    customer_id: Annotated[str, Path(min_length=1, max_length=64)], caller: AsReviewer
-) -> Response:
+async def unpin_tier(customer_id: PathId, caller: AsReviewer) -> Response:
     """The model's tier applies again from the next decision. Roles: reviewer, admin."""
     caller.service.overrides.unpin(customer_id)
     return Response(status_code=204)
@@ -487,9 +489,7 @@ async def watch(body: WatchIn, caller: AsReviewer) -> WatchOut:
     tags=["overrides"],
     summary="Take an account off the watch list",
 )
-async def unwatch(
-    customer_id: Annotated[str, Path(min_length=1, max_length=64)], caller: AsReviewer
-) -> Response:
+async def unwatch(customer_id: PathId, caller: AsReviewer) -> Response:
     """From the next decision on, the customer is no longer watch-listed. Roles: reviewer,
     admin."""
     caller.service.overrides.unwatch(customer_id)
@@ -671,9 +671,7 @@ def _age(hours: float | None) -> str:
 
 
 @pages.get("/ops/cases/{case_id}")
-async def case_page(
-    request: Request, case_id: Annotated[str, Path(min_length=1, max_length=64)], caller: AsPageUser
-) -> HTMLResponse:
+async def case_page(request: Request, case_id: PathId, caller: AsPageUser) -> HTMLResponse:
     """One case with everything needed to decide it, and the decide buttons."""
     service = caller.service
     try:
@@ -699,9 +697,7 @@ async def case_page(
 
 
 @pages.post("/ops/cases/{case_id}/claim")
-async def claim_form(
-    request: Request, case_id: Annotated[str, Path(min_length=1, max_length=64)], caller: AsPageUser
-) -> Response:
+async def claim_form(request: Request, case_id: PathId, caller: AsPageUser) -> Response:
     """Claim from the case page."""
     await _form(request, caller)
     try:
@@ -712,9 +708,7 @@ async def claim_form(
 
 
 @pages.post("/ops/cases/{case_id}/release")
-async def release_form(
-    request: Request, case_id: Annotated[str, Path(min_length=1, max_length=64)], caller: AsPageUser
-) -> Response:
+async def release_form(request: Request, case_id: PathId, caller: AsPageUser) -> Response:
     """Release from the case page."""
     await _form(request, caller)
     try:
@@ -725,9 +719,7 @@ async def release_form(
 
 
 @pages.post("/ops/cases/{case_id}/resolve")
-async def resolve_form(
-    request: Request, case_id: Annotated[str, Path(min_length=1, max_length=64)], caller: AsPageUser
-) -> Response:
+async def resolve_form(request: Request, case_id: PathId, caller: AsPageUser) -> Response:
     """Resolve from the case page; then on to the next case, or back to the queue."""
     form = await _form(request, caller)
     try:
