@@ -328,13 +328,13 @@ def main(argv: list[str] | None = None) -> None:
     ):
         os.environ.pop(name, None)
     schema = None
-    if args.database_url:
-        schema = _make_schema(args.database_url)
-        database = {"REFUND_RISK_DATABASE_URL": args.database_url}
-        database["REFUND_RISK_DATABASE_SCHEMA"] = schema
-        env.update(database)
-        os.environ.update(database)
     try:
+        if args.database_url:
+            schema = _make_schema(args.database_url)
+            database = {"REFUND_RISK_DATABASE_URL": args.database_url}
+            database["REFUND_RISK_DATABASE_SCHEMA"] = schema
+            env.update(database)
+            os.environ.update(database)
         bodies, after = prepare(args.customers, args.seed, args.templates)
         token = _create_key(env)
         available = sorted(os.sched_getaffinity(0))
@@ -428,12 +428,20 @@ def _make_schema(url: str) -> str:
     import sqlalchemy as sa
 
     schema = f"refund_risk_bench_{secrets.token_hex(4)}"
-    engine = sa.create_engine(url)
+    try:
+        engine = sa.create_engine(url)
+    except sa.exc.ArgumentError as exc:
+        raise SystemExit(f"--database-url: not a database URL: {url!r} ({exc})") from None
     if engine.dialect.name != "postgresql":
         raise SystemExit(f"--database-url must name a PostgreSQL database, not {url!r}")
-    with engine.begin() as connection:
-        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    engine.dispose()
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    except sa.exc.OperationalError as exc:
+        first = str(exc.orig or exc).strip().splitlines()[0]
+        raise SystemExit(f"--database-url: the database is not reachable: {first}") from None
+    finally:
+        engine.dispose()
     return schema
 
 
