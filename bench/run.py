@@ -15,7 +15,8 @@
    the load). Every request carries a new refund id and a later time than the one before, so
    each is a real decision (features from the customer's history, model, policy, reasons, the
    decision stored before the answer) and each customer's requests arrive in time order, as
-   they do in life. The server's CPU time over the measured part is read from /proc.
+   they do in life. The server's CPU time over the measured part (all its processes and
+   threads) is read from /proc.
 
 With `--pin` (two or more cores) the server runs on one core and the load on the others; by
 default the operating system places them, as it would in production. `--database-url` runs on
@@ -175,13 +176,35 @@ def _wait_ready(port: int, process: subprocess.Popen[bytes], timeout: float = 12
     raise RuntimeError("the server did not answer /healthz in time")
 
 
+def _descendants(pid: int) -> list[int]:
+    """The process's children, their children and so on (from /proc; empty where absent)."""
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                children = [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            found.extend(children)
+            todo.extend(children)
+    return found
+
+
 def cpu_seconds(pid: int) -> float | None:
-    """CPU time (user + system) a process has used so far; None where /proc is not there."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU time (user + system) a process and its descendants (the service's recorder process)
+    have used so far; None where /proc is not there."""
+    total = 0.0
+    for each in (pid, *_descendants(pid)):
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            if each == pid:
+                return None
+            continue  # ended meanwhile
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -193,7 +216,7 @@ class Measured:
 
     @property
     def cpu_us_per_request(self) -> float | None:
-        """Server CPU per answered request, microseconds (all its threads)."""
+        """Server CPU per answered request, microseconds (all its processes and threads)."""
         if self.cpu_seconds is None or not self.load.requests:
             return None
         return self.cpu_seconds / self.load.requests * 1e6

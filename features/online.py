@@ -358,17 +358,32 @@ class OnlineFeatureBuilder:
 
     def append_many(self, rows: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
         """Record rows of several tables in one store transaction (in dependency order)."""
+        self._check_tables(rows)
+        with self._lock:
+            self.store.write(rows)
+            self._remember(rows)
+
+    def remember(self, rows: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
+        """Take into memory rows that are already in the store (written by a transaction of
+        the caller's, or by another process on this builder's behalf)."""
+        self._check_tables(rows)
+        with self._lock:
+            self._remember(rows)
+
+    @staticmethod
+    def _check_tables(rows: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
         unknown = set(rows) - set(TABLES)
         if unknown:
             raise DataValidationError(f"unknown table(s): {', '.join(sorted(unknown))}")
-        with self._lock:
-            self.store.write(rows)
-            self._find_orphans(rows)
-            for name in TABLES:
-                for row in rows.get(name, ()):
-                    self._apply(name, normalise(name, row))
-            for listener in self._listeners:
-                listener(rows)
+
+    def _remember(self, rows: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
+        """Apply written rows to memory and tell the listeners; the caller holds the lock."""
+        self._find_orphans(rows)
+        for name in TABLES:
+            for row in rows.get(name, ()):
+                self._apply(name, normalise(name, row))
+        for listener in self._listeners:
+            listener(rows)
 
     def on_append(
         self, listener: Callable[[Mapping[str, Sequence[Mapping[str, Any]]]], None]

@@ -73,6 +73,12 @@ class Settings(BaseSettings):
         default=True,
         description="Read the whole event store into memory at service start (fast requests).",
     )
+    record_in_process: bool = Field(
+        default=True,
+        description="Record decisions in a recorder process of the service's own, so the "
+        "database's work runs on another core; off, they are recorded on the event loop's "
+        "thread (always so for an in-memory SQLite database).",
+    )
     review_sla_hours: float = Field(
         default=24.0,
         gt=0.0,

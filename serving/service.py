@@ -31,6 +31,7 @@ from typing import Any
 import pydantic_core
 import sqlalchemy as sa
 from pydantic import ValidationError
+from sqlalchemy.engine import Engine
 
 from features.definitions import FEATURE_NAMES, FEATURE_VERSION
 from features.online import OnlineFeatureBuilder
@@ -46,6 +47,7 @@ from serving.exposure import ExposureLedger
 from serving.metrics import Metrics
 from serving.models import ModelSet, load_models
 from serving.overrides import Overrides, tier_source
+from serving.recorder import RecorderProcess
 from serving.reviews import ReviewQueue
 from serving.schemas import (
     BatchItemOut,
@@ -88,6 +90,12 @@ class DecisionResult:
     replayed: bool
 
 
+def _in_memory(engine: Engine) -> bool:
+    """True for an in-memory SQLite database (no other process can open it)."""
+    url = engine.url
+    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
 def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
@@ -119,10 +127,14 @@ class Service:
         self.ledger = ExposureLedger()
         self.overrides = Overrides(self.engine)
         self.reviews = ReviewQueue(self.engine, store, builder, settings.review_claim_minutes)
-        self.writer = DecisionWriter(self.log, store, builder, self._recorded)
+        recorder = None
+        if settings.record_in_process and not _in_memory(self.engine):
+            recorder = RecorderProcess(str(settings.database_url), settings.database_schema)
+        self.writer = DecisionWriter(self.log, store, builder, self._recorded, recorder)
         self.tiers = TierScores(builder)
         self.snapshot = snapshot
-        self.checkpointer = db.Checkpointer.for_engine(self.engine)
+        # The recorder process checkpoints the WAL of the database it writes; else a thread.
+        self.checkpointer = None if recorder else db.Checkpointer.for_engine(self.engine)
         self._inflight: dict[str, asyncio.Future[str]] = {}
         self._recorded_ids: OrderedDict[str, None] = OrderedDict()
         self._reload_lock = asyncio.Lock()
@@ -166,11 +178,14 @@ class Service:
         service.keys.refresh()
         if service.checkpointer is not None:
             service.checkpointer.start()
+        if service.writer.recorder is not None:
+            service.writer.recorder.start()
         return service
 
     def close(self) -> None:
-        """Flush what is pending, stop checkpointing and close the database connections."""
-        self.writer.flush()
+        """Record what is pending, stop the recorder and checkpointing, and close the database
+        connections."""
+        self.writer.close()
         if self.checkpointer is not None:
             self.checkpointer.stop()
         self.reader.close()

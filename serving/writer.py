@@ -6,15 +6,17 @@ turn of the event loop wait for one transaction that records them all, and each 
 answered when that transaction has committed. Under light load a "group" is one decision; under
 heavy load, tens: the cost of a commit is shared.
 
-The transaction inserts each decision unless its refund id is already recorded (another process
-won a race), appends the winners' refund requests to the event store through the online builder
-(same transaction, so the next request of the customer sees them), and reads back the stored
-answers of the losers. If it fails, every decision in it fails with `DatabaseUnavailableError`:
-nothing is returned that is not recorded.
+The transaction (`serving.recorder.record_group`) inserts each decision unless its refund id is
+already recorded (another process won a race), appends the winners' refund requests to the event
+store, and reads back the stored answers of the losers. Once it has committed, the winners'
+refund requests are taken into the online builder's memory, so the next request of the customer
+sees them. If it fails, every decision in it fails with `DatabaseUnavailableError`: nothing is
+returned that is not recorded.
 
-All of this runs on the event loop's thread, as the routes do: the online builder is not
-thread-safe, and a short synchronous write costs less than handing it to a thread (measured: a
-writer thread made each decision dearer, as it and the event loop took turns at Python's lock).
+By default the transaction runs in the service's recorder process (`RecorderProcess`): one
+group in flight at a time, the next group gathering meanwhile, so the event loop decides while
+the database works on another core. With `record_in_process` off (and always for an in-memory
+SQLite database) it runs on the event loop's thread, when the turn's callbacks are done.
 
 A request whose customer has a decision waiting for this transaction waits for it first
 (`settled`), so its features include that refund request, as they would had the two arrived
@@ -32,9 +34,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from features.online import OnlineFeatureBuilder
+from features.store import EventStore
 from serving.db import DecisionLog
 from serving.errors import DatabaseUnavailableError
-from serving.events import JoinableEventStore
+from serving.recorder import Failure, Outcome, RecorderProcess, record_group
 
 log = logging.getLogger(__name__)
 
@@ -69,22 +72,36 @@ class Recorded:
 
 
 class DecisionWriter:
-    """Collects decisions and records each turn's decisions in one transaction."""
+    """Collects decisions and records each group of them in one transaction.
+
+    With a `recorder` process the transaction runs there, one group in flight at a time;
+    without one (an in-memory database, or when configured so) it runs here, on the event
+    loop's thread, when the turn's callbacks are done.
+    """
 
     def __init__(
         self,
         log_: DecisionLog,
-        store: JoinableEventStore,
+        store: EventStore,
         builder: OnlineFeatureBuilder,
         on_recorded: Callable[[Sequence[PendingDecision], int], None],
+        recorder: RecorderProcess | None = None,
     ) -> None:
         self.log = log_
         self.store = store
         self.builder = builder
         self.on_recorded = on_recorded
+        self.recorder = recorder
         self._pending: list[tuple[PendingDecision, asyncio.Future[Recorded]]] = []
+        self._in_flight: list[tuple[PendingDecision, asyncio.Future[Recorded]]] | None = None
+        self._reading: asyncio.AbstractEventLoop | None = None
         self._scheduled = False
         self._unsettled: dict[str, asyncio.Future[Recorded]] = {}
+
+    @property
+    def in_flight(self) -> int:
+        """Decisions handed to the recorder process and not answered yet."""
+        return 0 if self._in_flight is None else len(self._in_flight)
 
     async def record(self, decision: PendingDecision) -> Recorded:
         """Wait until the decision (or a racing writer's) is recorded; raise if it is not."""
@@ -109,52 +126,119 @@ class DecisionWriter:
             await asyncio.wait([future])
 
     def flush(self) -> None:
-        """Record everything pending in one transaction and wake the waiting requests."""
+        """Start recording everything pending (unless a group is in flight: what is pending
+        then goes as soon as it is back)."""
         self._scheduled = False
-        batch, self._pending = self._pending, []
-        if not batch:
+        if self._in_flight is not None or not self._pending:
             return
+        batch, self._pending = self._pending, []
+        rows = [d.row for d, _ in batch]
+        refund_rows = [d.refund_row for d, _ in batch]
+        if self.recorder is None:
+            try:
+                with self.log.engine.begin() as connection:
+                    outcome: Outcome | Failure = record_group(
+                        self.log, self.store, connection, rows, refund_rows
+                    )
+            except sa.exc.SQLAlchemyError as exc:
+                outcome = Failure(True, str(exc))
+            except Exception as exc:  # a bug: answered 503 like the rest, and logged
+                outcome = Failure(False, f"{type(exc).__name__}: {exc}")
+            self._settle(batch, outcome)
+            return
+        try:
+            self.recorder.send(rows, refund_rows)
+        except OSError as exc:
+            self._lose_recorder()
+            self._settle(batch, Failure(True, f"the recorder process is gone ({exc})"))
+            return
+        self._in_flight = batch
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # called outside the event loop (closing): wait for the reply
+            self._receive()
+            return
+        if self._reading is not loop:
+            loop.add_reader(self.recorder.fileno(), self._receive)
+            self._reading = loop
+
+    def _receive(self, timeout: float | None = None) -> None:
+        """Take the recorder's reply to the group in flight, then send what is pending."""
+        assert self.recorder is not None
+        batch, self._in_flight = self._in_flight, None
+        try:
+            outcome = self.recorder.receive(timeout)
+        except Exception as exc:  # EOF, a broken pipe, no answer in time
+            self._lose_recorder()
+            if batch is None:  # it ended with nothing in flight; the next group starts anew
+                log.warning("the recorder process ended (%s)", type(exc).__name__)
+                return
+            outcome = Failure(True, f"the recorder process is gone ({type(exc).__name__})")
+        if batch is None:
+            log.error("the recorder process replied with nothing in flight: %r", outcome)
+            return
+        self._settle(batch, outcome)
+        self.flush()
+
+    def _lose_recorder(self) -> None:
+        """Stop listening to a recorder process that died or broke, and forget it."""
+        assert self.recorder is not None
+        if self._reading is not None and self.recorder.running:
+            self._reading.remove_reader(self.recorder.fileno())
+        self._reading = None
+        self.recorder.discard()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Record what is pending, wait for it, and stop the recorder process (if any)."""
+        self.flush()
+        if self.recorder is None:
+            return
+        while self._in_flight is not None:
+            self._receive(timeout)
+        if self._reading is not None and self.recorder.running:
+            self._reading.remove_reader(self.recorder.fileno())
+        self._reading = None
+        self.recorder.stop()
+
+    def _settle(
+        self,
+        batch: Sequence[tuple[PendingDecision, asyncio.Future[Recorded]]],
+        outcome: Outcome | Failure,
+    ) -> None:
+        """Answer a group's requests: each with the recorded decision, or all with the error."""
         for decision, future in batch:
             if self._unsettled.get(decision.customer_id) is future:
                 del self._unsettled[decision.customer_id]
-        decisions = [d for d, _ in batch]
-        try:
-            with self.log.engine.begin() as connection:
-                inserted = self.log.insert_new(connection, [d.row for d in decisions])
-                winners = [d for d in decisions if d.refund_id in inserted]
-                losers = [d.refund_id for d in decisions if d.refund_id not in inserted]
-                stored = self.log.responses(connection, losers)
-                if winners:
-                    with self.store.joined(connection):
-                        self.builder.append_many(
-                            {"refund_requests": [d.refund_row for d in winners]}
-                        )
-        except Exception as exc:
-            if isinstance(exc, sa.exc.SQLAlchemyError):
-                log.warning("decision log write failed for %d decision(s): %s", len(batch), exc)
-                error: BaseException = DatabaseUnavailableError(
-                    "the decision could not be recorded; retry later with the same refund id"
+        if isinstance(outcome, Failure):
+            if outcome.database:
+                log.warning(
+                    "decision log write failed for %d decision(s): %s", len(batch), outcome.message
                 )
             else:
-                error = exc
+                log.error("recording %d decision(s) failed: %s", len(batch), outcome.message)
             self.on_recorded([], len(batch))
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(error)
-                    future.exception()  # retrieved here: a caller that went away is no leak
+            self._fail(batch)
             return
+        winners = [d for d, _ in batch if d.refund_id in outcome.inserted]
+        if winners:  # recorded: now the next request of each customer must see it
+            self.builder.remember({"refund_requests": [d.refund_row for d in winners]})
         self.on_recorded(winners, 0)
         for decision, future in batch:
             if future.done():
                 continue
-            if decision.refund_id in inserted:
+            if decision.refund_id in outcome.inserted:
                 future.set_result(Recorded(decision.row["response"], replayed=False))
-            elif decision.refund_id in stored:
-                future.set_result(Recorded(stored[decision.refund_id], replayed=True))
+            elif decision.refund_id in outcome.stored:
+                future.set_result(Recorded(outcome.stored[decision.refund_id], replayed=True))
             else:  # cannot happen with a working unique constraint; never answer unrecorded
-                future.set_exception(
-                    DatabaseUnavailableError(
-                        "the decision could not be recorded; retry later with the same refund id"
-                    )
-                )
-                future.exception()
+                self._fail([(decision, future)])
+
+    @staticmethod
+    def _fail(batch: Sequence[tuple[PendingDecision, asyncio.Future[Recorded]]]) -> None:
+        error = DatabaseUnavailableError(
+            "the decision could not be recorded; retry later with the same refund id"
+        )
+        for _, future in batch:
+            if not future.done():
+                future.set_exception(error)
+                future.exception()  # retrieved here: a caller that went away is no leak

@@ -8,9 +8,14 @@ that need their own (degraded mode, a broken database) make it.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import sqlite3
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -405,6 +410,65 @@ def test_a_database_that_refuses_the_decision_gives_503_and_no_decision(
     retried = client.post("/v1/refund-decisions", json=body, headers=key(world, "scorer"))
     assert retried.status_code == 200
     assert rows_for(world, body["refund_id"]) == 1
+
+
+def test_a_recorder_process_that_dies_fails_its_decisions_with_503_and_is_replaced(
+    world: World, client: TestClient
+) -> None:
+    service = client.app.state.service  # type: ignore[attr-defined]
+    recorder = service.writer.recorder
+    assert recorder is not None and recorder.running
+    dead = recorder.pid
+    body = decision_body(world, held(world, 17))
+    os.kill(dead, signal.SIGSTOP)  # it takes the group, then dies before committing it
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(
+                client.post, "/v1/refund-decisions", json=body, headers=key(world, "scorer")
+            )
+            deadline = time.monotonic() + 30
+            while service.writer.in_flight == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert service.writer.in_flight == 1
+            os.kill(dead, signal.SIGKILL)
+            r = answer.result(timeout=30)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(dead, signal.SIGKILL)
+    assert r.status_code == 503, r.text
+    assert r.headers["Retry-After"] == str(world.settings.retry_after_seconds)
+    assert r.json()["error"]["code"] == "database_unavailable"
+    assert rows_for(world, body["refund_id"]) == 0
+    retried = client.post("/v1/refund-decisions", json=body, headers=key(world, "scorer"))
+    assert retried.status_code == 200, retried.text
+    assert retried.headers.get("Idempotent-Replay") is None
+    assert rows_for(world, body["refund_id"]) == 1
+    assert recorder.running and recorder.pid != dead
+
+
+def test_decisions_can_be_recorded_on_the_event_loop_instead(world: World) -> None:
+    settings = world.settings.model_copy(update={"record_in_process": False})
+    with TestClient(create_app(settings, freeze_gc=False)) as inline:
+        assert inline.app.state.service.writer.recorder is None  # type: ignore[attr-defined]
+        first = decision_body(world, held(world, 18))
+        later = pd.Timestamp(first["requested_at"]) + pd.Timedelta(minutes=1)
+        second = {**first, "refund_id": f"{first['refund_id']}-again", "requested_at": str(later)}
+        r = inline.post(
+            "/v1/refund-decisions/batch",
+            json={"requests": [first, second, first]},
+            headers=key(world, "scorer"),
+        )
+        results = r.json()["results"]
+        assert [x["status"] for x in results] == [200, 200, 200], r.text
+        assert results[2]["replayed"] is True
+        counts = [
+            inline.get(
+                f"/v1/refund-decisions/{b['refund_id']}", headers=key(world, "reviewer")
+            ).json()["features"]["customer_refund_requests_7d"]
+            for b in (first, second)
+        ]
+    assert counts[1] == counts[0] + 1
+    assert rows_for(world, first["refund_id"]) == rows_for(world, second["refund_id"]) == 1
 
 
 def test_without_a_model_the_service_decides_by_rules_and_says_so(
