@@ -394,6 +394,10 @@ def test_a_database_that_refuses_the_decision_gives_503_and_no_decision(
         assert r.json()["error"]["code"] == "database_unavailable"
         assert "decision_id" not in r.text
         assert rows_for(world, body["refund_id"]) == 0
+        assert (
+            'refund_risk_http_request_duration_seconds_count{method="POST",'
+            'route="/v1/refund-decisions",status="503"}' in client.get("/metrics").text
+        )
         with sqlite3.connect(world.db_path) as con:
             appended = con.execute(
                 "SELECT count(*) FROM event_refund_requests WHERE refund_id = ?",
