@@ -760,6 +760,11 @@ def _template_pieces(template: str) -> tuple[tuple[str, str | None], ...]:
     return tuple((literal, name) for literal, name, _, _ in string.Formatter().parse(template))
 
 
+def placeholders(template: str) -> tuple[str, ...]:
+    """The `{placeholder}` names of a well-formed template, in order (parsed once)."""
+    return tuple(name for _, name in _template_pieces(template) if name is not None)
+
+
 def render_template(template: str, values: Mapping[str, str]) -> str:
     """Fill `{placeholder}`s from already formatted values (no attribute access, no eval)."""
     parts = []

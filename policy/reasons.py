@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import re
 import string
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 import yaml
 
 from features.definitions import BY_NAME, Feature
-from policy.model import PolicyError, render_template, template_fields
+from policy.model import PolicyError, placeholders, render_template, template_fields
 from refund_risk.errors import NotFoundError
 
 DEFAULT_REASONS_PATH = Path(__file__).resolve().parent / "reasons.yaml"
@@ -51,7 +51,6 @@ LINK_WORDS: dict[str, str] = {
     "any": "a device, address or payment instrument",
 }
 _FAMILY_PARTS: dict[str, dict[str, str]] = {"window": WINDOW_WORDS, "link": LINK_WORDS}
-_VALUE_FIELDS = frozenset({"value", "count", "money", "percent", "days", "label", "s"})
 
 
 class Contribution(NamedTuple):
@@ -193,6 +192,20 @@ def _value_words(feature: Feature | None, name: str, value: float) -> str:
     return _number(value)
 
 
+_VALUES: dict[str, Callable[[Feature | None, str, float], str]] = {
+    "value": _value_words,
+    "count": lambda _f, _n, value: f"{round(value):,d}",
+    "money": lambda _f, _n, value: f"{value:,.2f}",
+    "percent": lambda _f, _n, value: f"{value:.0%}",
+    "days": lambda _f, _n, value: _number(value),
+    "label": lambda feature, _n, value: _label(feature, value),
+    "s": lambda _f, _n, value: "" if round(value) == 1 else "s",
+}
+"""How a template's value placeholders are written, from the feature, its name and value."""
+
+_VALUE_FIELDS = frozenset(_VALUES)
+
+
 def describe_contribution(
     contribution: Contribution, templates: ReasonTemplates = EMPTY_TEMPLATES
 ) -> str:
@@ -208,16 +221,9 @@ def describe_contribution(
             if template.missing is not None:
                 return _sentence(render_template(template.missing, values))
         else:
-            count = round(value)
-            values |= {
-                "value": _value_words(feature, name, value),
-                "count": f"{count:,d}",
-                "money": f"{value:,.2f}",
-                "percent": f"{value:.0%}",
-                "days": _number(value),
-                "label": _label(feature, value),
-                "s": "" if count == 1 else "s",
-            }
+            for placeholder in placeholders(template.text):  # only those it uses
+                if placeholder not in values:
+                    values[placeholder] = _VALUES[placeholder](feature, name, value)
             return _sentence(render_template(template.text, values))
     shown = "unknown" if missing else _value_words(feature, name, value)
     if feature is not None:

@@ -139,7 +139,7 @@ def _top(model: LoadedModel, x: np.ndarray, top: int = TOP_REASONS) -> tuple[Con
         return ()
     values = x.tolist()
     names = model.feature_names
-    return tuple(Contribution(names[i], values[i], c) for i, c in model.lookup.top(x, top))
+    return tuple(Contribution(names[i], values[i], c) for i, c in model.lookup.top(values, top))
 
 
 def tier_score(models: ModelSet, row: list[float]) -> float | None:

@@ -56,13 +56,11 @@ from serving.schemas import (
     DecisionOut,
     EventsIn,
     EventsOut,
-    ModelVersions,
     Privileges,
     ReadinessOut,
     RefundDecisionRequest,
     ReloadOut,
     StoredDecisionOut,
-    Timing,
 )
 from serving.scoring import (
     PolicySet,
@@ -273,60 +271,65 @@ class Service:
             )
         decided = time.perf_counter()
         models = snapshot.models
-        # Built from values this code made and typed: no need to validate them again.
-        versions = ModelVersions.model_construct(
-            abuse_model=None if models.abuse is None else models.abuse.label,
-            tier_model=None if models.tier is None else models.tier.label,
-            policy=f"{decision.policy_name} v{decision.policy_version}",
-            policy_hash=decision.policy_hash,
-            tiers_version=decision.tiers_version,
-            tiers_hash=decision.tiers_hash,
-            feature_version=FEATURE_VERSION,
-        )
+        abuse_model = None if models.abuse is None else models.abuse.label
+        tier_model = None if models.tier is None else models.tier.label
         decided_at = _now()
-        out = DecisionOut.model_construct(
-            decision_id=db.new_decision_id(),
-            refund_id=request.refund_id,
-            customer_id=request.customer_id,
-            action=decision.action,
-            abuse_score=None if degraded else round(decision.abuse_score, 6),
-            abuse_band=None if degraded else decision.abuse_band,
-            tier=decision.tier,
-            tier_score=None if scored.tier_score is None else round(scored.tier_score, 6),
-            tier_source=tier_source(override, decision.tier, scored.tier_score),
-            offered_share=decision.offered_share,
-            offered_amount=decision.offered_amount,
-            rule_id=decision.rule_id,
-            reasons=reasons,
-            customer_message=decision.customer_message,
-            degraded=degraded,
-            versions=versions,
-            decided_at=decided_at.replace(tzinfo=UTC),
-            timing=Timing.model_construct(
-                features_ms=_ms(featured - started),
-                scoring_ms=_ms(scored_at - featured),
-                policy_ms=_ms(decided - scored_at),
-                total_ms=_ms(time.perf_counter() - started),
-            ),
-        )
+        decision_id = db.new_decision_id()
+        abuse_score = None if degraded else round(decision.abuse_score, 6)
+        # The answer, field for field as `DecisionOut` (the documented schema) writes it, from
+        # values this code made and typed: serialised straight from a dict, which costs a
+        # quarter of building the model and dumping it (tests hold the two identical).
+        out: dict[str, Any] = {
+            "decision_id": decision_id,
+            "refund_id": request.refund_id,
+            "customer_id": request.customer_id,
+            "action": decision.action,
+            "abuse_score": abuse_score,
+            "abuse_band": None if degraded else decision.abuse_band,
+            "tier": decision.tier,
+            "tier_score": None if scored.tier_score is None else round(scored.tier_score, 6),
+            "tier_source": tier_source(override, decision.tier, scored.tier_score),
+            "offered_share": decision.offered_share,
+            "offered_amount": decision.offered_amount,
+            "rule_id": decision.rule_id,
+            "reasons": reasons,
+            "customer_message": decision.customer_message,
+            "degraded": degraded,
+            "versions": {
+                "abuse_model": abuse_model,
+                "tier_model": tier_model,
+                "policy": f"{decision.policy_name} v{decision.policy_version}",
+                "policy_hash": decision.policy_hash,
+                "tiers_version": decision.tiers_version,
+                "tiers_hash": decision.tiers_hash,
+                "feature_version": FEATURE_VERSION,
+            },
+            "decided_at": decided_at.replace(tzinfo=UTC),
+            "timing": {
+                "features_ms": _ms(featured - started),
+                "scoring_ms": _ms(scored_at - featured),
+                "policy_ms": _ms(decided - scored_at),
+                "total_ms": _ms(time.perf_counter() - started),
+            },
+        }
         features = pydantic_core.to_json(row, inf_nan_mode="null").decode()
         pending = PendingDecision(
             row=db.decision_row(
-                decision_id=out.decision_id,
-                refund_id=out.refund_id,
-                customer_id=out.customer_id,
+                decision_id=decision_id,
+                refund_id=request.refund_id,
+                customer_id=request.customer_id,
                 decided_at=decided_at,
                 action=decision.action.value,
                 rule_id=decision.rule_id,
                 degraded=degraded,
-                abuse_score=out.abuse_score,
+                abuse_score=abuse_score,
                 tier=decision.tier,
                 amount_requested=request.amount_requested,
-                abuse_model_version=versions.abuse_model,
-                tier_model_version=versions.tier_model,
+                abuse_model_version=abuse_model,
+                tier_model_version=tier_model,
                 policy_hash=decision.policy_hash,
                 feature_version=FEATURE_VERSION,
-                response=out.model_dump_json(),
+                response=pydantic_core.to_json(out).decode(),
                 request=request.model_dump_json(),
                 features=features,
             ),

@@ -27,6 +27,7 @@ from serving_world import World, decision_body, held, key, rows_for
 from features.definitions import FEATURE_NAMES
 from refund_risk.settings import load_settings
 from serving.app import create_app
+from serving.schemas import DecisionOut
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("serving-model")]
 
@@ -68,6 +69,8 @@ def test_a_decision_carries_everything_and_is_stored(world: World, client: TestC
     assert d["versions"]["policy"].startswith("default v")
     assert d["timing"]["total_ms"] > 0
     assert r.headers.get("Idempotent-Replay") is None
+    # Byte for byte what the documented schema writes (fields, order, formats).
+    assert DecisionOut.model_validate_json(r.text).model_dump_json() == r.text
     assert rows_for(world, body["refund_id"]) == 1
 
 
@@ -496,6 +499,7 @@ def test_without_a_model_the_service_decides_by_rules_and_says_so(
         d = r.json()
         assert d["degraded"] is True and d["abuse_score"] is None and d["abuse_band"] is None
         assert d["versions"]["abuse_model"] is None
+        assert DecisionOut.model_validate_json(r.text).model_dump_json() == r.text
         assert d["versions"]["policy"].startswith("degraded v")
         assert d["action"] in {"auto_approve", "standard_return", "manual_review"}
         assert "refund_risk_degraded 1.0" in degraded.get("/metrics").text
