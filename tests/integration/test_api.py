@@ -8,7 +8,6 @@ that need their own (degraded mode, a broken database) make it.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -428,20 +427,20 @@ def test_a_recorder_process_that_dies_fails_its_decisions_with_503_and_is_replac
     dead = recorder.pid
     body = decision_body(world, held(world, 17))
     os.kill(dead, signal.SIGSTOP)  # it takes the group, then dies before committing it
+    pool = ThreadPoolExecutor(1)
     try:
-        with ThreadPoolExecutor(1) as pool:
-            answer = pool.submit(
-                client.post, "/v1/refund-decisions", json=body, headers=key(world, "scorer")
-            )
-            deadline = time.monotonic() + 30
-            while service.writer.in_flight == 0 and time.monotonic() < deadline:
-                time.sleep(0.01)
-            assert service.writer.in_flight == 1
-            os.kill(dead, signal.SIGKILL)
-            r = answer.result(timeout=30)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(dead, signal.SIGKILL)
+        answer = pool.submit(
+            client.post, "/v1/refund-decisions", json=body, headers=key(world, "scorer")
+        )
+        deadline = time.monotonic() + 30
+        while service.writer.in_flight == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        in_flight = service.writer.in_flight
+    finally:  # whatever happened, the request must end: the process dies here
+        os.kill(dead, signal.SIGKILL)
+        pool.shutdown(wait=True)
+    assert in_flight == 1
+    r = answer.result()
     assert r.status_code == 503, r.text
     assert r.headers["Retry-After"] == str(world.settings.retry_after_seconds)
     assert r.json()["error"]["code"] == "database_unavailable"
