@@ -13,6 +13,11 @@ The event loop sends one group at a time over a pipe and answers the group's req
 process replies that it committed; requests that arrive meanwhile form the next group. A process
 that dies or a pipe that breaks fails the group in flight (503, nothing returned unrecorded) and
 the next group starts a new process.
+
+Messages cross the pipe as length-prefixed pickles. The service's end never blocks: a group or
+reply larger than the socket's buffer (hundreds of decisions, or a retried batch whose stored
+answers all come back) is written and read in parts as the event loop finds the pipe ready. The
+recorder's end blocks, as a process with one thing to do may.
 """
 
 from __future__ import annotations
@@ -20,7 +25,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import os
+import pickle
+import select
 import signal
+import struct
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection as Pipe
@@ -75,6 +85,34 @@ def record_group(
     return Outcome(frozenset(inserted), stored)
 
 
+_HEADER = struct.Struct("!Q")
+"""A message's length, ahead of its pickle."""
+
+
+def _frame(message: object) -> bytes:
+    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return _HEADER.pack(len(payload)) + payload
+
+
+def _read_exactly(fd: int, size: int) -> bytes:
+    """`size` bytes from a blocking `fd`; EOFError if it ends first."""
+    parts: list[bytes] = []
+    while size:
+        part = os.read(fd, min(size, 1 << 20))
+        if not part:
+            raise EOFError("the pipe was closed")
+        parts.append(part)
+        size -= len(part)
+    return b"".join(parts)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """All of `data` to a blocking `fd`."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def _serve(pipe: Pipe, url: str, schema: str | None) -> None:
     """The recorder process: record each group the pipe brings, reply with its outcome."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the service stops it, after the last group
@@ -85,11 +123,13 @@ def _serve(pipe: Pipe, url: str, schema: str | None) -> None:
     checkpointer = Checkpointer.for_engine(engine)
     if checkpointer is not None:
         checkpointer.start()
+    fd = pipe.fileno()
     try:
         while True:
             try:
-                message = pipe.recv()
-            except EOFError:  # the service is gone
+                (size,) = _HEADER.unpack(_read_exactly(fd, _HEADER.size))
+                message = pickle.loads(_read_exactly(fd, size))
+            except (EOFError, OSError):  # the service is gone
                 return
             if message is None:
                 return
@@ -104,7 +144,10 @@ def _serve(pipe: Pipe, url: str, schema: str | None) -> None:
                 )
             except Exception as exc:  # a bug: reported to the service, which logs it
                 reply = Failure(False, f"{type(exc).__name__}: {exc}")
-            pipe.send(reply)
+            try:
+                _write_all(fd, _frame(reply))
+            except OSError:  # the service is gone
+                return
     finally:
         if checkpointer is not None:
             checkpointer.stop()
@@ -115,7 +158,9 @@ class RecorderProcess:
     """A recorder process for one database, and the service's end of its pipe.
 
     Not thread-safe: the event loop's thread sends and receives. One group is in flight at a
-    time (the caller sees to it), so a send never waits for more than the process to read.
+    time (the caller sees to it). Neither `send` nor `receive` ever blocks: each does what the
+    pipe allows and says whether the message is through; the caller calls again when the pipe
+    is ready (`fileno`), or waits with `finish`.
     """
 
     def __init__(self, url: str, schema: str | None = None) -> None:
@@ -123,6 +168,8 @@ class RecorderProcess:
         self.schema = schema
         self._pipe: Pipe | None = None
         self._process: multiprocessing.process.BaseProcess | None = None
+        self._outgoing = memoryview(b"")
+        self._incoming = bytearray()
 
     @property
     def running(self) -> bool:
@@ -133,6 +180,11 @@ class RecorderProcess:
     def pid(self) -> int | None:
         """The process id, while running."""
         return None if self._process is None else self._process.pid
+
+    @property
+    def sending(self) -> bool:
+        """True while part of a group is still to be written (see `write`)."""
+        return bool(self._outgoing)
 
     def start(self) -> None:
         """Start the process (a fork of a clean server process, so no locks, threads or
@@ -148,34 +200,84 @@ class RecorderProcess:
         )
         process.start()
         theirs.close()
+        os.set_blocking(ours.fileno(), False)
         self._pipe, self._process = ours, process
+        self._outgoing, self._incoming = memoryview(b""), bytearray()
 
     def fileno(self) -> int:
-        """The pipe's file descriptor: readable when a reply has come."""
+        """The pipe's file descriptor: readable when (part of) a reply has come, writable when
+        more of a group can be written."""
         assert self._pipe is not None
         return self._pipe.fileno()
 
-    def send(self, rows: Rows, refund_rows: Rows) -> None:
-        """Hand one group to the process; raises OSError if it is gone."""
+    def send(self, rows: Rows, refund_rows: Rows) -> bool:
+        """Hand one group to the process, starting it if need be; True when all of it is
+        written, False when the rest waits for `write`. Raises OSError if the process is gone."""
         if self._pipe is None:
             self.start()
-        assert self._pipe is not None
-        self._pipe.send((list(rows), list(refund_rows)))
+        self._outgoing = memoryview(_frame((list(rows), list(refund_rows))))
+        return self.write()
 
-    def receive(self, timeout: float | None = None) -> Outcome | Failure:
-        """The reply to the group in flight; raises EOFError or OSError if the process died
-        (and TimeoutError if `timeout` seconds pass first)."""
-        assert self._pipe is not None
-        if timeout is not None and not self._pipe.poll(timeout):
-            raise TimeoutError("the recorder process did not answer in time")
-        reply = self._pipe.recv()
+    def write(self) -> bool:
+        """Write what the pipe takes of the group being sent; True when all of it is written.
+        Raises OSError if the process is gone."""
+        fd = self.fileno()
+        while self._outgoing:
+            try:
+                written = os.write(fd, self._outgoing)
+            except BlockingIOError:
+                return False
+            self._outgoing = self._outgoing[written:]
+        return True
+
+    def receive(self) -> Outcome | Failure | None:
+        """The reply to the group in flight, or None while only part of it has come. Raises
+        EOFError or OSError if the process died."""
+        fd = self.fileno()
+        while True:
+            reply = self._take_reply()
+            if reply is not None:
+                return reply
+            try:
+                part = os.read(fd, 1 << 20)
+            except BlockingIOError:
+                return None
+            if not part:
+                raise EOFError("the recorder process closed its pipe")
+            self._incoming += part
+
+    def _take_reply(self) -> Outcome | Failure | None:
+        if len(self._incoming) < _HEADER.size:
+            return None
+        (size,) = _HEADER.unpack_from(self._incoming)
+        end = _HEADER.size + size
+        if len(self._incoming) < end:
+            return None
+        reply = pickle.loads(self._incoming[_HEADER.size : end])
+        del self._incoming[:end]
         assert isinstance(reply, Outcome | Failure)
         return reply
+
+    def finish(self, timeout: float) -> Outcome | Failure:
+        """Write the rest of the group and wait for its reply, away from an event loop; raises
+        TimeoutError if `timeout` seconds pass first, EOFError or OSError if the process died."""
+        deadline = time.monotonic() + timeout
+        fd = self.fileno()
+        while True:
+            self.write()
+            reply = self.receive()
+            if reply is not None:
+                return reply
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the recorder process did not answer in time")
+            select.select([fd], [fd] if self.sending else [], [], left)
 
     def discard(self) -> None:
         """Forget a process found dead or broken (the next `send` starts a new one)."""
         pipe, process = self._pipe, self._process
         self._pipe = self._process = None
+        self._outgoing, self._incoming = memoryview(b""), bytearray()
         if pipe is not None:
             pipe.close()
         if process is not None:
@@ -188,7 +290,8 @@ class RecorderProcess:
         if pipe is None or process is None:
             return
         with contextlib.suppress(OSError):
-            pipe.send(None)
+            os.set_blocking(pipe.fileno(), True)
+            _write_all(pipe.fileno(), _frame(None))
         process.join(timeout=timeout)
         if process.is_alive():
             log.warning("the recorder process did not stop in %.0f s; killing it", timeout)

@@ -147,7 +147,7 @@ class DecisionWriter:
             self._settle(batch, outcome)
             return
         try:
-            self.recorder.send(rows, refund_rows)
+            sent = self.recorder.send(rows, refund_rows)
         except OSError as exc:
             self._lose_recorder()
             self._settle(batch, Failure(True, f"the recorder process is gone ({exc})"))
@@ -156,36 +156,80 @@ class DecisionWriter:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # called outside the event loop (closing): wait for the reply
-            self._receive()
+            self._wait(timeout=30.0)
             return
         if self._reading is not loop:
+            self._stop_reading()
             loop.add_reader(self.recorder.fileno(), self._receive)
             self._reading = loop
+        if not sent:  # the rest goes as the pipe drains
+            loop.add_writer(self.recorder.fileno(), self._write)
 
-    def _receive(self, timeout: float | None = None) -> None:
-        """Take the recorder's reply to the group in flight, then send what is pending."""
-        assert self.recorder is not None
-        batch, self._in_flight = self._in_flight, None
+    def _write(self) -> None:
+        """Write more of the group in flight (the pipe can take some)."""
+        assert self.recorder is not None and self._reading is not None
         try:
-            outcome = self.recorder.receive(timeout)
+            sent = self.recorder.write()
+        except OSError as exc:
+            self._recorder_failed(exc)
+            return
+        if sent:
+            self._reading.remove_writer(self.recorder.fileno())
+
+    def _receive(self) -> None:
+        """Take (part of) the recorder's reply to the group in flight; once it is whole, answer
+        the group and send what is pending."""
+        assert self.recorder is not None
+        try:
+            outcome = self.recorder.receive()
+        except Exception as exc:  # EOF, a broken pipe
+            self._recorder_failed(exc)
+            return
+        if outcome is not None:
+            self._received(outcome)
+
+    def _wait(self, timeout: float) -> None:
+        """Wait for the reply to the group in flight, away from the event loop."""
+        assert self.recorder is not None
+        try:
+            outcome = self.recorder.finish(timeout)
         except Exception as exc:  # EOF, a broken pipe, no answer in time
-            self._lose_recorder()
-            if batch is None:  # it ended with nothing in flight; the next group starts anew
-                log.warning("the recorder process ended (%s)", type(exc).__name__)
-                return
-            outcome = Failure(True, f"the recorder process is gone ({type(exc).__name__})")
+            self._recorder_failed(exc)
+            return
+        self._received(outcome)
+
+    def _received(self, outcome: Outcome | Failure) -> None:
+        batch, self._in_flight = self._in_flight, None
         if batch is None:
             log.error("the recorder process replied with nothing in flight: %r", outcome)
             return
         self._settle(batch, outcome)
         self.flush()
 
+    def _recorder_failed(self, exc: BaseException) -> None:
+        """The recorder process died, broke its pipe or did not answer: fail the group in
+        flight (if any) and forget the process; the next group starts a new one."""
+        batch, self._in_flight = self._in_flight, None
+        self._lose_recorder()
+        if batch is None:
+            log.warning("the recorder process ended (%s)", type(exc).__name__)
+            return
+        self._settle(batch, Failure(True, f"the recorder process is gone ({type(exc).__name__})"))
+        self.flush()
+
+    def _stop_reading(self) -> None:
+        """Stop watching the recorder's pipe."""
+        assert self.recorder is not None
+        if self._reading is not None and self.recorder.running:
+            fd = self.recorder.fileno()
+            self._reading.remove_reader(fd)
+            self._reading.remove_writer(fd)
+        self._reading = None
+
     def _lose_recorder(self) -> None:
         """Stop listening to a recorder process that died or broke, and forget it."""
         assert self.recorder is not None
-        if self._reading is not None and self.recorder.running:
-            self._reading.remove_reader(self.recorder.fileno())
-        self._reading = None
+        self._stop_reading()
         self.recorder.discard()
 
     def close(self, timeout: float = 30.0) -> None:
@@ -194,10 +238,8 @@ class DecisionWriter:
         if self.recorder is None:
             return
         while self._in_flight is not None:
-            self._receive(timeout)
-        if self._reading is not None and self.recorder.running:
-            self._reading.remove_reader(self.recorder.fileno())
-        self._reading = None
+            self._wait(timeout)
+        self._stop_reading()
         self.recorder.stop()
 
     def _settle(

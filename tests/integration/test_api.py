@@ -452,6 +452,44 @@ def test_a_recorder_process_that_dies_fails_its_decisions_with_503_and_is_replac
     assert recorder.running and recorder.pid != dead
 
 
+def test_a_group_larger_than_the_pipe_buffer_is_recorded_and_replayed_whole(
+    world: World,
+) -> None:
+    # Hundreds of decisions in one group: the group sent to the recorder process and the reply
+    # carrying every stored answer (a second service, which recorded none of them, replays
+    # them all) are each far larger than a socket buffer, so both cross the pipe in parts.
+    # Under uvloop, as served: its watch on the pipe makes the pipe non-blocking.
+    refunds = world.tables["refund_requests"].drop_duplicates("customer_id").head(300)
+    bodies = [
+        decision_body(world, r, refund_id=f"{r['refund_id']}-large") for _, r in refunds.iterrows()
+    ]
+    settings = world.settings.model_copy(update={"batch_limit": len(bodies)})
+    answers = []
+    for _ in range(2):
+        app = create_app(settings, freeze_gc=False)
+        with TestClient(app, backend_options={"use_uvloop": True}) as fresh:
+            recorder = fresh.app.state.service.writer.recorder  # type: ignore[attr-defined]
+            pid = recorder.pid
+            # One decision first, so the loop watches the pipe before the large group goes.
+            warm = fresh.post("/v1/refund-decisions", json=bodies[0], headers=key(world, "scorer"))
+            assert warm.status_code == 200, warm.text
+            r = fresh.post(
+                "/v1/refund-decisions/batch",
+                json={"requests": bodies},
+                headers=key(world, "scorer"),
+            )
+            assert r.status_code == 200, r.text[:500]
+            answers.append(r.json()["results"])
+            assert recorder.pid == pid  # never lost and restarted
+    first, second = answers
+    assert [x["status"] for x in first] == [200] * len(bodies), first[0]
+    assert [x["replayed"] for x in first] == [True] + [False] * (len(bodies) - 1)
+    assert [x["status"] for x in second] == [200] * len(bodies), second[0]
+    assert all(x["replayed"] for x in second)
+    assert [x["decision"] for x in second] == [x["decision"] for x in first]
+    assert all(rows_for(world, b["refund_id"]) == 1 for b in bodies[::50])
+
+
 def test_decisions_can_be_recorded_on_the_event_loop_instead(world: World) -> None:
     settings = world.settings.model_copy(update={"record_in_process": False})
     with TestClient(create_app(settings, freeze_gc=False)) as inline:
