@@ -754,21 +754,16 @@ def template_fields(template: str) -> list[str]:
 
 
 @functools.lru_cache(maxsize=4096)
-def _template_pieces(template: str) -> tuple[tuple[str, str | None], ...]:
+def template_pieces(template: str) -> tuple[tuple[str, str | None], ...]:
     """A template split into (literal, placeholder) pairs; parsed once per template text,
     because reasons are rendered on every decision."""
     return tuple((literal, name) for literal, name, _, _ in string.Formatter().parse(template))
 
 
-def placeholders(template: str) -> tuple[str, ...]:
-    """The `{placeholder}` names of a well-formed template, in order (parsed once)."""
-    return tuple(name for _, name in _template_pieces(template) if name is not None)
-
-
 def render_template(template: str, values: Mapping[str, str]) -> str:
     """Fill `{placeholder}`s from already formatted values (no attribute access, no eval)."""
     parts = []
-    for literal, name in _template_pieces(template):
+    for literal, name in template_pieces(template):
         parts.append(literal)
         if name is not None:
             parts.append(values[name])

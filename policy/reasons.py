@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 import yaml
 
 from features.definitions import BY_NAME, Feature
-from policy.model import PolicyError, placeholders, render_template, template_fields
+from policy.model import PolicyError, render_template, template_fields, template_pieces
 from refund_risk.errors import NotFoundError
 
 DEFAULT_REASONS_PATH = Path(__file__).resolve().parent / "reasons.yaml"
@@ -210,27 +210,53 @@ def describe_contribution(
     contribution: Contribution, templates: ReasonTemplates = EMPTY_TEMPLATES
 ) -> str:
     """One reviewer sentence for one feature's contribution."""
-    name, value = contribution.feature, contribution.value
+    return sentence_writer(contribution.feature, templates)(contribution.value)
+
+
+def sentence_writer(
+    name: str, templates: ReasonTemplates = EMPTY_TEMPLATES
+) -> Callable[[float], str]:
+    """The sentence of feature `name` for any value, with its template found and split once.
+
+    A feature with a template is written by it (by its `missing:` sentence when the value is
+    empty, if it has one); any other is written as its description and its value.
+    """
     feature = BY_NAME.get(name)
-    found = templates.find(name)
-    missing = _is_missing(value)
-    if found is not None:
-        template, parts = found
-        values = {part: _FAMILY_PARTS[part][word] for part, word in parts.items()}
-        if missing:
-            if template.missing is not None:
-                return _sentence(render_template(template.missing, values))
-        else:
-            for placeholder in placeholders(template.text):  # only those it uses
-                if placeholder not in values:
-                    values[placeholder] = _VALUES[placeholder](feature, name, value)
-            return _sentence(render_template(template.text, values))
-    shown = "unknown" if missing else _value_words(feature, name, value)
     if feature is not None:
         # Descriptions may add a note after a semicolon (how emptiness is coded): not for people.
         summary = feature.description.split(";")[0].rstrip(".")
-        return _sentence(f"{summary}: {shown}")
-    return _sentence(f"{name.replace('_', ' ')}: {shown}")
+    else:
+        summary = name.replace("_", " ")
+    unknown = _sentence(f"{summary}: unknown")
+
+    def plain(value: float) -> str:
+        if _is_missing(value):
+            return unknown
+        return _sentence(f"{summary}: {_value_words(feature, name, value)}")
+
+    found = templates.find(name)
+    if found is None:
+        return plain
+    template, parts = found
+    fixed = {part: _FAMILY_PARTS[part][word] for part, word in parts.items()}
+    missing = (
+        unknown if template.missing is None else _sentence(render_template(template.missing, fixed))
+    )
+    # The template as literal text and the value's formatters, in order ("" between them).
+    pieces: list[str | Callable[[Feature | None, str, float], str]] = []
+    for literal, placeholder in template_pieces(template.text):
+        pieces.append(literal)
+        if placeholder is not None:
+            pieces.append(fixed[placeholder] if placeholder in fixed else _VALUES[placeholder])
+
+    def templated(value: float) -> str:
+        if _is_missing(value):
+            return missing
+        return _sentence(
+            "".join(p if isinstance(p, str) else p(feature, name, value) for p in pieces)
+        )
+
+    return templated
 
 
 def _sentence(text: str) -> str:

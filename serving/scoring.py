@@ -11,7 +11,7 @@ degraded and carries no score. Without a tier model every customer gets the defa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,8 +33,8 @@ from policy.model import (
 from policy.reasons import (
     Contribution,
     ReasonTemplates,
-    describe_contribution,
     load_reason_templates,
+    sentence_writer,
 )
 from serving.models import LoadedModel, ModelSet
 from serving.schemas import RefundDecisionRequest
@@ -51,21 +51,18 @@ _LINKED_ABUSIVE_REFUNDS = _POSITION["linked_accounts_confirmed_abusive_refunds_b
 _LINKED_ACCOUNTS = _POSITION["linked_accounts_by_any"]
 
 
-SENTENCE_CACHE = 100_000
-"""Reviewer sentences remembered per (feature, value) before the memory starts afresh."""
-
-
 @dataclass(frozen=True)
 class CachedReasonTemplates(ReasonTemplates):
-    """Reason templates that remember which template each feature uses, and the sentences.
+    """Reason templates that remember which template each feature uses and how it is written.
 
-    Finding a feature's template tries every template's pattern in turn, and a sentence depends
-    only on the feature and its value (counts, codes and amounts repeat a lot); for a loaded
-    file neither ever changes, so both are remembered.
+    Finding a feature's template tries every template's pattern in turn; for a loaded file the
+    answer never changes, so each feature's sentence writer is made once.
     """
 
     found: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
-    sentences: dict[tuple[str, float], str] = field(default_factory=dict, compare=False, repr=False)
+    writers: dict[str, Callable[[float], str]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def find(self, feature: str) -> Any:
         """The template for `feature` and the family parts its name filled in, if any."""
@@ -77,13 +74,11 @@ class CachedReasonTemplates(ReasonTemplates):
 
     def sentence(self, contribution: Contribution) -> str:
         """The reviewer sentence for one feature's contribution (see `describe_contribution`)."""
-        key = (contribution.feature, contribution.value)
-        found = self.sentences.get(key)
-        if found is None:
-            if len(self.sentences) >= SENTENCE_CACHE:
-                self.sentences.clear()
-            found = self.sentences[key] = describe_contribution(contribution, self)
-        return found
+        try:
+            write = self.writers[contribution.feature]
+        except KeyError:
+            write = self.writers[contribution.feature] = sentence_writer(contribution.feature, self)
+        return write(contribution.value)
 
 
 @dataclass(frozen=True)
