@@ -15,8 +15,9 @@
    the load). Every request carries a new refund id and a later time than the one before, so
    each is a real decision (features from the customer's history, model, policy, reasons, the
    decision stored before the answer) and each customer's requests arrive in time order, as
-   they do in life. The server's CPU time over the measured part (all its processes and
-   threads) is read from /proc.
+   they do in life. The server's CPU time over the measured part is read from /proc: in all
+   (its processes and threads), and its main process's own, whose event loop every request
+   passes through: with one worker, that one is what bounds throughput.
 
 With `--pin` (two or more cores) the server runs on one core and the load on the others; by
 default the operating system places them, as it would in production. `--database-url` runs on
@@ -192,10 +193,10 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """CPU time (user + system) a process and its descendants (the service's recorder process)
-    have used so far; None where /proc is not there."""
-    total = 0.0
+def cpu_seconds(pid: int) -> tuple[float, float] | None:
+    """CPU time (user + system) used so far by a process, and by its descendants (the
+    service's recorder process); None where /proc is not there."""
+    times = [0.0, 0.0]
     for each in (pid, *_descendants(pid)):
         try:
             fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
@@ -203,8 +204,8 @@ def cpu_seconds(pid: int) -> float | None:
             if each == pid:
                 return None
             continue  # ended meanwhile
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+        times[each != pid] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return times[0], times[1]
 
 
 @dataclass
@@ -212,14 +213,24 @@ class Measured:
     """One endpoint's run and the server's CPU time during the measured part of it."""
 
     load: LoadResult
-    cpu_seconds: float | None
+    cpu_seconds: tuple[float, float] | None
+    """The server process's own (its event loop's), and its child processes'."""
+
+    def _per_request(self, seconds: float) -> float | None:
+        if not self.load.requests:
+            return None
+        return seconds / self.load.requests * 1e6
 
     @property
     def cpu_us_per_request(self) -> float | None:
         """Server CPU per answered request, microseconds (all its processes and threads)."""
-        if self.cpu_seconds is None or not self.load.requests:
-            return None
-        return self.cpu_seconds / self.load.requests * 1e6
+        return None if self.cpu_seconds is None else self._per_request(sum(self.cpu_seconds))
+
+    @property
+    def loop_cpu_us_per_request(self) -> float | None:
+        """The server process's own CPU per answered request, microseconds: with one worker,
+        throughput is at most one second of it per second."""
+        return None if self.cpu_seconds is None else self._per_request(self.cpu_seconds[0])
 
 
 def drive(
@@ -230,7 +241,7 @@ def drive(
     warmup_requests: int,
 ) -> Measured:
     """Run the load against a started server, noting its CPU time while measuring."""
-    began: list[float | None] = []
+    began: list[tuple[float, float] | None] = []
     result = run_load(
         "127.0.0.1",
         port,
@@ -243,7 +254,9 @@ def drive(
     )
     ended = cpu_seconds(process.pid)
     start = began[0] if began else None
-    return Measured(result, None if start is None or ended is None else ended - start)
+    if start is None or ended is None:
+        return Measured(result, None)
+    return Measured(result, (ended[0] - start[0], ended[1] - start[1]))
 
 
 @contextmanager
@@ -502,14 +515,16 @@ def report(results: dict[str, Measured], args: argparse.Namespace) -> None:
     )
     print(
         f"{'endpoint':<10} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} "
-        f"{'errors':>7} {'server CPU us/req':>18}"
+        f"{'errors':>7} {'server CPU us/req':>18} {'of it, main process':>20}"
     )
     for name, figures in (("bare", bare), ("scoring", scoring)):
         cpu = results[name].cpu_us_per_request
+        loop = results[name].loop_cpu_us_per_request
         print(
             f"{name:<10} {figures['throughput_rps']:>9,.0f} {figures['p50_ms']:>8.2f} "
             f"{figures['p99_ms']:>8.2f} {figures['mean_ms']:>8.2f} {figures['errors']:>7.0f} "
-            f"{'n/a' if cpu is None else f'{cpu:,.0f}':>18}"
+            f"{'n/a' if cpu is None else f'{cpu:,.0f}':>18} "
+            f"{'n/a' if loop is None else f'{loop:,.0f}':>20}"
         )
     share = scoring["throughput_rps"] / bare["throughput_rps"]
     p99 = scoring["p99_ms"] / bare["p99_ms"]
@@ -524,6 +539,12 @@ def report(results: dict[str, Measured], args: argparse.Namespace) -> None:
     cpus = [results[n].cpu_us_per_request for n in ("bare", "scoring")]
     if cpus[0] and cpus[1]:
         print(f"bare CPU / scoring CPU per request: {cpus[0] / cpus[1]:.2f}")
+    loops = [results[n].loop_cpu_us_per_request for n in ("bare", "scoring")]
+    if loops[0] and loops[1]:
+        print(
+            f"bare / scoring main-process CPU per request: {loops[0] / loops[1]:.2f} "
+            "(the event loop's share of the work: throughput follows it)"
+        )
     statuses = results["scoring"].load.statuses
     if set(statuses) - {200}:
         print(f"scoring answers by status: {statuses}")
@@ -531,6 +552,9 @@ def report(results: dict[str, Measured], args: argparse.Namespace) -> None:
         for name in ("bare", "scoring"):
             figures = bare if name == "bare" else scoring
             figures["cpu_us_per_request"] = results[name].cpu_us_per_request or float("nan")
+            figures["main_process_cpu_us_per_request"] = results[
+                name
+            ].loop_cpu_us_per_request or float("nan")
         print(
             json.dumps(
                 {"bare": bare, "scoring": scoring, "throughput_share": share, "p99_ratio": p99}

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import secrets
+import os
 import sqlite3
 import threading
 import time
@@ -167,7 +167,7 @@ def new_decision_id() -> str:
     Time-ordered ids are appended at the end of the primary-key index instead of landing on a
     random page of it, so a transaction of many decisions touches few index pages.
     """
-    return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
+    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 
 
 def record_feature_names(engine: Engine, feature_version: str, names: Sequence[str]) -> None:

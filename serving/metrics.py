@@ -100,6 +100,7 @@ class Metrics:
             registry=self.registry,
         )
         self._children: dict[tuple[str, str, str], Any] = {}
+        self._decision_children: dict[tuple[str, bool], Any] = {}
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """Record one request's latency."""
@@ -108,6 +109,16 @@ class Metrics:
         if child is None:
             child = self._children[key] = self.request_seconds.labels(*key)
         child.observe(seconds)
+
+    def count_decision(self, action: str, degraded: bool) -> None:
+        """Count one recorded decision."""
+        key = (action, degraded)
+        child = self._decision_children.get(key)
+        if child is None:
+            child = self._decision_children[key] = self.decisions.labels(
+                action, str(degraded).lower()
+            )
+        child.inc()
 
     def set_models(self, models: dict[str, tuple[str, str] | None], degraded: bool) -> None:
         """Show which model versions are in use (name -> (version, alias), None if missing)."""

@@ -363,7 +363,7 @@ class Service:
         for decision in winners:
             row = decision.row
             recorded[row["refund_id"]] = None
-            self.metrics.decisions.labels(row["action"], str(row["degraded"]).lower()).inc()
+            self.metrics.count_decision(row["action"], row["degraded"])
             if row["action"] == "refund_before_return":
                 self.ledger.open(row["customer_id"], row["refund_id"], row["amount_requested"])
         while len(recorded) > RECENT_REFUND_IDS:
