@@ -352,11 +352,12 @@ async def healthz() -> dict[str, str]:
     response_model=ReadinessOut,
     responses={503: {"model": ReadinessOut, "description": "Degraded or unavailable."}},
     tags=["health"],
-    summary="Readiness: database, models, policy",
+    summary="Readiness: database, decision log, models, policy",
 )
 async def readyz(service: ServiceDep) -> Response:
-    """200 when the database answers and the abuse model is loaded; 503 with the reasons
-    otherwise (degraded: deciding with the rules-only policy)."""
+    """200 when the database answers, decisions are being recorded and the abuse model is
+    loaded; 503 with the reasons otherwise (degraded: deciding with the rules-only policy;
+    unavailable: no database, or the last few groups of decisions could not be recorded)."""
     readiness = service.readiness()
     status = 200 if readiness.status == "ready" else 503
     return JSONResponse(readiness.model_dump(), status_code=status)

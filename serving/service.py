@@ -485,7 +485,8 @@ class Service:
     # --- health and administration -----------------------------------------------------------
 
     def readiness(self) -> ReadinessOut:
-        """Database reachable, abuse model loaded, policy valid: ready; else why not."""
+        """Database reachable, decisions being recorded, abuse model loaded, policy valid:
+        ready; else why not."""
         checks: dict[str, CheckOut] = {}
         try:
             db.ping(self.engine)
@@ -514,7 +515,12 @@ class Service:
                 ok=True, detail=f"{problem}; every customer gets the default tier"
             )
         checks["policy"] = CheckOut(ok=True, detail=self.snapshot.policies.label)
-        if not checks["database"].ok:
+        unrecorded = self.writer.problem()
+        where = "in the recorder process" if self.writer.recorder else "on the event loop"
+        checks["decision_log"] = CheckOut(
+            ok=unrecorded is None, detail=unrecorded or f"decisions are recorded {where}"
+        )
+        if not checks["database"].ok or not checks["decision_log"].ok:
             status = "unavailable"
         elif not checks["abuse_model"].ok:
             status = "degraded"

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +42,12 @@ from serving.errors import DatabaseUnavailableError
 from serving.recorder import Failure, Outcome, RecorderProcess, record_group
 
 log = logging.getLogger(__name__)
+
+FAILED_GROUPS_UNREADY = 3
+"""After this many groups in a row failed to be recorded, the service says it is not ready..."""
+FAILURE_MEMORY_SECONDS = 30.0
+"""...until one is recorded, or this long has passed since the last failure (so that, with no
+traffic sent its way meanwhile, it is tried again)."""
 
 
 @dataclass(frozen=True)
@@ -97,11 +105,25 @@ class DecisionWriter:
         self._reading: asyncio.AbstractEventLoop | None = None
         self._scheduled = False
         self._unsettled: dict[str, asyncio.Future[Recorded]] = {}
+        self._failed_at: deque[float] = deque(maxlen=FAILED_GROUPS_UNREADY)
+        self._last_failure = ""
 
     @property
     def in_flight(self) -> int:
         """Decisions handed to the recorder process and not answered yet."""
         return 0 if self._in_flight is None else len(self._in_flight)
+
+    def problem(self) -> str | None:
+        """Why decisions cannot be recorded now, if the last groups all failed lately."""
+        failed = self._failed_at
+        if len(failed) < FAILED_GROUPS_UNREADY:
+            return None
+        if time.monotonic() - failed[-1] > FAILURE_MEMORY_SECONDS:
+            return None
+        return (
+            f"the last {len(failed)} groups of decisions could not be recorded "
+            f"(answered 503): {self._last_failure}"
+        )
 
     async def record(self, decision: PendingDecision) -> Recorded:
         """Wait until the decision (or a racing writer's) is recorded; raise if it is not."""
@@ -252,6 +274,8 @@ class DecisionWriter:
             if self._unsettled.get(decision.customer_id) is future:
                 del self._unsettled[decision.customer_id]
         if isinstance(outcome, Failure):
+            self._failed_at.append(time.monotonic())
+            self._last_failure = outcome.message
             if outcome.database:
                 log.warning(
                     "decision log write failed for %d decision(s): %s", len(batch), outcome.message
@@ -261,6 +285,7 @@ class DecisionWriter:
             self.on_recorded([], len(batch))
             self._fail(batch)
             return
+        self._failed_at.clear()
         winners = [d for d, _ in batch if d.refund_id in outcome.inserted]
         if winners:  # recorded: now the next request of each customer must see it
             self.builder.remember({"refund_requests": [d.refund_row for d in winners]})

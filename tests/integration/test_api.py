@@ -452,6 +452,39 @@ def test_a_recorder_process_that_dies_fails_its_decisions_with_503_and_is_replac
     assert recorder.running and recorder.pid != dead
 
 
+def test_a_service_that_cannot_record_says_it_is_not_ready_until_it_can(world: World) -> None:
+    with TestClient(create_app(world.settings, freeze_gc=False)) as fresh:
+        service = fresh.app.state.service  # type: ignore[attr-defined]
+        recorder = service.writer.recorder
+        assert fresh.get("/readyz").json()["checks"]["decision_log"] == {
+            "ok": True,
+            "detail": "decisions are recorded in the recorder process",
+        }
+        # Every recorder process started from now on dies at once (an unknown database kind),
+        # while the service's own database connection stays well.
+        url, recorder.url = recorder.url, "nosuchdatabase://"
+        recorder.discard()
+        bodies = [decision_body(world, held(world, i)) for i in (19, 20, 21)]
+        for body in bodies[:2]:
+            r = fresh.post("/v1/refund-decisions", json=body, headers=key(world, "scorer"))
+            assert r.status_code == 503, r.text
+        assert fresh.get("/readyz").status_code == 200  # two failures may be a passing blip
+        r = fresh.post("/v1/refund-decisions", json=bodies[2], headers=key(world, "scorer"))
+        assert r.status_code == 503, r.text
+        ready = fresh.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["status"] == "unavailable"
+        check = ready.json()["checks"]["decision_log"]
+        assert check["ok"] is False
+        assert "the last 3 groups of decisions could not be recorded" in check["detail"]
+        assert ready.json()["checks"]["database"]["ok"] is True
+        recorder.url = url  # mended: the next decision is recorded, and it is ready again
+        r = fresh.post("/v1/refund-decisions", json=bodies[0], headers=key(world, "scorer"))
+        assert r.status_code == 200, r.text
+        assert fresh.get("/readyz").status_code == 200
+    assert all(rows_for(world, b["refund_id"]) == (b is bodies[0]) for b in bodies)
+
+
 def test_a_group_larger_than_the_pipe_buffer_is_recorded_and_replayed_whole(
     world: World,
 ) -> None:
