@@ -142,6 +142,11 @@ def parse_reason_templates(
                     problems.append(
                         f"{where}, field '{field_name}': unknown placeholder {{{name}}}"
                     )
+                elif field_name == "missing" and name not in parts:
+                    problems.append(
+                        f"{where}, field 'missing': {{{name}}} has no value to show when the "
+                        "value is missing"
+                    )
         if not any(pattern.fullmatch(name) for name in known):
             problems.append(f"{where}: matches no known feature")
         (families if parts else exact).append(

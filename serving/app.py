@@ -357,7 +357,8 @@ async def healthz() -> dict[str, str]:
 async def readyz(service: ServiceDep) -> Response:
     """200 when the database answers, decisions are being recorded and the abuse model is
     loaded; 503 with the reasons otherwise (degraded: deciding with the rules-only policy;
-    unavailable: no database, or the last few groups of decisions could not be recorded)."""
+    unavailable: no database, the recorder has not answered for a while, or the last few groups
+    of decisions could not be recorded)."""
     readiness = service.readiness()
     status = 200 if readiness.status == "ready" else 503
     return JSONResponse(readiness.model_dump(), status_code=status)

@@ -66,6 +66,16 @@ class Failure:
     message: str
 
 
+def failure_of(exc: Exception) -> Failure:
+    """How a failed group's transaction is reported: a database's refusal by the first line of
+    its own message (never the statement or its parameters, which hold customers' data), any
+    other error as a bug."""
+    if isinstance(exc, sa.exc.SQLAlchemyError):
+        lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        return Failure(True, lines[0] if lines else type(exc).__name__)
+    return Failure(False, f"{type(exc).__name__}: {exc}")
+
+
 def record_group(
     decisions: DecisionLog,
     store: EventStore,
@@ -138,12 +148,8 @@ def _serve(pipe: Pipe, url: str, schema: str | None) -> None:
             try:
                 with engine.begin() as connection:
                     reply = record_group(decisions, store, connection, rows, refund_rows)
-            except sa.exc.SQLAlchemyError as exc:
-                reply = Failure(
-                    True, str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-                )
-            except Exception as exc:  # a bug: reported to the service, which logs it
-                reply = Failure(False, f"{type(exc).__name__}: {exc}")
+            except Exception as exc:  # refused, or a bug: reported to the service, which logs it
+                reply = failure_of(exc)
             try:
                 _write_all(fd, _frame(reply))
             except OSError:  # the service is gone
@@ -271,7 +277,9 @@ class RecorderProcess:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError("the recorder process did not answer in time")
-            select.select([fd], [fd] if self.sending else [], [], left)
+            poller = select.poll()
+            poller.register(fd, select.POLLIN | (select.POLLOUT if self.sending else 0))
+            poller.poll(left * 1000)
 
     def discard(self) -> None:
         """Forget a process found dead or broken (the next `send` starts a new one)."""

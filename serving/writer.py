@@ -26,6 +26,7 @@ further apart: decisions of one customer are made one after the other, never sid
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -33,18 +34,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import sqlalchemy as sa
-
 from features.online import OnlineFeatureBuilder
 from features.store import EventStore
 from serving.db import DecisionLog
 from serving.errors import DatabaseUnavailableError
-from serving.recorder import Failure, Outcome, RecorderProcess, record_group
+from serving.recorder import Failure, Outcome, RecorderProcess, failure_of, record_group
 
 log = logging.getLogger(__name__)
 
 FAILED_GROUPS_UNREADY = 3
 """After this many groups in a row failed to be recorded, the service says it is not ready..."""
+STUCK_SECONDS = 10.0
+"""A group in flight this long (a lock held elsewhere, a database gone quiet) makes the service
+say it is not ready; its requests still wait for the answer."""
 FAILURE_MEMORY_SECONDS = 30.0
 """...until one is recorded, or this long has passed since the last failure (so that, with no
 traffic sent its way meanwhile, it is tried again)."""
@@ -102,7 +104,9 @@ class DecisionWriter:
         self.recorder = recorder
         self._pending: list[tuple[PendingDecision, asyncio.Future[Recorded]]] = []
         self._in_flight: list[tuple[PendingDecision, asyncio.Future[Recorded]]] | None = None
-        self._reading: asyncio.AbstractEventLoop | None = None
+        # The loop watching the recorder's pipe: (loop, process id, file descriptor).
+        self._watching: tuple[asyncio.AbstractEventLoop, int | None, int] | None = None
+        self._sent_at = 0.0
         self._scheduled = False
         self._unsettled: dict[str, asyncio.Future[Recorded]] = {}
         self._failed_at: deque[float] = deque(maxlen=FAILED_GROUPS_UNREADY)
@@ -114,7 +118,15 @@ class DecisionWriter:
         return 0 if self._in_flight is None else len(self._in_flight)
 
     def problem(self) -> str | None:
-        """Why decisions cannot be recorded now, if the last groups all failed lately."""
+        """Why decisions cannot be recorded now: the last groups all failed lately, or the
+        group in flight has waited too long for the recorder process."""
+        if self._in_flight is not None:
+            waited = time.monotonic() - self._sent_at
+            if waited > STUCK_SECONDS:
+                return (
+                    f"a group of {len(self._in_flight)} decisions has waited {waited:.0f} s "
+                    "for the recorder process"
+                )
         failed = self._failed_at
         if len(failed) < FAILED_GROUPS_UNREADY:
             return None
@@ -162,10 +174,8 @@ class DecisionWriter:
                     outcome: Outcome | Failure = record_group(
                         self.log, self.store, connection, rows, refund_rows
                     )
-            except sa.exc.SQLAlchemyError as exc:
-                outcome = Failure(True, str(exc))
-            except Exception as exc:  # a bug: answered 503 like the rest, and logged
-                outcome = Failure(False, f"{type(exc).__name__}: {exc}")
+            except Exception as exc:  # refused, or a bug: answered 503 like the rest, and logged
+                outcome = failure_of(exc)
             self._settle(batch, outcome)
             return
         try:
@@ -175,28 +185,32 @@ class DecisionWriter:
             self._settle(batch, Failure(True, f"the recorder process is gone ({exc})"))
             return
         self._in_flight = batch
+        self._sent_at = time.monotonic()
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # called outside the event loop (closing): wait for the reply
             self._wait(timeout=30.0)
             return
-        if self._reading is not loop:
+        fd = self.recorder.fileno()
+        watching = (loop, self.recorder.pid, fd)
+        if self._watching != watching:  # a new loop, or a new process (whatever its fd)
             self._stop_reading()
-            loop.add_reader(self.recorder.fileno(), self._receive)
-            self._reading = loop
+            loop.add_reader(fd, self._receive)
+            self._watching = watching
         if not sent:  # the rest goes as the pipe drains
-            loop.add_writer(self.recorder.fileno(), self._write)
+            loop.add_writer(fd, self._write)
 
     def _write(self) -> None:
         """Write more of the group in flight (the pipe can take some)."""
-        assert self.recorder is not None and self._reading is not None
+        assert self.recorder is not None and self._watching is not None
         try:
             sent = self.recorder.write()
         except OSError as exc:
             self._recorder_failed(exc)
             return
         if sent:
-            self._reading.remove_writer(self.recorder.fileno())
+            loop, _, fd = self._watching
+            loop.remove_writer(fd)
 
     def _receive(self) -> None:
         """Take (part of) the recorder's reply to the group in flight; once it is whole, answer
@@ -241,12 +255,12 @@ class DecisionWriter:
 
     def _stop_reading(self) -> None:
         """Stop watching the recorder's pipe."""
-        assert self.recorder is not None
-        if self._reading is not None and self.recorder.running:
-            fd = self.recorder.fileno()
-            self._reading.remove_reader(fd)
-            self._reading.remove_writer(fd)
-        self._reading = None
+        if self._watching is not None:
+            loop, _, fd = self._watching
+            with contextlib.suppress(OSError, ValueError):  # closed meanwhile: nothing to stop
+                loop.remove_reader(fd)
+                loop.remove_writer(fd)
+        self._watching = None
 
     def _lose_recorder(self) -> None:
         """Stop listening to a recorder process that died or broke, and forget it."""

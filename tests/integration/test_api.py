@@ -452,7 +452,9 @@ def test_a_recorder_process_that_dies_fails_its_decisions_with_503_and_is_replac
     assert recorder.running and recorder.pid != dead
 
 
-def test_a_service_that_cannot_record_says_it_is_not_ready_until_it_can(world: World) -> None:
+def test_a_service_that_cannot_record_says_it_is_not_ready_until_it_can(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with TestClient(create_app(world.settings, freeze_gc=False)) as fresh:
         service = fresh.app.state.service  # type: ignore[attr-defined]
         recorder = service.writer.recorder
@@ -460,11 +462,13 @@ def test_a_service_that_cannot_record_says_it_is_not_ready_until_it_can(world: W
             "ok": True,
             "detail": "decisions are recorded in the recorder process",
         }
+        bodies = [decision_body(world, held(world, i)) for i in (19, 20, 21, 22)]
+        r = fresh.post("/v1/refund-decisions", json=bodies[3], headers=key(world, "scorer"))
+        assert r.status_code == 200, r.text  # the loop now watches this process's pipe
         # Every recorder process started from now on dies at once (an unknown database kind),
         # while the service's own database connection stays well.
         url, recorder.url = recorder.url, "nosuchdatabase://"
         recorder.discard()
-        bodies = [decision_body(world, held(world, i)) for i in (19, 20, 21)]
         for body in bodies[:2]:
             r = fresh.post("/v1/refund-decisions", json=body, headers=key(world, "scorer"))
             assert r.status_code == 503, r.text
@@ -478,25 +482,67 @@ def test_a_service_that_cannot_record_says_it_is_not_ready_until_it_can(world: W
         assert check["ok"] is False
         assert "the last 3 groups of decisions could not be recorded" in check["detail"]
         assert ready.json()["checks"]["database"]["ok"] is True
-        recorder.url = url  # mended: the next decision is recorded, and it is ready again
+        # With no traffic it is tried again once the failures are old enough...
+        monkeypatch.setattr("serving.writer.FAILURE_MEMORY_SECONDS", 0.0)
+        assert fresh.get("/readyz").status_code == 200
+        monkeypatch.undo()
+        assert fresh.get("/readyz").status_code == 503
+        # ...and once mended, the next decision is recorded and it is ready again.
+        recorder.url = url
         r = fresh.post("/v1/refund-decisions", json=bodies[0], headers=key(world, "scorer"))
         assert r.status_code == 200, r.text
         assert fresh.get("/readyz").status_code == 200
-    assert all(rows_for(world, b["refund_id"]) == (b is bodies[0]) for b in bodies)
+    recorded = [rows_for(world, b["refund_id"]) for b in bodies]
+    assert recorded == [1, 0, 0, 1]
+
+
+def test_a_recorder_that_stops_answering_makes_the_service_unready_meanwhile(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("serving.writer.STUCK_SECONDS", 0.2)
+    with TestClient(create_app(world.settings, freeze_gc=False)) as fresh:
+        service = fresh.app.state.service  # type: ignore[attr-defined]
+        recorder = service.writer.recorder
+        body = decision_body(world, held(world, 23))
+        os.kill(recorder.pid, signal.SIGSTOP)  # a lock held elsewhere, a database gone quiet
+        pool = ThreadPoolExecutor(1)
+        try:
+            answer = pool.submit(
+                fresh.post, "/v1/refund-decisions", json=body, headers=key(world, "scorer")
+            )
+            deadline = time.monotonic() + 30
+            while service.writer.in_flight == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.3)
+            ready = fresh.get("/readyz")
+        finally:
+            os.kill(recorder.pid, signal.SIGCONT)
+            pool.shutdown(wait=True)
+        assert ready.status_code == 503, ready.text
+        detail = ready.json()["checks"]["decision_log"]["detail"]
+        assert "a group of 1 decisions has waited" in detail
+        assert answer.result().status_code == 200  # it answers once the recorder does
+        assert fresh.get("/readyz").status_code == 200
+    assert rows_for(world, body["refund_id"]) == 1
 
 
 def test_a_group_larger_than_the_pipe_buffer_is_recorded_and_replayed_whole(
-    world: World,
+    world: World, tmp_path: Path
 ) -> None:
     # Hundreds of decisions in one group: the group sent to the recorder process and the reply
     # carrying every stored answer (a second service, which recorded none of them, replays
     # them all) are each far larger than a socket buffer, so both cross the pipe in parts.
-    # Under uvloop, as served: its watch on the pipe makes the pipe non-blocking.
+    # Under uvloop, as served: its watch on the pipe makes the pipe non-blocking. On a copy of
+    # the world's database, so that the other tests' queues and counts are left as they were.
+    copy = tmp_path / "copy.db"
+    with sqlite3.connect(world.db_path) as source, sqlite3.connect(copy) as target:
+        source.backup(target)
+    settings = world.settings.model_copy(update={"database_url": f"sqlite:///{copy}"})
     refunds = world.tables["refund_requests"].drop_duplicates("customer_id").head(300)
     bodies = [
         decision_body(world, r, refund_id=f"{r['refund_id']}-large") for _, r in refunds.iterrows()
     ]
-    settings = world.settings.model_copy(update={"batch_limit": len(bodies)})
+    settings = settings.model_copy(update={"batch_limit": len(bodies)})
     answers = []
     for _ in range(2):
         app = create_app(settings, freeze_gc=False)
@@ -520,7 +566,12 @@ def test_a_group_larger_than_the_pipe_buffer_is_recorded_and_replayed_whole(
     assert [x["status"] for x in second] == [200] * len(bodies), second[0]
     assert all(x["replayed"] for x in second)
     assert [x["decision"] for x in second] == [x["decision"] for x in first]
-    assert all(rows_for(world, b["refund_id"]) == 1 for b in bodies[::50])
+    with sqlite3.connect(copy) as con:
+        stored = con.execute(
+            "SELECT count(*), count(DISTINCT refund_id) FROM serving_decisions "
+            "WHERE refund_id LIKE '%-large'"
+        ).fetchone()
+    assert stored == (len(bodies), len(bodies))
 
 
 def test_decisions_can_be_recorded_on_the_event_loop_instead(world: World) -> None:

@@ -105,6 +105,10 @@ def test_bad_templates_are_refused() -> None:
                     "customer_orders_{window}": "{count} orders {windw}",
                     "no_such_feature": "x",
                     "linked_accounts_by_{colour}": "x",
+                    "customer_refund_requests_{window}": {
+                        "text": "{count} refund request{s} {window}",
+                        "missing": "no count {window}: {count}",
+                    },
                 }
             }
         )
@@ -112,3 +116,6 @@ def test_bad_templates_are_refused() -> None:
     assert "template 'customer_orders_{window}', field 'text': unknown placeholder" in problems
     assert "template 'no_such_feature': matches no known feature" in problems
     assert "unknown family part {colour}" in problems
+    assert (
+        "template 'customer_refund_requests_{window}', field 'missing': {count} has no value"
+    ) in problems
