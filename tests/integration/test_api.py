@@ -14,7 +14,8 @@ import signal
 import sqlite3
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -418,15 +419,15 @@ def test_a_database_that_refuses_the_decision_gives_503_and_no_decision(
     assert rows_for(world, body["refund_id"]) == 1
 
 
-def test_a_recorder_process_that_dies_fails_its_decisions_with_503_and_is_replaced(
-    world: World, client: TestClient
-) -> None:
+@contextmanager
+def stopped_recorder(
+    world: World, client: TestClient, body: dict[str, Any], then: signal.Signals
+) -> Iterator[Future[Any]]:
+    """A decision request whose group the recorder process holds while stopped (SIGSTOP);
+    when the block ends, the process gets `then`, whatever happened, so the request ends."""
     service = client.app.state.service  # type: ignore[attr-defined]
-    recorder = service.writer.recorder
-    assert recorder is not None and recorder.running
-    dead = recorder.pid
-    body = decision_body(world, held(world, 17))
-    os.kill(dead, signal.SIGSTOP)  # it takes the group, then dies before committing it
+    pid = service.writer.recorder.pid
+    os.kill(pid, signal.SIGSTOP)
     pool = ThreadPoolExecutor(1)
     try:
         answer = pool.submit(
@@ -435,10 +436,23 @@ def test_a_recorder_process_that_dies_fails_its_decisions_with_503_and_is_replac
         deadline = time.monotonic() + 30
         while service.writer.in_flight == 0 and time.monotonic() < deadline:
             time.sleep(0.01)
-        in_flight = service.writer.in_flight
-    finally:  # whatever happened, the request must end: the process dies here
-        os.kill(dead, signal.SIGKILL)
+        yield answer
+    finally:
+        os.kill(pid, then)
         pool.shutdown(wait=True)
+
+
+def test_a_recorder_process_that_dies_fails_its_decisions_with_503_and_is_replaced(
+    world: World, client: TestClient
+) -> None:
+    service = client.app.state.service  # type: ignore[attr-defined]
+    recorder = service.writer.recorder
+    assert recorder is not None and recorder.running
+    dead = recorder.pid
+    body = decision_body(world, held(world, 17))
+    # It takes the group, then dies before committing it.
+    with stopped_recorder(world, client, body, then=signal.SIGKILL) as answer:
+        in_flight = service.writer.in_flight
     assert in_flight == 1
     r = answer.result()
     assert r.status_code == 503, r.text
@@ -501,23 +515,11 @@ def test_a_recorder_that_stops_answering_makes_the_service_unready_meanwhile(
 ) -> None:
     monkeypatch.setattr("serving.writer.STUCK_SECONDS", 0.2)
     with TestClient(create_app(world.settings, freeze_gc=False)) as fresh:
-        service = fresh.app.state.service  # type: ignore[attr-defined]
-        recorder = service.writer.recorder
         body = decision_body(world, held(world, 23))
-        os.kill(recorder.pid, signal.SIGSTOP)  # a lock held elsewhere, a database gone quiet
-        pool = ThreadPoolExecutor(1)
-        try:
-            answer = pool.submit(
-                fresh.post, "/v1/refund-decisions", json=body, headers=key(world, "scorer")
-            )
-            deadline = time.monotonic() + 30
-            while service.writer.in_flight == 0 and time.monotonic() < deadline:
-                time.sleep(0.01)
+        # A lock held elsewhere, a database gone quiet: then it answers again.
+        with stopped_recorder(world, fresh, body, then=signal.SIGCONT) as answer:
             time.sleep(0.3)
             ready = fresh.get("/readyz")
-        finally:
-            os.kill(recorder.pid, signal.SIGCONT)
-            pool.shutdown(wait=True)
         assert ready.status_code == 503, ready.text
         detail = ready.json()["checks"]["decision_log"]["detail"]
         assert "a group of 1 decisions has waited" in detail
