@@ -269,6 +269,8 @@ class RecorderProcess:
         TimeoutError if `timeout` seconds pass first, EOFError or OSError if the process died."""
         deadline = time.monotonic() + timeout
         fd = self.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
         while True:
             self.write()
             reply = self.receive()
@@ -277,8 +279,7 @@ class RecorderProcess:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError("the recorder process did not answer in time")
-            poller = select.poll()
-            poller.register(fd, select.POLLIN | (select.POLLOUT if self.sending else 0))
+            poller.modify(fd, select.POLLIN | (select.POLLOUT if self.sending else 0))
             poller.poll(left * 1000)
 
     def discard(self) -> None:

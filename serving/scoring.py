@@ -14,9 +14,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from features.definitions import FEATURE_NAMES
 from policy.evaluate import Decision, RequestContext, Scores, decide
@@ -53,24 +50,15 @@ _LINKED_ACCOUNTS = _POSITION["linked_accounts_by_any"]
 
 @dataclass(frozen=True)
 class CachedReasonTemplates(ReasonTemplates):
-    """Reason templates that remember which template each feature uses and how it is written.
+    """Reason templates that remember how each feature's sentence is written.
 
     Finding a feature's template tries every template's pattern in turn; for a loaded file the
     answer never changes, so each feature's sentence writer is made once.
     """
 
-    found: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     writers: dict[str, Callable[[float], str]] = field(
         default_factory=dict, compare=False, repr=False
     )
-
-    def find(self, feature: str) -> Any:
-        """The template for `feature` and the family parts its name filled in, if any."""
-        try:
-            return self.found[feature]
-        except KeyError:
-            result = self.found[feature] = super().find(feature)
-            return result
 
     def sentence(self, contribution: Contribution) -> str:
         """The reviewer sentence for one feature's contribution (see `describe_contribution`)."""
@@ -122,17 +110,11 @@ class Scored:
     contributions: tuple[Contribution, ...]
 
 
-def top_contributions(
-    model: LoadedModel, row: list[float] | np.ndarray, top: int = TOP_REASONS
-) -> tuple[Contribution, ...]:
+def _top(model: LoadedModel, row: list[float], top: int = TOP_REASONS) -> tuple[Contribution, ...]:
     """The features that pushed the abuse score up most (largest first), from the tables."""
-    return _top(model, model.prepare(row), top)
-
-
-def _top(model: LoadedModel, x: np.ndarray, top: int = TOP_REASONS) -> tuple[Contribution, ...]:
     if model.lookup is None:
         return ()
-    values = x.tolist()
+    values = model.inputs(row)
     names = model.feature_names
     return tuple(Contribution(names[i], values[i], c) for i, c in model.lookup.top(values, top))
 
@@ -155,8 +137,7 @@ def score(models: ModelSet, row: list[float], tier: float | None = None) -> Scor
     abuse = models.abuse
     if abuse is None:
         return Scored(None, tier, ())
-    x = abuse.prepare(row)  # one array for the prediction and the contribution look-up
-    return Scored(abuse.probability_of(x), tier, _top(abuse, x))
+    return Scored(abuse.probability(row), tier, _top(abuse, row))
 
 
 def request_context(

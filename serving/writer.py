@@ -44,12 +44,12 @@ log = logging.getLogger(__name__)
 
 FAILED_GROUPS_UNREADY = 3
 """After this many groups in a row failed to be recorded, the service says it is not ready..."""
-STUCK_SECONDS = 10.0
-"""A group in flight this long (a lock held elsewhere, a database gone quiet) makes the service
-say it is not ready; its requests still wait for the answer."""
 FAILURE_MEMORY_SECONDS = 30.0
 """...until one is recorded, or this long has passed since the last failure (so that, with no
 traffic sent its way meanwhile, it is tried again)."""
+STUCK_SECONDS = 10.0
+"""A group in flight this long (a lock held elsewhere, a database gone quiet) makes the service
+say it is not ready; its requests still wait for the answer."""
 
 
 @dataclass(frozen=True)
