@@ -48,7 +48,10 @@ def scored_requests(n: int, seed: int) -> pd.DataFrame:
 
 @pytest.fixture
 def data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    # A world of its own: no data, and no registry (the project's mlruns/ may hold champions).
     monkeypatch.setenv("REFUND_RISK_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("REFUND_RISK_MLRUNS_DIR", str(tmp_path / "mlruns"))
+    monkeypatch.delenv("REFUND_RISK_MLFLOW_TRACKING_URI", raising=False)
     return tmp_path / "data"
 
 
