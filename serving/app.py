@@ -58,6 +58,7 @@ p99 146 -> 64 ms and 12% more throughput; young collections take ~12 ms, every s
 
 API_KEY_HEADER = "X-API-Key"
 REPLAY_HEADER = "Idempotent-Replay"
+_REPLAY_HEADER_RAW = REPLAY_HEADER.lower().encode()
 
 _api_key = APIKeyHeader(
     name=API_KEY_HEADER,
@@ -177,11 +178,24 @@ class RefundRiskAPI(FastAPI):
         status = 500
         try:
             try:
-                response = await _decision_response(service, request)
+                result = await service.decide(request)
             except Exception as exc:
                 response = http_error(exc, service.settings.retry_after_seconds).response()
-            status = response.status_code
-            await response(scope, receive, send)
+                status = response.status_code
+                await response(scope, receive, send)
+                return
+            # The headers `_decision_response` gives, written out: a Response object would
+            # build the same two messages at several times the cost.
+            body = result.body.encode()
+            headers = [
+                (b"content-length", str(len(body)).encode()),
+                (b"content-type", b"application/json"),
+            ]
+            if result.replayed:
+                headers.append((_REPLAY_HEADER_RAW, b"true"))
+            status = 200
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
         finally:
             elapsed = time.perf_counter() - started
             service.metrics.observe_request("POST", DECISION_PATH, status, elapsed)

@@ -10,10 +10,10 @@ with one thread: about a third of `Booster.predict` on a one-row array, which re
 input and re-reads its configuration on every call. At load the fast path is checked against
 `Booster.predict` on a few rows; if they ever disagree the service uses `Booster.predict`.
 
-A request's row becomes one float64 array once (`LoadedModel.prepare`); the prediction and the
-contribution look-up both read that array. The contribution tables are flattened at load into
-one array with the "missing" contribution as each feature's last bin, so a row's contributions
-are one comparison, one count and one gather (`ContributionLookup`).
+A request's row gives the model's inputs once (`LoadedModel.inputs`, a tuple picked from the
+builder's row); the prediction packs them straight into the buffer LightGBM reads (numpy's
+conversion of a list costs more than the packing), and the contribution look-up reads the same
+tuple, one `bisect` per feature that can push the score up (`ContributionLookup.top`).
 
 A model that cannot be loaded (none registered under the alias, built on other features, or a
 broken card) is reported as a problem, not raised: the service then runs without it.
@@ -24,9 +24,11 @@ from __future__ import annotations
 import ctypes
 import logging
 import math
+import operator
+import struct
 import tempfile
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -92,6 +94,8 @@ class FastPredictor:
             )
         )
         self._row = np.zeros(n_features, dtype=np.float64)
+        self._row_bytes = self._row.data  # packed into directly from a sequence of floats
+        self._pack = struct.Struct(f"{n_features}d").pack_into
         self._out = np.zeros(1, dtype=np.float64)
         self._out_len = ctypes.c_int64(0)
         self._row_ptr = self._row.ctypes.data_as(ctypes.c_void_p)
@@ -101,7 +105,10 @@ class FastPredictor:
 
     def raw(self, row: Sequence[float] | np.ndarray) -> float:
         """The booster's raw margin for `row` (one thread; not for concurrent callers)."""
-        self._row[:] = row
+        if isinstance(row, np.ndarray):
+            self._row[:] = row
+        else:
+            self._pack(self._row_bytes, 0, *row)
         self._safe_call(
             self._predict(self._handle, self._row_ptr, self._out_len_ref, self._out_ptr)
         )
@@ -204,13 +211,20 @@ class LoadedModel:
     history_index: int | None = None
     card: dict[str, Any] = field(default_factory=dict, repr=False)
     lookup: ContributionLookup | None = field(init=False, default=None, repr=False)
-    _take: np.ndarray | None = field(init=False, default=None, repr=False)
+    _pick: Callable[[Sequence[float]], Sequence[float]] | None = field(
+        init=False, default=None, repr=False
+    )
 
     def __post_init__(self) -> None:
         if self.explainer is not None:
             self.lookup = ContributionLookup(self.explainer)
         if self.indices is not None:
-            self._take = np.asarray(self.indices, dtype=np.intp)
+            indices = self.indices
+            self._pick = (
+                operator.itemgetter(*indices)
+                if len(indices) > 1
+                else lambda row: tuple(row[i] for i in indices)
+            )
 
     @property
     def label(self) -> str:
@@ -218,22 +232,15 @@ class LoadedModel:
         return f"{self.name}/{self.version}"
 
     def inputs(self, row: Sequence[float]) -> Sequence[float]:
-        """The model's inputs taken from a full builder row."""
-        if self.indices is None:
-            return row
-        return [row[i] for i in self.indices]
-
-    def prepare(self, row: Sequence[float] | np.ndarray) -> np.ndarray:
-        """The model's inputs from a full builder row, as one float64 array."""
-        full = np.asarray(row, dtype=np.float64)
-        return full if self._take is None else full[self._take]
+        """The model's inputs, in its column order, taken from a full builder row."""
+        return row if self._pick is None else self._pick(row)
 
     def probability(self, row: Sequence[float]) -> float:
         """Calibrated probability for a full builder row."""
-        return self.probability_of(self.prepare(row))
+        return self.probability_of(self.inputs(row))
 
-    def probability_of(self, x: np.ndarray) -> float:
-        """Calibrated probability of prepared inputs (see `prepare`)."""
+    def probability_of(self, x: Sequence[float] | np.ndarray) -> float:
+        """Calibrated probability of the model's inputs (see `inputs`)."""
         raw = self.predictor.raw(x)
         return 1.0 / (1.0 + math.exp(-(self.slope * raw + self.intercept)))
 

@@ -110,11 +110,13 @@ class Scored:
     contributions: tuple[Contribution, ...]
 
 
-def _top(model: LoadedModel, row: list[float], top: int = TOP_REASONS) -> tuple[Contribution, ...]:
-    """The features that pushed the abuse score up most (largest first), from the tables."""
+def _top(
+    model: LoadedModel, values: Sequence[float], top: int = TOP_REASONS
+) -> tuple[Contribution, ...]:
+    """The features that pushed the abuse score up most (largest first), from the tables;
+    `values` are the model's inputs (`LoadedModel.inputs`)."""
     if model.lookup is None:
         return ()
-    values = model.inputs(row)
     names = model.feature_names
     return tuple(Contribution(names[i], values[i], c) for i, c in model.lookup.top(values, top))
 
@@ -137,7 +139,8 @@ def score(models: ModelSet, row: list[float], tier: float | None = None) -> Scor
     abuse = models.abuse
     if abuse is None:
         return Scored(None, tier, ())
-    return Scored(abuse.probability(row), tier, _top(abuse, row))
+    values = abuse.inputs(row)
+    return Scored(abuse.probability_of(values), tier, _top(abuse, values))
 
 
 def request_context(
