@@ -129,6 +129,9 @@ Evaluator = Callable[[_Request, list[Any]], None]
 
 _NAN = float("nan")
 
+_SUMMING = frozenset({Aggregation.SUM, Aggregation.MEAN, Aggregation.LINKED_SUM})
+"""Aggregations that read a sub-stream's running sums of a column."""
+
 
 class OnlineFeatureBuilder:
     """Feature rows for single refund requests, from an event store.
@@ -145,12 +148,19 @@ class OnlineFeatureBuilder:
         self._subs: tuple[SubStream, ...] = substreams(features)
         self._sub_index: dict[SubStream, int] = {s: i for i, s in enumerate(self._subs)}
         self._subs_by_source: dict[str, list[tuple[int, SubStream, str]]] = {}
+        # Each sub-stream keeps running sums of the columns its features add up, and no others.
+        summed: dict[SubStream, set[str]] = {}
+        for f in features:
+            if f.aggregation in _SUMMING and f.column is not None:
+                for sub in substreams_of(f):
+                    summed.setdefault(sub, set()).add(f.column)
         self._columns: dict[int, list[tuple[str, bool]]] = {}
         for i, sub in enumerate(self._subs):
             spec = SOURCES[sub.source]
             key_column = spec.entity_column(sub.entity)
             self._subs_by_source.setdefault(sub.source, []).append((i, sub, key_column))
-            self._columns[i] = [(c, c in spec.integer_columns) for c in spec.columns]
+            used = summed.get(sub, set())
+            self._columns[i] = [(c, c in spec.integer_columns) for c in spec.columns if c in used]
         self._position = {f.name: i for i, f in enumerate(features)}
         self._plan: tuple[Evaluator, ...] = self._compile_plan(tuple(enumerate(features)))
         customer_level = {Entity.CUSTOMER, Entity.LINKED_ACCOUNTS}
