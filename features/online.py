@@ -696,60 +696,69 @@ class OnlineFeatureBuilder:
         """One evaluator for every count, sum, mean and days-since feature on one sub-stream.
 
         The events before `t` end at one position for every window; each window adds one
-        bisection for its start, and each feature is a subtraction or two from there.
+        bisection for its start, and each feature is a subtraction or two from there. The
+        evaluator is written out as straight-line Python for this sub-stream's windows and
+        features (as `dataclasses` writes an `__init__`): a loop over the windows and over
+        each window's features cost about twice as much, most of it in the looping.
         """
         by_order = self._subs[index].entity == Entity.ORDER
         integer_columns = SOURCES[self._subs[index].source].integer_columns
+        constants: list[Any] = []  # values that have no literal (NaN), passed by name
+
+        def constant(value: Any) -> str:
+            constants.append(value)
+            return f"C[{len(constants) - 1}]"
+
         # Per window: counts, (position, column) sums, (position, column, empty) means,
         # (position, empty) days since the latest event.
         windows: dict[int | None, tuple[list[Any], list[Any], list[Any], list[Any]]] = {}
-        empties: list[tuple[int, Any]] = []  # each feature's value when there are no events
+        missing: list[str] = []  # each feature's value when there are no events
         for pos, f in members:
             counts, sums, means, lasts = windows.setdefault(f.window_start_us, ([], [], [], []))
             agg = f.aggregation
             if agg == Aggregation.COUNT:
                 counts.append(pos)
-                empties.append((pos, 0))
+                missing.append(f"    out[{pos}] = 0")
             elif agg == Aggregation.SUM:
                 assert f.column is not None
                 sums.append((pos, f.column))
-                empties.append((pos, 0 if f.column in integer_columns else 0.0))
+                zero = "0" if f.column in integer_columns else "0.0"
+                missing.append(f"    out[{pos}] = {zero}")
             elif agg == Aggregation.MEAN:
-                means.append((pos, f.column, f.empty))
-                empties.append((pos, f.empty))
+                means.append((pos, f.column, constant(f.empty)))
+                missing.append(f"    out[{pos}] = {constant(f.empty)}")
             else:
-                lasts.append((pos, f.empty))
-                empties.append((pos, f.empty))
-        plan = tuple(
-            (span, tuple(c), tuple(s), tuple(m), tuple(la))
-            for span, (c, s, m, la) in windows.items()
-        )
-        missing = tuple(empties)
-
-        def stream_features(ctx: _Request, out: list[Any]) -> None:
-            key = ctx.order_id if by_order else ctx.history.customer_id
-            stream = ctx.history.streams.get((index, key))  # type: ignore[arg-type]
-            if stream is None:
-                for pos, value in missing:
-                    out[pos] = value
-                return
-            times, prefix, t = stream.times, stream.prefix, ctx.t
-            hi = bisect_left(times, t)
-            for span, counts, sums, means, lasts in plan:
-                lo = 0 if span is None else bisect_left(times, t - span, 0, hi)
-                n = hi - lo
-                for pos in counts:
-                    out[pos] = n
-                for pos, column in sums:
-                    total = prefix[column]
-                    out[pos] = total[hi] - total[lo]
-                for pos, column, empty in means:
-                    total = prefix[column]
-                    out[pos] = (total[hi] - total[lo]) / n if n > 0 else empty
-                for pos, empty in lasts:
-                    out[pos] = (t - times[hi - 1]) / DAY_US if n > 0 else empty
-
-        return stream_features
+                lasts.append((pos, constant(f.empty)))
+                missing.append(f"    out[{pos}] = {constant(f.empty)}")
+        key = "ctx.order_id" if by_order else "ctx.history.customer_id"
+        lines = [
+            "def stream_features(ctx, out):",
+            f"    stream = ctx.history.streams.get(({index}, {key}))",
+            "    if stream is None:",
+            *("    " + line for line in missing),
+            "        return",
+            "    times, prefix, t = stream.times, stream.prefix, ctx.t",
+            "    hi = bisect_left(times, t)",
+        ]
+        for span, (counts, sums, means, lasts) in windows.items():
+            if span is None:
+                lines.append("    lo = 0")
+            else:
+                lines.append(f"    lo = bisect_left(times, t - {span}, 0, hi)")
+            lines.append("    n = hi - lo")
+            lines.extend(f"    out[{pos}] = n" for pos in counts)
+            for pos, column in sums:
+                lines.append(f"    total = prefix[{column!r}]")
+                lines.append(f"    out[{pos}] = total[hi] - total[lo]")
+            for pos, column, empty in means:
+                lines.append(f"    total = prefix[{column!r}]")
+                lines.append(f"    out[{pos}] = (total[hi] - total[lo]) / n if n > 0 else {empty}")
+            for pos, empty in lasts:
+                lines.append(f"    out[{pos}] = (t - times[hi - 1]) / DAY_US if n > 0 else {empty}")
+        namespace: dict[str, Any] = {"bisect_left": bisect_left, "DAY_US": DAY_US, "C": constants}
+        exec("\n".join(lines), namespace)  # the source is built above, from the definitions
+        evaluate: Evaluator = namespace["stream_features"]
+        return evaluate
 
     def _compile_distinct(
         self, indexes: tuple[int, ...], members: list[tuple[int, Feature]]
