@@ -255,10 +255,10 @@ def sentence_writer(
             pieces.append(fixed[placeholder] if placeholder in fixed else _VALUES[placeholder])
 
     def templated(value: float) -> str:
-        if _is_missing(value):
+        if value is None or value != value:  # missing (None or NaN), as `_is_missing`
             return missing
         return _sentence(
-            "".join(p if isinstance(p, str) else p(feature, name, value) for p in pieces)
+            "".join([p if isinstance(p, str) else p(feature, name, value) for p in pieces])
         )
 
     return templated

@@ -96,10 +96,10 @@ class FastPredictor:
         self._row = np.zeros(n_features, dtype=np.float64)
         self._row_bytes = self._row.data  # packed into directly from a sequence of floats
         self._pack = struct.Struct(f"{n_features}d").pack_into
-        self._out = np.zeros(1, dtype=np.float64)
+        self._out = ctypes.c_double(0.0)
         self._out_len = ctypes.c_int64(0)
         self._row_ptr = self._row.ctypes.data_as(ctypes.c_void_p)
-        self._out_ptr = self._out.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
+        self._out_ptr = ctypes.byref(self._out)
         self._out_len_ref = ctypes.byref(self._out_len)
         self._predict = _LIB.LGBM_BoosterPredictForMatSingleRowFast
 
@@ -112,7 +112,7 @@ class FastPredictor:
         self._safe_call(
             self._predict(self._handle, self._row_ptr, self._out_len_ref, self._out_ptr)
         )
-        return float(self._out[0])
+        return self._out.value
 
     def __del__(self) -> None:
         handle = getattr(self, "_handle", None)

@@ -108,7 +108,11 @@ class DecisionWriter:
         self._watching: tuple[asyncio.AbstractEventLoop, int | None, int] | None = None
         self._sent_at = 0.0
         self._scheduled = False
-        self._unsettled: dict[str, asyncio.Future[Recorded]] = {}
+        # Settled (done) when the group gathering now, or the one in flight, has its answer;
+        # the customers with a decision in either wait on it (`settled`).
+        self._gathering: asyncio.Future[None] | None = None
+        self._flying: asyncio.Future[None] | None = None
+        self._unsettled: dict[str, asyncio.Future[None]] = {}
         self._failed_at: deque[float] = deque(maxlen=FAILED_GROUPS_UNREADY)
         self._last_failure = ""
 
@@ -141,23 +145,28 @@ class DecisionWriter:
         """Wait until the decision (or a racing writer's) is recorded; raise if it is not."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Recorded] = loop.create_future()
+        gathering = self._gathering
+        if gathering is None:
+            gathering = self._gathering = loop.create_future()
         self._pending.append((decision, future))
-        self._unsettled[decision.customer_id] = future
+        self._unsettled[decision.customer_id] = gathering
         if not self._scheduled:
             self._scheduled = True
             # Runs after every callback already due: the requests that reached this point in
             # the same turn of the loop join this transaction.
             loop.call_soon(self.flush)
-        return await asyncio.shield(future)
+        # A caller that goes away cancels only its own future: the group is recorded anyway,
+        # and the customer's next request still waits for it (`settled` waits on the group).
+        return await future
 
     async def settled(self, customer_id: str) -> None:
         """Wait until the customer's decision waiting to be recorded (if any) is recorded or
         has failed."""
         while True:  # another decision of theirs may have come in meanwhile: it goes first
-            future = self._unsettled.get(customer_id)
-            if future is None or future.done():
+            group = self._unsettled.get(customer_id)
+            if group is None or group.done():
                 return
-            await asyncio.wait([future])
+            await asyncio.wait([group])
 
     def flush(self) -> None:
         """Start recording everything pending (unless a group is in flight: what is pending
@@ -166,6 +175,7 @@ class DecisionWriter:
         if self._in_flight is not None or not self._pending:
             return
         batch, self._pending = self._pending, []
+        group, self._gathering = self._gathering, None
         rows = [d.row for d, _ in batch]
         refund_rows = [d.refund_row for d, _ in batch]
         if self.recorder is None:
@@ -176,15 +186,15 @@ class DecisionWriter:
                     )
             except Exception as exc:  # refused, or a bug: answered 503 like the rest, and logged
                 outcome = failure_of(exc)
-            self._settle(batch, outcome)
+            self._settle(batch, group, outcome)
             return
         try:
             sent = self.recorder.send(rows, refund_rows)
         except OSError as exc:
             self._lose_recorder()
-            self._settle(batch, Failure(True, f"the recorder process is gone ({exc})"))
+            self._settle(batch, group, Failure(True, f"the recorder process is gone ({exc})"))
             return
-        self._in_flight = batch
+        self._in_flight, self._flying = batch, group
         self._sent_at = time.monotonic()
         try:
             loop = asyncio.get_running_loop()
@@ -236,21 +246,24 @@ class DecisionWriter:
 
     def _received(self, outcome: Outcome | Failure) -> None:
         batch, self._in_flight = self._in_flight, None
+        group, self._flying = self._flying, None
         if batch is None:
             log.error("the recorder process replied with nothing in flight: %r", outcome)
             return
-        self._settle(batch, outcome)
+        self._settle(batch, group, outcome)
         self.flush()
 
     def _recorder_failed(self, exc: BaseException) -> None:
         """The recorder process died, broke its pipe or did not answer: fail the group in
         flight (if any) and forget the process; the next group starts a new one."""
         batch, self._in_flight = self._in_flight, None
+        group, self._flying = self._flying, None
         self._lose_recorder()
         if batch is None:
             log.warning("the recorder process ended (%s)", type(exc).__name__)
             return
-        self._settle(batch, Failure(True, f"the recorder process is gone ({type(exc).__name__})"))
+        failure = Failure(True, f"the recorder process is gone ({type(exc).__name__})")
+        self._settle(batch, group, failure)
         self.flush()
 
     def _stop_reading(self) -> None:
@@ -281,12 +294,15 @@ class DecisionWriter:
     def _settle(
         self,
         batch: Sequence[tuple[PendingDecision, asyncio.Future[Recorded]]],
+        group: asyncio.Future[None] | None,
         outcome: Outcome | Failure,
     ) -> None:
         """Answer a group's requests: each with the recorded decision, or all with the error."""
-        for decision, future in batch:
-            if self._unsettled.get(decision.customer_id) is future:
+        for decision, _ in batch:
+            if self._unsettled.get(decision.customer_id) is group:
                 del self._unsettled[decision.customer_id]
+        if group is not None and not group.done():
+            group.set_result(None)
         if isinstance(outcome, Failure):
             self._failed_at.append(time.monotonic())
             self._last_failure = outcome.message

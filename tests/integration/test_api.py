@@ -8,6 +8,7 @@ that need their own (degraded mode, a broken database) make it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -27,7 +28,7 @@ from serving_world import World, decision_body, held, key, rows_for
 from features.definitions import FEATURE_NAMES
 from refund_risk.settings import load_settings
 from serving.app import create_app
-from serving.schemas import DecisionOut
+from serving.schemas import DecisionOut, RefundDecisionRequest
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("serving-model")]
 
@@ -464,6 +465,43 @@ def test_a_recorder_process_that_dies_fails_its_decisions_with_503_and_is_replac
     assert retried.headers.get("Idempotent-Replay") is None
     assert rows_for(world, body["refund_id"]) == 1
     assert recorder.running and recorder.pid != dead
+
+
+def test_a_caller_that_goes_away_leaves_its_decision_recorded_and_waited_for(
+    world: World, client: TestClient
+) -> None:
+    # The caller is cancelled while its group is in flight (the recorder is stopped): the
+    # decision is still recorded, and the customer's next decision still waits for it.
+    service = client.app.state.service  # type: ignore[attr-defined]
+    pid = service.writer.recorder.pid
+    body = decision_body(world, held(world, 19))
+    request = RefundDecisionRequest.model_validate(body)
+    seen: dict[str, bool] = {}
+
+    async def scenario() -> None:
+        caller = asyncio.ensure_future(service.decide(request))
+        deadline = time.monotonic() + 30
+        while service.writer.in_flight == 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        caller.cancel()
+        await asyncio.sleep(0.05)
+        seen["caller_cancelled"] = caller.cancelled()
+        waiting = asyncio.ensure_future(service.writer.settled(request.customer_id))
+        await asyncio.sleep(0.1)
+        seen["next_waits_meanwhile"] = not waiting.done()
+        os.kill(pid, signal.SIGCONT)
+        await asyncio.wait_for(waiting, 30)
+
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        client.portal.call(scenario)  # type: ignore[union-attr]
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert seen == {"caller_cancelled": True, "next_waits_meanwhile": True}
+    assert rows_for(world, body["refund_id"]) == 1
+    retried = client.post("/v1/refund-decisions", json=body, headers=key(world, "scorer"))
+    assert retried.status_code == 200, retried.text
+    assert retried.headers["Idempotent-Replay"] == "true"
 
 
 def test_a_service_that_cannot_record_says_it_is_not_ready_until_it_can(
