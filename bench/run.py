@@ -6,18 +6,21 @@
    fresh SQLite event store; a refund-abuse model is trained on it and registered in a
    temporary MLflow store. The load is new refund requests, made after the history ends, by
    `--templates` customers with history, on their latest delivered order.
-2. Two servers run one after the other, served identically (`serving.cli.run_server`: uvicorn,
-   one worker, no access log, GC frozen after start-up): the bare endpoint, which parses the
-   same JSON body and echoes it, and the scoring service (`refund-risk serve`).
+2. Two servers run side by side, served identically (`serving.cli.run_server`: uvicorn, one
+   worker, no access log, GC frozen after start-up): the bare endpoint, which parses the same
+   JSON body and echoes it, and the scoring service (`refund-risk serve`).
 3. Each is driven from this process (a second process on loopback; `bench.load`) by
-   `--connections` keep-alive connections for `--seconds` after a warm-up (at least
-   `--warmup` seconds and, unless `--no-warm-customers`, one request about every customer of
-   the load). Every request carries a new refund id and a later time than the one before, so
-   each is a real decision (features from the customer's history, model, policy, reasons, the
-   decision stored before the answer) and each customer's requests arrive in time order, as
-   they do in life. The server's CPU time over the measured part is read from /proc: in all
-   (its processes and threads), and its main process's own, whose event loop every request
-   passes through: with one worker, that one is what bounds throughput.
+   `--connections` keep-alive connections for `--seconds` in all, in `--rounds` turns taken
+   in alternation (bare, scoring, bare, scoring, ...), so that both are measured in the same
+   spells of the machine, whose speed drifts by tens of percent over minutes. Each server's
+   first turn follows a warm-up (at least `--warmup` seconds and, unless
+   `--no-warm-customers`, one request about every customer of the load); later turns
+   reconnect for a second first. Every request carries a new refund id and a later time than
+   the one before, so each is a real decision (features from the customer's history, model,
+   policy, reasons, the decision stored before the answer) and each customer's requests
+   arrive in time order, as they do in life. The server's CPU time over the measured part is
+   read from /proc: in all (its processes and threads), and its main process's own, whose
+   event loop every request passes through: with one worker, that one bounds throughput.
 
 With `--pin` (two or more cores) the server runs on one core and the load on the others; by
 default the operating system places them, as it would in production. `--database-url` runs on
@@ -221,6 +224,27 @@ class Measured:
             return None
         return seconds / self.load.requests * 1e6
 
+    @classmethod
+    def combined(cls, parts: list[Measured]) -> Measured:
+        """Several turns of one endpoint as one run: their requests, times and latencies
+        together (CPU time unknown if it is unknown for any turn)."""
+        load = LoadResult(
+            requests=sum(p.load.requests for p in parts),
+            errors=sum(p.load.errors for p in parts),
+            seconds=sum(p.load.seconds for p in parts),
+            latencies=[x for p in parts for x in p.load.latencies],
+            statuses={},
+        )
+        for part in parts:
+            for status, count in part.load.statuses.items():
+                load.statuses[status] = load.statuses.get(status, 0) + count
+        cpus = [p.cpu_seconds for p in parts]
+        if any(c is None for c in cpus):
+            return cls(load, None)
+        own = sum(c[0] for c in cpus if c is not None)
+        children = sum(c[1] for c in cpus if c is not None)
+        return cls(load, (own, children))
+
     @property
     def cpu_us_per_request(self) -> float | None:
         """Server CPU per answered request, microseconds (all its processes and threads)."""
@@ -237,7 +261,9 @@ def drive(
     process: subprocess.Popen[bytes],
     port: int,
     next_request: Callable[[], bytes],
-    args: argparse.Namespace,
+    connections: int,
+    seconds: float,
+    warmup: float,
     warmup_requests: int,
 ) -> Measured:
     """Run the load against a started server, noting its CPU time while measuring."""
@@ -246,9 +272,9 @@ def drive(
         "127.0.0.1",
         port,
         next_request,
-        args.connections,
-        args.seconds,
-        args.warmup,
+        connections,
+        seconds,
+        warmup,
         warmup_requests,
         on_start=lambda: began.append(cpu_seconds(process.pid)),
     )
@@ -317,6 +343,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="Turns per endpoint, taken in alternation; --seconds is shared among them.",
+    )
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument(
         "--templates", type=int, default=5_000, help="Distinct customers the requests are about."
@@ -383,28 +415,56 @@ def main(argv: list[str] | None = None) -> None:
         # by default the warm-up lasts until every customer the load is about has been asked
         # about once, so the figures are those of a service that has been running a while.
         warm = len(bodies) if args.warm_customers else 0
-        port = _free_port()
-        echo = [sys.executable, "-m", "bench.echo_app", "--port", str(port)]
-        with server(echo, port, env, server_cpus) as process:
-            results["bare"] = drive(
-                process, port, _requests(bodies, after, port, {}, "echo"), args, warm
-            )
-        port = _free_port()
+        echo_port, serve_port = _free_port(), _free_port()
+        echo = [sys.executable, "-m", "bench.echo_app", "--port", str(echo_port)]
         serve = [
             str(bin_dir / "refund-risk"),
             "serve",
             "--port",
-            str(port),
+            str(serve_port),
             "--log-level",
             "warning",
         ]
-        with server(serve, port, env, server_cpus) as process:
-            headers = {"X-API-Key": token}
-            results["scoring"] = drive(
-                process, port, _requests(bodies, after, port, headers, "bench"), args, warm
-            )
-            batch = _write_batch(port)
+        with (
+            server(echo, echo_port, env, server_cpus) as echo_process,
+            server(serve, serve_port, env, server_cpus) as serve_process,
+        ):
+            endpoints = {
+                "bare": (
+                    echo_process,
+                    echo_port,
+                    _requests(bodies, after, echo_port, {}, "echo"),
+                ),
+                "scoring": (
+                    serve_process,
+                    serve_port,
+                    _requests(bodies, after, serve_port, {"X-API-Key": token}, "bench"),
+                ),
+            }
+            rounds = max(1, args.rounds)
+            turns: dict[str, list[Measured]] = {name: [] for name in endpoints}
+            for turn in range(rounds):
+                for name, (process, port, next_request) in endpoints.items():
+                    turns[name].append(
+                        drive(
+                            process,
+                            port,
+                            next_request,
+                            args.connections,
+                            args.seconds / rounds,
+                            args.warmup if turn == 0 else 1.0,
+                            warm if turn == 0 else 0,
+                        )
+                    )
+            batch = _write_batch(serve_port)
+        results = {name: Measured.combined(parts) for name, parts in turns.items()}
         report(results, args)
+        if rounds > 1:
+            shares = [
+                s.load.throughput / b.load.throughput
+                for b, s in zip(turns["bare"], turns["scoring"], strict=True)
+            ]
+            print("throughput share by round: " + ", ".join(f"{x:.2f}" for x in shares))
         stages = _stage_times()
         print(
             "scoring, inside the decision (ms, mean over recorded decisions): "
@@ -510,8 +570,9 @@ def report(results: dict[str, Measured], args: argparse.Namespace) -> None:
     bare, scoring = results["bare"].load.summary(), results["scoring"].load.summary()
     warm = "every customer asked about once first" if args.warm_customers else "fresh start"
     print(
-        f"\nPOST {PATH}: {args.connections} connections, {args.seconds:g} s after "
-        f"a warm-up of {args.warmup:g} s or more ({warm}), {args.customers:,}-customer world"
+        f"\nPOST {PATH}: {args.connections} connections, {args.seconds:g} s each in "
+        f"{max(1, args.rounds)} alternating turns, after a warm-up of {args.warmup:g} s or more "
+        f"({warm}), {args.customers:,}-customer world"
     )
     print(
         f"{'endpoint':<10} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} "

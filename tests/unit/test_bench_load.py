@@ -1,8 +1,9 @@
-"""The load generator's measuring window: warm-up by time and by requests, then a fixed span."""
+"""The load generator's measuring window, and the benchmark's turns added up into one run."""
 
 from __future__ import annotations
 
-from bench.load import _Window
+from bench.load import LoadResult, _Window
+from bench.run import Measured
 
 
 def test_measuring_starts_after_the_warm_up_time_and_requests() -> None:
@@ -44,3 +45,16 @@ def test_without_a_request_count_the_warm_up_is_time_alone() -> None:
     assert window.start is None
     window.tick(3.0)
     assert window.start == 3.0
+
+
+def test_turns_of_one_endpoint_combine_into_one_run() -> None:
+    first = Measured(LoadResult(10, 1, 2.0, [0.1] * 10, {200: 9, 503: 1}), (0.5, 0.25))
+    second = Measured(LoadResult(30, 0, 2.0, [0.3] * 30, {200: 30}), (1.5, 0.75))
+    both = Measured.combined([first, second])
+    assert (both.load.requests, both.load.errors, both.load.seconds) == (40, 1, 4.0)
+    assert both.load.throughput == 10.0
+    assert both.load.statuses == {200: 39, 503: 1}
+    assert sorted(both.load.latencies) == [0.1] * 10 + [0.3] * 30
+    assert both.loop_cpu_us_per_request == 2.0 / 40 * 1e6
+    assert both.cpu_us_per_request == 3.0 / 40 * 1e6
+    assert Measured.combined([first, Measured(second.load, None)]).cpu_seconds is None
