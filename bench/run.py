@@ -460,11 +460,14 @@ def main(argv: list[str] | None = None) -> None:
         results = {name: Measured.combined(parts) for name, parts in turns.items()}
         report(results, args)
         if rounds > 1:
-            shares = [
-                s.load.throughput / b.load.throughput
-                for b, s in zip(turns["bare"], turns["scoring"], strict=True)
-            ]
-            print("throughput share by round: " + ", ".join(f"{x:.2f}" for x in shares))
+            print(
+                "by round, bare / scoring req/s (share): "
+                + ", ".join(
+                    f"{b.load.throughput:,.0f} / {s.load.throughput:,.0f} "
+                    f"({s.load.throughput / b.load.throughput:.2f})"
+                    for b, s in zip(turns["bare"], turns["scoring"], strict=True)
+                )
+            )
         stages = _stage_times()
         print(
             "scoring, inside the decision (ms, mean over recorded decisions): "
