@@ -18,7 +18,7 @@ import operator
 import string
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import pandas as pd
@@ -109,10 +109,9 @@ class Scores(BaseModel):
     )
 
 
-class Decision(BaseModel):
-    """One decided request: the action, the rule that fired, and why."""
-
-    model_config = ConfigDict(frozen=True)
+class Decision(NamedTuple):
+    """One decided request: the action, the rule that fired, and why (made only here, from
+    valid inputs: a plain tuple, which costs a fraction of a validated model)."""
 
     action: Action
     rule_id: str
@@ -121,8 +120,8 @@ class Decision(BaseModel):
     abuse_score: float
     abuse_band: str
     tier: str
-    offered_share: float | None = None
-    offered_amount: float | None = None
+    offered_share: float | None
+    offered_amount: float | None
     policy_name: str
     policy_version: int
     policy_hash: str
@@ -144,27 +143,41 @@ def context_values(
     context: RequestContext, abuse_score: float, abuse_band: str, tier: Tier
 ) -> dict[str, object]:
     """Every context field a rule may test, by name (derived fields included)."""
+    return request_values(dict(context), abuse_score, abuse_band, tier)
+
+
+def request_values(
+    fields: Mapping[str, Any], abuse_score: float, abuse_band: str, tier: Tier
+) -> dict[str, object]:
+    """`context_values` of a request context given as its fields, by `RequestContext`'s names.
+
+    The fields must be valid as `RequestContext` checks them: the scoring service, whose
+    requests were checked when they were read, decides this way without building the model.
+    """
+    amount_requested = fields["amount_requested"]
+    outstanding = fields["outstanding_unreturned_value"]
+    category = fields["category"]
     return {
-        "order_stage": context.order_stage,
-        "order_amount": context.order_amount,
-        "amount_requested": context.amount_requested,
-        "category": context.category,
-        "non_returnable": context.category in NON_RETURNABLE_CATEGORIES,
-        "reason": context.reason,
-        "reason_detail": context.reason_detail,
-        "refund_type": context.refund_type,
-        "photo_count": float(context.photo_count),
-        "days_since_delivery": context.days_since_delivery,
+        "order_stage": fields["order_stage"],
+        "order_amount": fields["order_amount"],
+        "amount_requested": amount_requested,
+        "category": category,
+        "non_returnable": category in NON_RETURNABLE_CATEGORIES,
+        "reason": fields["reason"],
+        "reason_detail": fields["reason_detail"],
+        "refund_type": fields["refund_type"],
+        "photo_count": float(fields["photo_count"]),
+        "days_since_delivery": fields["days_since_delivery"],
         "abuse_score": abuse_score,
         "abuse_band": abuse_band,
         "tier": tier.name,
         "tier.refund_before_return_allowed": tier.refund_before_return_allowed,
         "tier.auto_approve_limit": tier.auto_approve_limit,
         "tier.max_outstanding_unreturned": tier.max_outstanding_unreturned,
-        "outstanding_unreturned_value": context.outstanding_unreturned_value,
-        "unreturned_after_request": context.outstanding_unreturned_value + context.amount_requested,
-        "watchlisted": context.watchlisted,
-        "linked_abusive_accounts": float(context.linked_abusive_accounts),
+        "outstanding_unreturned_value": outstanding,
+        "unreturned_after_request": outstanding + amount_requested,
+        "watchlisted": fields["watchlisted"],
+        "linked_abusive_accounts": float(fields["linked_abusive_accounts"]),
     }
 
 
@@ -382,35 +395,44 @@ class CompiledPolicy:
         top_reasons: int = 3,
     ) -> Decision:
         """Decide one request (see `decide`)."""
-        policy = self.policy
         tier = resolve_tier(scores, tiers)
         band = self.band_of(scores.abuse_score)
-        values = context_values(context, scores.abuse_score, band, tier)
+        decision = self.decide_values(
+            context_values(context, scores.abuse_score, band, tier), tier, tiers
+        )
+        if not scores.contributions:
+            return decision
+        explained = explain(scores.contributions, templates, top=top_reasons)
+        return decision._replace(reasons=(*decision.reasons, *explained))
+
+    def decide_values(self, values: Values, tier: Tier, tiers: Tiers) -> Decision:
+        """Decide from a request's context values (`context_values`, `request_values`), whose
+        tier is `tier`: the decision with the rule's reason alone."""
+        policy = self.policy
         compiled = self.first_match(values)
         rule = compiled.rule
+        abuse_score = cast(float, values["abuse_score"])
         share: float | None = None
         amount: float | None = None
         if rule.action == Action.PARTIAL_REFUND_OFFER:
             assert policy.partial_offer is not None  # validation requires it
             spec = policy.partial_offer
+            requested = cast(float, values["amount_requested"])
             share = partial_offer_share(
-                context.amount_requested,
-                return_shipping_cost(spec, context.category),
-                scores.abuse_score,
+                requested,
+                return_shipping_cost(spec, cast(str, values["category"])),
+                abuse_score,
                 spec,
             )
-            amount = float(np.round(share * context.amount_requested, 2))
+            amount = float(np.round(share * requested, 2))
         words = self.words(compiled, values, share, amount)
-        reasons = [_render(compiled.reason, words)]
-        if scores.contributions:
-            reasons += explain(scores.contributions, templates, top=top_reasons)
         return Decision(
             action=rule.action,
             rule_id=rule.id,
-            reasons=tuple(reasons),
+            reasons=(_render(compiled.reason, words),),
             customer_message=_render(compiled.message, words),
-            abuse_score=scores.abuse_score,
-            abuse_band=band,
+            abuse_score=abuse_score,
+            abuse_band=cast(str, values["abuse_band"]),
             tier=tier.name,
             offered_share=share,
             offered_amount=amount,

@@ -11,12 +11,13 @@ degraded and carries no score. Without a tier model every customer gets the defa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from features.definitions import FEATURE_NAMES
-from policy.evaluate import Decision, RequestContext, Scores, decide
+from policy.evaluate import Decision, compile_policy, request_values
 from policy.model import (
     DEFAULT_POLICY_PATH,
     DEFAULT_TIERS_PATH,
@@ -145,8 +146,10 @@ def score(models: ModelSet, row: list[float], tier: float | None = None) -> Scor
 
 def request_context(
     request: RefundDecisionRequest, row: list[float], outstanding: float, watchlisted: bool = False
-) -> RequestContext:
-    """The policy's view of a request: its own fields, plus values read off the feature row.
+) -> dict[str, Any]:
+    """The policy's view of a request: its own fields, plus values read off the feature row,
+    as the fields of a `policy.evaluate.RequestContext` (valid: the request was checked when
+    it was read, and the rest is made valid here).
 
     `linked_abusive_accounts` counts accounts, the row counts their confirmed abusive refunds
     and the linked accounts: the number of linked abusers is at most the smaller of the two,
@@ -158,25 +161,26 @@ def request_context(
     linked = 0
     if refunds == refunds and accounts == accounts:  # both known (not NaN)
         linked = int(min(refunds, accounts))
-    return RequestContext(
-        order_stage=request.order_stage,
-        order_amount=request.order.amount,
-        amount_requested=request.amount_requested,
-        category=request.order.category,
-        reason=request.reason,
-        reason_detail=request.reason_detail,
-        refund_type=request.refund_type,
-        photo_count=request.photo_count,
-        days_since_delivery=None if days != days else max(float(days), 0.0),
-        outstanding_unreturned_value=outstanding,
-        watchlisted=watchlisted,
-        linked_abusive_accounts=max(linked, 0),
-    )
+    order = request.order
+    return {
+        "order_stage": request.order_stage,
+        "order_amount": order.amount,
+        "amount_requested": request.amount_requested,
+        "category": order.category,
+        "reason": request.reason,
+        "reason_detail": request.reason_detail,
+        "refund_type": request.refund_type,
+        "photo_count": request.photo_count,
+        "days_since_delivery": None if days != days else max(float(days), 0.0),
+        "outstanding_unreturned_value": max(outstanding, 0.0),
+        "watchlisted": watchlisted,
+        "linked_abusive_accounts": max(linked, 0),
+    }
 
 
 def decide_scored(
     snapshot: Snapshot,
-    context: RequestContext,
+    context: Mapping[str, Any],
     scored: Scored,
     pinned_tier: str | None = None,
     notes: Sequence[str] = (),
@@ -190,17 +194,18 @@ def decide_scored(
     force no longer has it).
     """
     policies = snapshot.policies
+    tiers = policies.tiers
     degraded = scored.abuse_score is None
-    scores = Scores(
-        abuse_score=0.0 if scored.abuse_score is None else scored.abuse_score,
-        tier_loss_probability=scored.tier_score,
-        # Checked only when pinned: `names` builds a tuple, and most requests have no pin.
-        tier=None
-        if pinned_tier is None or pinned_tier not in policies.tiers.names
-        else pinned_tier,
-    )
-    policy = policies.degraded_policy if degraded else policies.policy
-    decision = decide(context, scores, policy, policies.tiers, policies.templates)
+    abuse_score = 0.0 if scored.abuse_score is None else scored.abuse_score
+    # As `policy.evaluate.resolve_tier`: the pinned tier (checked only when pinned: `names`
+    # builds a tuple, and most requests have no pin), else the tier model's.
+    if pinned_tier is not None and pinned_tier in tiers.names:
+        tier = tiers.get(pinned_tier)
+    else:
+        tier = assign_tier(scored.tier_score, tiers)
+    compiled = compile_policy(policies.degraded_policy if degraded else policies.policy)
+    band = compiled.band_of(abuse_score)
+    decision = compiled.decide_values(request_values(context, abuse_score, band, tier), tier, tiers)
     reasons = [*decision.reasons, *notes]
     reasons.extend(policies.templates.sentence(c) for c in scored.contributions)
     return decision, reasons, degraded

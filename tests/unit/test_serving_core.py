@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from features.definitions import CUSTOMER_FEATURES, FEATURE_NAMES, FEATURE_VERSION
 from features.store import create_store_engine
+from policy.evaluate import RequestContext
 from refund_risk.errors import ConfigurationError, DataValidationError, NotFoundError
 from serving import db
 from serving.auth import KeyRing, Role, create_key, list_keys, revoke_key, split_token
@@ -249,11 +250,13 @@ def test_the_context_reads_delivery_and_linked_abusers_off_the_row() -> None:
         linked_accounts_by_any=2.0,
     )
     context = request_context(request, row, outstanding=120.0)
-    assert context.days_since_delivery == 2.5
-    assert context.linked_abusive_accounts == 2  # at most the linked accounts
-    assert context.outstanding_unreturned_value == 120.0
+    assert context["days_since_delivery"] == 2.5
+    assert context["linked_abusive_accounts"] == 2  # at most the linked accounts
+    assert context["outstanding_unreturned_value"] == 120.0
+    # The fields are those of the policy's request context, and valid as it checks them.
+    assert RequestContext(**context).model_dump() == context
     empty = _row(order_days_since_delivery=float("nan"))
-    assert request_context(request, empty, 0.0).days_since_delivery is None
+    assert request_context(request, empty, 0.0)["days_since_delivery"] is None
 
 
 def test_without_an_abuse_model_the_rules_only_policy_decides() -> None:
@@ -273,6 +276,50 @@ def test_without_an_abuse_model_the_rules_only_policy_decides() -> None:
         snapshot, request_context(unshipped, _row(), 0.0), Scored(None, None, ())
     )
     assert decision.action == "auto_approve"
+
+
+def test_the_service_decides_as_the_policy_does_from_a_validated_context() -> None:
+    # The service decides from the context's fields without building the policy's models;
+    # over a grid of requests, scores, tiers and pins it gives the policy's own decisions.
+    from policy.evaluate import Scores, decide
+
+    policies = load_policy_set()
+    snapshot = Snapshot(ModelSet(None, None, {}, "champion"), policies)
+    rng = np.random.default_rng(3)
+    tiers = policies.tiers
+    compared = 0
+    kinds = [
+        {"order_stage": stage, "refund_type": refund_type, "reason_detail": detail}
+        for stage in ("not_shipped", "in_transit", "delivered")
+        for refund_type in ("refund_only", "return_and_refund")
+        for detail in ("not_as_described", "damaged")
+    ]
+    for kind in kinds:
+        request = RefundDecisionRequest.model_validate({**DECISION_REQUEST_EXAMPLE, **kind})
+        for _ in range(40):
+            amount = float(rng.choice([5.0, 40.0, 79.0, 150.0, 900.0]))
+            row = _row(
+                order_days_since_delivery=float(rng.choice([np.nan, 0.5, 12.0, 60.0])),
+                linked_accounts_confirmed_abusive_refunds_by_any=float(rng.integers(0, 3)),
+                linked_accounts_by_any=float(rng.integers(0, 3)),
+            )
+            changed = request.model_copy(update={"amount_requested": amount})
+            context = request_context(
+                changed, row, float(rng.choice([0.0, 300.0])), bool(rng.random() < 0.1)
+            )
+            abuse = float(rng.random() ** 3)  # most requests are of low risk
+            loss = None if rng.random() < 0.3 else float(rng.random())
+            pin = None if rng.random() < 0.8 else str(rng.choice(list(tiers.names)))
+            decision, _, _ = decide_scored(snapshot, context, Scored(abuse, loss, ()), pin)
+            expected = decide(
+                RequestContext(**context),
+                Scores(abuse_score=abuse, tier_loss_probability=loss, tier=pin),
+                policies.policy,
+                tiers,
+            )
+            assert decision == expected
+            compared += 1
+    assert compared == 480
 
 
 def test_reasons_follow_the_rule_in_contribution_order() -> None:
