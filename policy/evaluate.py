@@ -225,10 +225,24 @@ def partial_offer_share(
     up to `1 - resale_recovery_share + shipping / value` of the price costs no more than a return.
     The offer shrinks as the abuse score rises: an abuser keeping a good item should get less.
     """
+    if isinstance(value, float) and isinstance(shipping_cost, float | int):
+        # One request (the service's path): the same arithmetic in plain floats, a tenth of
+        # numpy's cost on scalars; `round_like_numpy` rounds as `np.round` does.
+        one = (1.0 - spec.resale_recovery_share + shipping_cost / value) * (
+            1.0 - spec.risk_discount * float(abuse_score)
+        )
+        return round_like_numpy(min(max(one, spec.min_share), spec.max_share), 4)
     break_even = 1.0 - spec.resale_recovery_share + np.asarray(shipping_cost) / np.asarray(value)
     share = break_even * (1.0 - spec.risk_discount * np.asarray(abuse_score))
     result = np.round(np.clip(share, spec.min_share, spec.max_share), 4)
     return float(result) if np.ndim(result) == 0 else result
+
+
+def round_like_numpy(value: float, decimals: int) -> float:
+    """`float(np.round(value, decimals))` for a finite float: numpy scales by ten to the
+    `decimals`, rounds half to even and scales back, as this does."""
+    scale = 10.0**decimals
+    return round(value * scale) / scale
 
 
 def _threshold_units(policy: Policy) -> dict[str, Unit]:
@@ -424,7 +438,7 @@ class CompiledPolicy:
                 abuse_score,
                 spec,
             )
-            amount = float(np.round(share * requested, 2))
+            amount = round_like_numpy(share * requested, 2)
         words = self.words(compiled, values, share, amount)
         return Decision(
             action=rule.action,

@@ -161,13 +161,40 @@ def migrate(engine: Engine) -> None:
         command.upgrade(alembic_config(connection), "head")
 
 
+class _RandomBytes:
+    """The operating system's random bytes, read a few kilobytes at a time: one system call
+    per 400 decision ids instead of one each (it showed as 2% of a decision's time)."""
+
+    def __init__(self, chunk: int = 4000) -> None:
+        self._chunk = chunk
+        self._buffer = b""
+        self._at = 0
+        self._lock = threading.Lock()
+
+    def forget(self) -> None:
+        """Drop what is left (a forked child must not hand out its parent's bytes again)."""
+        self._buffer, self._at, self._lock = b"", 0, threading.Lock()
+
+    def take(self, size: int) -> bytes:
+        with self._lock:
+            if self._at + size > len(self._buffer):
+                self._buffer, self._at = os.urandom(max(self._chunk, size)), 0
+            taken = self._buffer[self._at : self._at + size]
+            self._at += size
+            return taken
+
+
+_random_bytes = _RandomBytes()
+os.register_at_fork(after_in_child=_random_bytes.forget)
+
+
 def new_decision_id() -> str:
     """A unique id that sorts by creation time: 48 bits of milliseconds, 80 random bits.
 
     Time-ordered ids are appended at the end of the primary-key index instead of landing on a
     random page of it, so a transaction of many decisions touches few index pages.
     """
-    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
+    return f"{time.time_ns() // 1_000_000:012x}{_random_bytes.take(10).hex()}"
 
 
 def record_feature_names(engine: Engine, feature_version: str, names: Sequence[str]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -391,6 +392,24 @@ def test_decision_ids_sort_by_creation() -> None:
     ids = [db.new_decision_id() for _ in range(5)]
     assert len(set(ids)) == 5 and all(len(i) == 32 for i in ids)
     assert ids[0][:12] <= ids[-1][:12]
+    # The random parts come from a buffer of the system's random bytes, refilled as it runs
+    # out: thousands of ids have thousands of different random parts.
+    randoms = {db.new_decision_id()[12:] for _ in range(3000)}
+    assert len(randoms) == 3000
+
+
+def test_a_forked_process_does_not_repeat_its_parents_decision_ids() -> None:
+    db.new_decision_id()  # the buffer holds bytes the child would otherwise hand out too
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: one id to the parent, then gone
+        os.write(write, db.new_decision_id()[12:].encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    assert len(child) == 20 and child != db.new_decision_id()[12:]
 
 
 # --- credit tiers at decision time ----------------------------------------------------------
