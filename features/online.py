@@ -793,17 +793,26 @@ class OnlineFeatureBuilder:
 
         return distinct
 
-    def _linked_accounts(self, ctx: _Request) -> dict[str | None, set[str]]:
-        """Other accounts sharing a fingerprint with the customer, both seen before `t`."""
+    def _linked_accounts(self, ctx: _Request) -> dict[str | None, set[str]] | None:
+        """Other accounts sharing a fingerprint with the customer, both seen before `t`, by
+        link kind (None: any kind); None when there are none, as for most customers."""
         t, me = ctx.t, ctx.history.customer_id
-        linked: dict[str | None, set[str]] = {kind: set() for kind in LINK_KINDS}
+        fingerprints = self._fingerprints
+        found: list[tuple[str, str]] = []
         for (kind, fingerprint), seen in ctx.history.links.items():
             if seen >= t:
                 continue
-            found = linked.setdefault(kind, set())
-            for other, other_seen in self._fingerprints.get((kind, fingerprint), {}).items():
+            accounts = fingerprints.get((kind, fingerprint))
+            if accounts is None:
+                continue
+            for other, other_seen in accounts.items():
                 if other_seen < t and other != me:
-                    found.add(other)
+                    found.append((kind, other))
+        if not found:
+            return None
+        linked: dict[str | None, set[str]] = {kind: set() for kind in LINK_KINDS}
+        for kind, other in found:
+            linked.setdefault(kind, set()).add(other)
         linked[None] = set().union(*linked.values())
         return linked
 
@@ -820,10 +829,15 @@ class OnlineFeatureBuilder:
             assert f.column is not None
             sums.append((pos, f.link_kind, self._sub_index[sub], f.column))
         count_plan, sum_plan = tuple(counts), tuple(sums)
+        positions = tuple(pos for pos, _ in features)
         linked_accounts, history_of = self._linked_accounts, self._history
 
         def linked_features(ctx: _Request, out: list[Any]) -> None:
             linked = linked_accounts(ctx)
+            if linked is None:  # no linked account: every count and sum is 0
+                for pos in positions:
+                    out[pos] = 0
+                return
             for pos, kind in count_plan:
                 out[pos] = len(linked[kind])
             t = ctx.t
