@@ -24,9 +24,8 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import pydantic_core
@@ -84,8 +83,7 @@ RECENT_REFUND_IDS = 500_000
 """Refund ids this process recorded and remembers, so their retries skip the deciding."""
 
 
-@dataclass(frozen=True)
-class DecisionResult:
+class DecisionResult(NamedTuple):
     """A decision's JSON body, and whether it is a stored one returned again."""
 
     body: str
@@ -137,7 +135,7 @@ class Service:
         self.snapshot = snapshot
         # The recorder process checkpoints the WAL of the database it writes; else a thread.
         self.checkpointer = None if recorder else db.Checkpointer.for_engine(self.engine)
-        self._inflight: dict[str, asyncio.Future[str]] = {}
+        self._inflight: dict[str, asyncio.Future[str] | None] = {}
         self._recorded_ids: OrderedDict[str, None] = OrderedDict()
         self._reload_lock = asyncio.Lock()
         self._show_snapshot()
@@ -214,8 +212,10 @@ class Service:
     async def decide(self, request: RefundDecisionRequest) -> DecisionResult:
         """The decision for one refund request: the stored one if it was decided before."""
         refund_id = request.refund_id
-        running = self._inflight.get(refund_id)
-        if running is not None:  # the same id is being decided right now: share its answer
+        if refund_id in self._inflight:  # the same id is being decided right now: share it
+            running = self._inflight[refund_id]
+            if running is None:
+                running = self._inflight[refund_id] = asyncio.get_running_loop().create_future()
             body = await asyncio.shield(running)
             self.metrics.replays.inc()
             return DecisionResult(body, replayed=True)
@@ -227,21 +227,23 @@ class Service:
         # Not recorded by this process lately. Looking it up in the database on every request
         # would cost as much as deciding; the unique refund id decides instead: if a decision
         # was recorded before (an older run, another process), the write keeps it and returns
-        # it as a replay.
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._inflight[refund_id] = future
+        # it as a replay. A future to share the answer is made only if the same id comes in
+        # meanwhile (rare).
+        self._inflight[refund_id] = None
         try:
             recorded = await self._decide_new(request)
         except BaseException as exc:
-            if isinstance(exc, asyncio.CancelledError):
-                future.cancel()
-            else:
-                future.set_exception(exc)
-                future.exception()  # nobody may be waiting: mark it seen
+            future = self._inflight.pop(refund_id, None)
+            if future is not None:
+                if isinstance(exc, asyncio.CancelledError):
+                    future.cancel()
+                else:
+                    future.set_exception(exc)
+                    future.exception()  # nobody may be waiting: mark it seen
             raise
-        finally:
-            self._inflight.pop(refund_id, None)
-        future.set_result(recorded.response)
+        future = self._inflight.pop(refund_id, None)
+        if future is not None:
+            future.set_result(recorded.response)
         if recorded.replayed:
             self.metrics.replays.inc()
         return DecisionResult(recorded.response, recorded.replayed)

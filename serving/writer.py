@@ -31,8 +31,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from features.online import OnlineFeatureBuilder
 from features.store import EventStore
@@ -52,8 +51,7 @@ STUCK_SECONDS = 10.0
 say it is not ready; its requests still wait for the answer."""
 
 
-@dataclass(frozen=True)
-class PendingDecision:
+class PendingDecision(NamedTuple):
     """A decision waiting to be recorded."""
 
     row: dict[str, Any]
@@ -72,8 +70,7 @@ class PendingDecision:
         return str(self.row["customer_id"])
 
 
-@dataclass(frozen=True)
-class Recorded:
+class Recorded(NamedTuple):
     """What the database holds for a refund id after the write."""
 
     response: str
