@@ -171,14 +171,14 @@ class RefundRiskAPI(FastAPI):
             await super().__call__(scope, receive, send)
             return
         started = time.perf_counter()
-        received, request = await _read_decision_request(service, scope, receive)
+        received, request, raw = await _read_decision_request(service, scope, receive)
         if request is None:
             await super().__call__(scope, _replaying(received, receive), send)
             return
         status = 500
         try:
             try:
-                result = await service.decide(request)
+                result = await service.decide(request, raw)
             except Exception as exc:
                 response = http_error(exc, service.settings.retry_after_seconds).response()
                 status = response.status_code
@@ -203,8 +203,9 @@ class RefundRiskAPI(FastAPI):
 
 async def _read_decision_request(
     service: Service, scope: Scope, receive: Receive
-) -> tuple[list[Message], RefundDecisionRequest | None]:
-    """The messages read, and the refund request if the call is a scorer's valid one."""
+) -> tuple[list[Message], RefundDecisionRequest | None, bytes]:
+    """The messages read, the refund request if the call is a scorer's valid one, and the
+    body it was read from."""
     content_type = token = None
     for name, value in scope["headers"]:
         if name == b"content-type" and content_type is None:
@@ -213,23 +214,24 @@ async def _read_decision_request(
             token = value
     received: list[Message] = []
     if content_type != b"application/json" or not token:
-        return received, None
+        return received, None, b""
     chunks = []
     while True:
         message = await receive()
         received.append(message)
         if message["type"] != "http.request":
-            return received, None
+            return received, None, b""
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             break
     principal = service.keys.authenticate(token.decode("latin-1"))
     if principal is None or principal.role not in _SCORERS:
-        return received, None
+        return received, None, b""
+    raw = b"".join(chunks)
     try:
-        return received, RefundDecisionRequest.model_validate_json(b"".join(chunks))
+        return received, RefundDecisionRequest.model_validate_json(raw), raw
     except ValidationError:
-        return received, None
+        return received, None, b""
 
 
 def _replaying(received: list[Message], receive: Receive) -> Receive:

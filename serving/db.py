@@ -436,10 +436,12 @@ def decision_row(
     policy_hash: str,
     feature_version: str,
     response: str,
-    request: str,
+    request: str | bytes,
     features: str,
 ) -> dict[str, Any]:
-    """A decision-log row; keyword-only, so a column can never be filled by position."""
+    """A decision-log row; keyword-only, so a column can never be filled by position. A
+    `request` in bytes is the body it was read from, written out when it is recorded
+    (`serving.recorder.record_group`)."""
     return {
         "decision_id": decision_id,
         "refund_id": refund_id,

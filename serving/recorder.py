@@ -84,7 +84,17 @@ def record_group(
     refund_rows: Rows,
 ) -> Outcome:
     """Record decision-log `rows` and, for those recorded, their `refund_rows` (same order), in
-    the open transaction of `connection`."""
+    the open transaction of `connection`.
+
+    A row's `request` given as the bytes the request was read from is stored as the request
+    schema writes it (as `RefundDecisionRequest.model_dump_json` on the event loop would).
+    """
+    rows = [
+        {**row, "request": stored_request(row["request"])}
+        if isinstance(row["request"], bytes)
+        else row
+        for row in rows
+    ]
     inserted = decisions.insert_new(connection, rows)
     losers = [r["refund_id"] for r in rows if r["refund_id"] not in inserted]
     stored = decisions.responses(connection, losers)
@@ -93,6 +103,14 @@ def record_group(
     if winners:
         store.write({"refund_requests": winners}, connection)
     return Outcome(frozenset(inserted), stored)
+
+
+def stored_request(raw: bytes) -> str:
+    """The stored form of a refund decision request read from `raw` (valid: it was read from
+    these bytes before it was decided)."""
+    from serving.schemas import RefundDecisionRequest
+
+    return RefundDecisionRequest.model_validate_json(raw).model_dump_json()
 
 
 _HEADER = struct.Struct("!Q")

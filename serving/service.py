@@ -209,8 +209,12 @@ class Service:
 
     # --- deciding ----------------------------------------------------------------------------
 
-    async def decide(self, request: RefundDecisionRequest) -> DecisionResult:
-        """The decision for one refund request: the stored one if it was decided before."""
+    async def decide(self, request: RefundDecisionRequest, raw: bytes = b"") -> DecisionResult:
+        """The decision for one refund request: the stored one if it was decided before.
+
+        `raw` is the JSON body the request was read from, if at hand: the recorder process
+        then writes the stored request from it (`serving.recorder.record_group`), off the loop.
+        """
         refund_id = request.refund_id
         if refund_id in self._inflight:  # the same id is being decided right now: share it
             running = self._inflight[refund_id]
@@ -231,7 +235,7 @@ class Service:
         # meanwhile (rare).
         self._inflight[refund_id] = None
         try:
-            recorded = await self._decide_new(request)
+            recorded = await self._decide_new(request, raw)
         except BaseException as exc:
             future = self._inflight.pop(refund_id, None)
             if future is not None:
@@ -248,7 +252,7 @@ class Service:
             self.metrics.replays.inc()
         return DecisionResult(recorded.response, recorded.replayed)
 
-    async def _decide_new(self, request: RefundDecisionRequest) -> Recorded:
+    async def _decide_new(self, request: RefundDecisionRequest, raw: bytes) -> Recorded:
         # A decision of this customer still being recorded: its refund request is a feature of
         # this one (rare: the same customer twice within a few milliseconds).
         await self.writer.settled(request.customer_id)
@@ -336,7 +340,8 @@ class Service:
                 policy_hash=decision.policy_hash,
                 feature_version=FEATURE_VERSION,
                 response=orjson.dumps(out, option=_JSON_OPTIONS).decode(),
-                request=request.model_dump_json(),
+                # Bytes are written out as the stored request by the recorder process.
+                request=raw if raw and self.writer.recorder else request.model_dump_json(),
                 features=features,
             ),
             refund_row=refund_row,

@@ -164,6 +164,35 @@ def test_a_stored_decision_comes_with_its_inputs_and_features(
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
 
 
+def test_the_stored_request_is_written_as_the_schema_writes_it(
+    world: World, client: TestClient
+) -> None:
+    # Sent with an offset time, spaces and a default left out; the recorder process writes
+    # the stored request from these bytes, in the schema's own form.
+    body = decision_body(world, held(world, 24))
+    body.pop("photo_count", None)
+    when = (
+        pd.Timestamp(body["requested_at"])
+        .tz_localize("UTC")
+        .tz_convert("Europe/Berlin")
+        .isoformat()
+    )
+    raw = json.dumps({**body, "requested_at": when}, indent=2).encode()
+    headers = {**key(world, "scorer"), "Content-Type": "application/json"}
+    r = client.post("/v1/refund-decisions", content=raw, headers=headers)
+    assert r.status_code == 200, r.text
+    assert client.app.state.service.writer.recorder is not None  # type: ignore[attr-defined]
+    with sqlite3.connect(world.db_path) as con:
+        (stored,) = con.execute(
+            "SELECT request FROM serving_decisions WHERE refund_id = ?", (body["refund_id"],)
+        ).fetchone()
+    assert stored == RefundDecisionRequest.model_validate_json(raw).model_dump_json()
+    written = json.loads(stored)
+    assert "+" not in written["requested_at"]  # in UTC, as every stored time
+    assert pd.Timestamp(written["requested_at"]) == pd.Timestamp(body["requested_at"])
+    assert written["photo_count"] == 0
+
+
 def test_a_customers_tier_is_the_default_without_a_tier_model(
     world: World, client: TestClient
 ) -> None:
@@ -474,7 +503,7 @@ def test_a_caller_that_goes_away_leaves_its_decision_recorded_and_waited_for(
     # decision is still recorded, and the customer's next decision still waits for it.
     service = client.app.state.service  # type: ignore[attr-defined]
     pid = service.writer.recorder.pid
-    body = decision_body(world, held(world, 19))
+    body = decision_body(world, held(world, 25))
     request = RefundDecisionRequest.model_validate(body)
     seen: dict[str, bool] = {}
 
