@@ -41,6 +41,7 @@ from sqlalchemy.engine import Connection
 
 from features.store import EventStore, create_store_engine
 from serving.db import Checkpointer, DecisionLog, tune_sqlite
+from serving.schemas import RefundDecisionRequest
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +109,6 @@ def record_group(
 def stored_request(raw: bytes) -> str:
     """The stored form of a refund decision request read from `raw` (valid: it was read from
     these bytes before it was decided)."""
-    from serving.schemas import RefundDecisionRequest
-
     return RefundDecisionRequest.model_validate_json(raw).model_dump_json()
 
 
