@@ -18,7 +18,7 @@ import operator
 import string
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -134,9 +134,14 @@ class Decision(NamedTuple):
 
 def resolve_tier(scores: Scores, tiers: Tiers) -> Tier:
     """The customer's tier: as given, else from the loss probability, else the default."""
-    if scores.tier is not None:
-        return tiers.get(scores.tier)
-    return assign_tier(scores.tier_loss_probability, tiers)
+    return tier_of(scores.tier, scores.tier_loss_probability, tiers)
+
+
+def tier_of(name: str | None, loss_probability: float | None, tiers: Tiers) -> Tier:
+    """The tier named `name`, else that of the loss probability, else the default."""
+    if name is not None:
+        return tiers.get(name)
+    return assign_tier(loss_probability, tiers)
 
 
 def context_values(
@@ -410,31 +415,31 @@ class CompiledPolicy:
     ) -> Decision:
         """Decide one request (see `decide`)."""
         tier = resolve_tier(scores, tiers)
-        band = self.band_of(scores.abuse_score)
-        decision = self.decide_values(
-            context_values(context, scores.abuse_score, band, tier), tier, tiers
-        )
+        decision = self.decide_fields(dict(context), scores.abuse_score, tier, tiers)
         if not scores.contributions:
             return decision
         explained = explain(scores.contributions, templates, top=top_reasons)
         return decision._replace(reasons=(*decision.reasons, *explained))
 
-    def decide_values(self, values: Values, tier: Tier, tiers: Tiers) -> Decision:
-        """Decide from a request's context values (`context_values`, `request_values`), whose
-        tier is `tier`: the decision with the rule's reason alone."""
+    def decide_fields(
+        self, fields: Mapping[str, Any], abuse_score: float, tier: Tier, tiers: Tiers
+    ) -> Decision:
+        """Decide from a request context's fields (valid, see `request_values`), its abuse
+        score and its tier: the decision with the rule's reason alone."""
         policy = self.policy
+        band = self.band_of(abuse_score)
+        values = request_values(fields, abuse_score, band, tier)
         compiled = self.first_match(values)
         rule = compiled.rule
-        abuse_score = cast(float, values["abuse_score"])
         share: float | None = None
         amount: float | None = None
         if rule.action == Action.PARTIAL_REFUND_OFFER:
             assert policy.partial_offer is not None  # validation requires it
             spec = policy.partial_offer
-            requested = cast(float, values["amount_requested"])
+            requested = fields["amount_requested"]
             share = partial_offer_share(
                 requested,
-                return_shipping_cost(spec, cast(str, values["category"])),
+                return_shipping_cost(spec, fields["category"]),
                 abuse_score,
                 spec,
             )
@@ -446,7 +451,7 @@ class CompiledPolicy:
             reasons=(_render(compiled.reason, words),),
             customer_message=_render(compiled.message, words),
             abuse_score=abuse_score,
-            abuse_band=cast(str, values["abuse_band"]),
+            abuse_band=band,
             tier=tier.name,
             offered_share=share,
             offered_amount=amount,

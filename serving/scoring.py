@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from features.definitions import FEATURE_NAMES
-from policy.evaluate import Decision, compile_policy, request_values
+from policy.evaluate import Decision, compile_policy, tier_of
 from policy.model import (
     DEFAULT_POLICY_PATH,
     DEFAULT_TIERS_PATH,
@@ -197,15 +197,12 @@ def decide_scored(
     tiers = policies.tiers
     degraded = scored.abuse_score is None
     abuse_score = 0.0 if scored.abuse_score is None else scored.abuse_score
-    # As `policy.evaluate.resolve_tier`: the pinned tier (checked only when pinned: `names`
-    # builds a tuple, and most requests have no pin), else the tier model's.
-    if pinned_tier is not None and pinned_tier in tiers.names:
-        tier = tiers.get(pinned_tier)
-    else:
-        tier = assign_tier(scored.tier_score, tiers)
+    # A pin the tiers file in force no longer has is ignored (checked only when pinned: `names`
+    # builds a tuple, and most requests have no pin).
+    pinned = pinned_tier if pinned_tier is not None and pinned_tier in tiers.names else None
+    tier = tier_of(pinned, scored.tier_score, tiers)
     compiled = compile_policy(policies.degraded_policy if degraded else policies.policy)
-    band = compiled.band_of(abuse_score)
-    decision = compiled.decide_values(request_values(context, abuse_score, band, tier), tier, tiers)
+    decision = compiled.decide_fields(context, abuse_score, tier, tiers)
     reasons = [*decision.reasons, *notes]
     reasons.extend(policies.templates.sentence(c) for c in scored.contributions)
     return decision, reasons, degraded
