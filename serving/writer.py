@@ -78,6 +78,18 @@ class Recorded(NamedTuple):
     """True when another writer had recorded a decision for this refund id first."""
 
 
+class _Group:
+    """Decisions recorded in one transaction, each with its caller's future, and a future
+    done once they all have their answer (a customer with a decision in the group waits on
+    it: `DecisionWriter.settled`)."""
+
+    __slots__ = ("decisions", "settled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.decisions: list[tuple[PendingDecision, asyncio.Future[Recorded]]] = []
+        self.settled: asyncio.Future[None] = loop.create_future()
+
+
 class DecisionWriter:
     """Collects decisions and records each group of them in one transaction.
 
@@ -99,16 +111,12 @@ class DecisionWriter:
         self.builder = builder
         self.on_recorded = on_recorded
         self.recorder = recorder
-        self._pending: list[tuple[PendingDecision, asyncio.Future[Recorded]]] = []
-        self._in_flight: list[tuple[PendingDecision, asyncio.Future[Recorded]]] | None = None
+        self._pending: _Group | None = None  # gathering now
+        self._in_flight: _Group | None = None  # handed to the recorder process
         # The loop watching the recorder's pipe: (loop, process id, file descriptor).
         self._watching: tuple[asyncio.AbstractEventLoop, int | None, int] | None = None
         self._sent_at = 0.0
         self._scheduled = False
-        # Settled (done) when the group gathering now, or the one in flight, has its answer;
-        # the customers with a decision in either wait on it (`settled`).
-        self._gathering: asyncio.Future[None] | None = None
-        self._flying: asyncio.Future[None] | None = None
         self._unsettled: dict[str, asyncio.Future[None]] = {}
         self._failed_at: deque[float] = deque(maxlen=FAILED_GROUPS_UNREADY)
         self._last_failure = ""
@@ -116,7 +124,7 @@ class DecisionWriter:
     @property
     def in_flight(self) -> int:
         """Decisions handed to the recorder process and not answered yet."""
-        return 0 if self._in_flight is None else len(self._in_flight)
+        return 0 if self._in_flight is None else len(self._in_flight.decisions)
 
     def problem(self) -> str | None:
         """Why decisions cannot be recorded now: the last groups all failed lately, or the
@@ -125,7 +133,7 @@ class DecisionWriter:
             waited = time.monotonic() - self._sent_at
             if waited > STUCK_SECONDS:
                 return (
-                    f"a group of {len(self._in_flight)} decisions has waited {waited:.0f} s "
+                    f"a group of {self.in_flight} decisions has waited {waited:.0f} s "
                     "for the recorder process"
                 )
         failed = self._failed_at
@@ -142,11 +150,11 @@ class DecisionWriter:
         """Wait until the decision (or a racing writer's) is recorded; raise if it is not."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Recorded] = loop.create_future()
-        gathering = self._gathering
-        if gathering is None:
-            gathering = self._gathering = loop.create_future()
-        self._pending.append((decision, future))
-        self._unsettled[decision.customer_id] = gathering
+        group = self._pending
+        if group is None:
+            group = self._pending = _Group(loop)
+        group.decisions.append((decision, future))
+        self._unsettled[decision.customer_id] = group.settled
         if not self._scheduled:
             self._scheduled = True
             # Runs after every callback already due: the requests that reached this point in
@@ -169,12 +177,11 @@ class DecisionWriter:
         """Start recording everything pending (unless a group is in flight: what is pending
         then goes as soon as it is back)."""
         self._scheduled = False
-        if self._in_flight is not None or not self._pending:
+        if self._in_flight is not None or self._pending is None:
             return
-        batch, self._pending = self._pending, []
-        group, self._gathering = self._gathering, None
-        rows = [d.row for d, _ in batch]
-        refund_rows = [d.refund_row for d, _ in batch]
+        group, self._pending = self._pending, None
+        rows = [d.row for d, _ in group.decisions]
+        refund_rows = [d.refund_row for d, _ in group.decisions]
         if self.recorder is None:
             try:
                 with self.log.engine.begin() as connection:
@@ -183,15 +190,15 @@ class DecisionWriter:
                     )
             except Exception as exc:  # refused, or a bug: answered 503 like the rest, and logged
                 outcome = failure_of(exc)
-            self._settle(batch, group, outcome)
+            self._settle(group, outcome)
             return
         try:
             sent = self.recorder.send(rows, refund_rows)
         except OSError as exc:
             self._lose_recorder()
-            self._settle(batch, group, Failure(True, f"the recorder process is gone ({exc})"))
+            self._settle(group, Failure(True, f"the recorder process is gone ({exc})"))
             return
-        self._in_flight, self._flying = batch, group
+        self._in_flight = group
         self._sent_at = time.monotonic()
         try:
             loop = asyncio.get_running_loop()
@@ -242,25 +249,22 @@ class DecisionWriter:
         self._received(outcome)
 
     def _received(self, outcome: Outcome | Failure) -> None:
-        batch, self._in_flight = self._in_flight, None
-        group, self._flying = self._flying, None
-        if batch is None:
+        group, self._in_flight = self._in_flight, None
+        if group is None:
             log.error("the recorder process replied with nothing in flight: %r", outcome)
             return
-        self._settle(batch, group, outcome)
+        self._settle(group, outcome)
         self.flush()
 
     def _recorder_failed(self, exc: BaseException) -> None:
         """The recorder process died, broke its pipe or did not answer: fail the group in
         flight (if any) and forget the process; the next group starts a new one."""
-        batch, self._in_flight = self._in_flight, None
-        group, self._flying = self._flying, None
+        group, self._in_flight = self._in_flight, None
         self._lose_recorder()
-        if batch is None:
+        if group is None:
             log.warning("the recorder process ended (%s)", type(exc).__name__)
             return
-        failure = Failure(True, f"the recorder process is gone ({type(exc).__name__})")
-        self._settle(batch, group, failure)
+        self._settle(group, Failure(True, f"the recorder process is gone ({type(exc).__name__})"))
         self.flush()
 
     def _stop_reading(self) -> None:
@@ -288,18 +292,14 @@ class DecisionWriter:
         self._stop_reading()
         self.recorder.stop()
 
-    def _settle(
-        self,
-        batch: Sequence[tuple[PendingDecision, asyncio.Future[Recorded]]],
-        group: asyncio.Future[None] | None,
-        outcome: Outcome | Failure,
-    ) -> None:
+    def _settle(self, group: _Group, outcome: Outcome | Failure) -> None:
         """Answer a group's requests: each with the recorded decision, or all with the error."""
+        batch = group.decisions
         for decision, _ in batch:
-            if self._unsettled.get(decision.customer_id) is group:
+            if self._unsettled.get(decision.customer_id) is group.settled:
                 del self._unsettled[decision.customer_id]
-        if group is not None and not group.done():
-            group.set_result(None)
+        if not group.settled.done():
+            group.settled.set_result(None)
         if isinstance(outcome, Failure):
             self._failed_at.append(time.monotonic())
             self._last_failure = outcome.message
