@@ -22,10 +22,10 @@ import pandas as pd
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from data.schema import TABLES, Kind
+from features.bulk import BulkInsert
 from refund_risk.errors import ConfigurationError, DataValidationError
 
 TABLE_PREFIX = "event_"
@@ -185,12 +185,39 @@ _TIME_COLUMNS: dict[str, frozenset[str]] = {
 }
 
 
+_KEY_POSITIONS: dict[str, tuple[int, ...]] = {
+    name: tuple(table.column_names.index(k) for k in table.key) for name, table in TABLES.items()
+}
+
+
+def _repeats_a_key(name: str, rows: Sequence[tuple[Any, ...]]) -> bool:
+    """True when two of `rows` (tuples in column order) have the same key."""
+    positions = _KEY_POSITIONS[name]
+    return len({tuple(row[i] for i in positions) for row in rows}) < len(rows)
+
+
+def _on_conflict(name: str, insert: Any) -> Any:
+    """A table's upsert: later rows replace earlier ones on the key, except that an identity
+    link keeps the earliest time it was seen."""
+    table = EVENT_TABLES[name]
+    key = list(TABLES[name].key)
+    if name == "identity_links":
+        # A fingerprint is "first seen" at the earliest time anyone reported.
+        earliest = sa.case(
+            (insert.excluded.seen_at < table.c.seen_at, insert.excluded.seen_at),
+            else_=table.c.seen_at,
+        )
+        return insert.on_conflict_do_update(index_elements=key, set_={"seen_at": earliest})
+    updates = {c.name: insert.excluded[c.name] for c in table.columns if c.name not in key}
+    return insert.on_conflict_do_update(index_elements=key, set_=updates)
+
+
 class EventStore:
     """The event tables behind one engine: write (upsert), read one customer's history, count."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._upserts: dict[str, Any] = {}
+        self._upserts: dict[str, BulkInsert] = {}
 
     @classmethod
     def open(cls, url: str, schema: str | None = None, migrate: bool = True) -> EventStore:
@@ -211,27 +238,13 @@ class EventStore:
 
     # writing
 
-    def _upsert(self, name: str) -> Any:
+    def _upsert(self, name: str) -> BulkInsert:
         # Built once per table: building and compiling an upsert costs more than running it.
         if name not in self._upserts:
-            self._upserts[name] = self._build_upsert(name)
-        return self._upserts[name]
-
-    def _build_upsert(self, name: str) -> Any:
-        table = EVENT_TABLES[name]
-        dialect = self.engine.dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        stmt = insert(table)
-        key = list(TABLES[name].key)
-        if name == "identity_links":
-            # A fingerprint is "first seen" at the earliest time anyone reported.
-            earliest = sa.case(
-                (stmt.excluded.seen_at < table.c.seen_at, stmt.excluded.seen_at),
-                else_=table.c.seen_at,
+            self._upserts[name] = BulkInsert(
+                self.engine.dialect, EVENT_TABLES[name], conflict=lambda s: _on_conflict(name, s)
             )
-            return stmt.on_conflict_do_update(index_elements=key, set_={"seen_at": earliest})
-        updates = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in key}
-        return stmt.on_conflict_do_update(index_elements=key, set_=updates)
+        return self._upserts[name]
 
     def write(
         self, rows: Mapping[str, Sequence[Mapping[str, Any]]], connection: Connection | None = None
@@ -255,12 +268,18 @@ class EventStore:
                 if missing:
                     raise DataValidationError(f"{name} row lacks {', '.join(missing)}")
                 clean.append(
-                    {
-                        c: _db_time(record[c]) if c in times else _db_value(record[c])
-                        for c in columns
-                    }
+                    tuple(
+                        _db_time(record[c]) if c in times else _db_value(record[c]) for c in columns
+                    )
                 )
-            connection.execute(self._upsert(name), clean)
+            upsert = self._upsert(name)
+            if upsert.postgresql and _repeats_a_key(name, clean):
+                # One statement may not update a row twice: a key given again goes on its own,
+                # in order, as the later row (or the earlier time) wins.
+                for row in clean:
+                    upsert.run(connection, [row])
+            else:
+                upsert.run(connection, clean)
 
     def write_frames(
         self,

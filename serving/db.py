@@ -32,6 +32,7 @@ from alembic.config import Config
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+from features.bulk import BulkInsert
 from features.store import EVENT_TABLES
 from features.store import alembic_config as store_alembic_config
 
@@ -317,14 +318,16 @@ class DecisionLog:
     def __init__(self, engine: Engine, reader: PointReader | None = None) -> None:
         self.engine = engine
         self.reader = reader or PointReader(engine)
-        insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
-        # Insert-or-nothing on the idempotency key: the rows that come back are the ones this
-        # writer recorded; a refund id that is missing lost a race and its winner is read back.
-        self._insert = (
-            insert(DECISIONS)
-            .on_conflict_do_nothing(index_elements=["refund_id"])
-            .returning(DECISIONS.c.refund_id)
+        dialect = engine.dialect
+        # Insert-or-nothing on the idempotency key: the rows that are written are the ones this
+        # writer recorded; a refund id that is not lost a race and its winner is read back.
+        self._insert = BulkInsert(
+            dialect,
+            DECISIONS,
+            conflict=lambda s: s.on_conflict_do_nothing(index_elements=["refund_id"]),
+            returning="refund_id" if dialect.name == "postgresql" else None,
         )
+        self._open_cases = BulkInsert(dialect, REVIEW_CASES)
         self._by_refund = sa.select(DECISIONS.c.response).where(
             DECISIONS.c.refund_id == sa.bindparam("refund_id")
         )
@@ -337,14 +340,23 @@ class DecisionLog:
         """
         if not rows:
             return set()
-        inserted = set(connection.execute(self._insert, list(rows)).scalars().all())
-        cases: dict[str, dict[str, Any]] = {}
+        result = self._insert.run(connection, [_in_order(row, _DECISION_COLUMNS) for row in rows])
+        if self._insert.postgresql:
+            inserted = set(result.scalars().all())
+        elif result.rowcount == len(rows):
+            inserted = {row["refund_id"] for row in rows}
+        else:  # some lost (SQLite tells how many, not which): the winners' decision ids are in
+            ids = [row["decision_id"] for row in rows]
+            query = sa.select(DECISIONS.c.refund_id).where(DECISIONS.c.decision_id.in_(ids))
+            inserted = set(connection.execute(query).scalars().all())
+        cases: dict[str, tuple[Any, ...]] = {}
         for row in rows:
-            if row["action"] == REVIEW_ACTION and row["refund_id"] in inserted:
-                # One case per refund id, as the log has one decision (the first row sent).
-                cases.setdefault(row["refund_id"], case_row(row))
+            refund_id = row["refund_id"]
+            # One case per refund id, as the log has one decision (the first row sent).
+            if row["action"] == REVIEW_ACTION and refund_id in inserted and refund_id not in cases:
+                cases[refund_id] = _in_order(case_row(row), _CASE_COLUMNS)
         if cases:
-            connection.execute(sa.insert(REVIEW_CASES), list(cases.values()))
+            self._open_cases.run(connection, list(cases.values()))
         return inserted
 
     def responses(self, connection: Connection, refund_ids: Iterable[str]) -> dict[str, str]:
@@ -398,6 +410,15 @@ class DecisionLog:
         with self.engine.connect() as connection:
             query = sa.select(sa.func.count()).select_from(DECISIONS)
             return int(connection.execute(query).scalar_one())
+
+
+_DECISION_COLUMNS = tuple(c.name for c in DECISIONS.columns)
+_CASE_COLUMNS = tuple(c.name for c in REVIEW_CASES.columns)
+
+
+def _in_order(row: Mapping[str, Any], columns: Sequence[str]) -> tuple[Any, ...]:
+    """A row's values in its table's column order."""
+    return tuple(row[c] for c in columns)
 
 
 REVIEW_ACTION = "manual_review"

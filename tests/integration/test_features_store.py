@@ -209,3 +209,32 @@ def test_threads_scoring_and_recording_at_once(
     for record in records[:40]:
         assert _same_row(fresh.row(record), batch.loc[record["refund_id"]]) == []
     store.dispose()
+
+
+def test_a_key_given_twice_in_one_write_keeps_the_later_row_and_the_earliest_sighting(
+    random_world: Callable[..., Tables], store_url: StoreUrl
+) -> None:
+    tables = random_world(seed=33, n_customers=5)
+    store = _open(store_url)
+    order = tables["orders"].to_dict("records")[0]
+    link = tables["identity_links"].to_dict("records")[0]
+    shipped, delivered = datetime(2026, 1, 2, 3, 4, 5), datetime(2026, 1, 3, 4, 5, 6, 7)
+    store.write(
+        {
+            "orders": [
+                {**order, "shipped_at": None, "delivered_at": None},
+                {**order, "shipped_at": shipped, "delivered_at": delivered},
+            ],
+            "identity_links": [
+                {**link, "seen_at": datetime(2024, 6, 1)},
+                {**link, "seen_at": datetime(2024, 5, 1)},
+                {**link, "seen_at": datetime(2024, 7, 1)},
+            ],
+        }
+    )
+    history = store.histories([order["customer_id"]])
+    assert store.counts()["orders"] == 1 and store.counts()["identity_links"] == 1
+    stored = history["orders"][0]
+    assert (stored["shipped_at"], stored["delivered_at"]) == (shipped, delivered)
+    assert history["identity_links"][0]["seen_at"] == datetime(2024, 5, 1)
+    store.dispose()

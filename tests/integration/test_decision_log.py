@@ -1,0 +1,112 @@
+"""The decision log's group transaction on a real database: SQLite, and PostgreSQL when one
+answers (tests marked `postgres`)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from features.store import EVENT_TABLES, EventStore
+from serving import db
+from serving.recorder import record_group
+
+StoreUrl = tuple[str, str | None]
+
+DECIDED_AT = datetime(2026, 3, 4, 5, 6, 7, 891011)
+
+
+def _pair(refund_id: str, action: str, response: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A decision-log row and the refund request it appends."""
+    row = db.decision_row(
+        decision_id=db.new_decision_id(),
+        refund_id=refund_id,
+        customer_id="c1",
+        decided_at=DECIDED_AT,
+        action=action,
+        rule_id="default",
+        degraded=action == "manual_review",
+        abuse_score=None if action == "manual_review" else 0.25,
+        tier="standard",
+        amount_requested=12.5,
+        abuse_model_version=None,
+        tier_model_version=None,
+        policy_hash="h",
+        feature_version="v1",
+        response=response,
+        request=json.dumps({"refund_id": refund_id, "note": 'quotes " and {braces}'}),
+        features='[1.5, null, "x"]',
+    )
+    refund = {
+        "refund_id": refund_id,
+        "order_id": "o1",
+        "customer_id": "c1",
+        "requested_at": DECIDED_AT,
+        "refund_type": "refund_only",
+        "reason": "logistics",
+        "reason_detail": "not_received",
+        "amount_requested": 12.5,
+        "photo_count": 0,
+        "order_stage": "delivered",
+    }
+    return row, refund
+
+
+def _record(store: EventStore, log: db.DecisionLog, pairs: list[Any]) -> Any:
+    with store.engine.begin() as connection:
+        return record_group(log, store, connection, [p[0] for p in pairs], [p[1] for p in pairs])
+
+
+def test_a_group_records_the_new_decisions_and_reads_back_the_recorded_ones(
+    store_url: StoreUrl,
+) -> None:
+    url, schema = store_url
+    store = EventStore.open(url, schema=schema)
+    db.migrate(store.engine)
+    log = db.DecisionLog(store.engine)
+    first = _pair("r1", "manual_review", '{"first": 1}')
+    assert _record(store, log, [first]).inserted == {"r1"}
+
+    again = _pair("r1", "auto_approve", '{"again": 1}')  # lost: r1 is recorded
+    new_review = _pair("r2", "manual_review", '{"r2": 1}')
+    new_plain = _pair("r3", "auto_approve", '{"r3": 1}')
+    twin = _pair("r2", "auto_approve", '{"twin": 1}')  # the same id twice in one group
+    outcome = _record(store, log, [again, new_review, new_plain, twin])
+
+    assert outcome.inserted == {"r2", "r3"}
+    assert outcome.stored == {"r1": '{"first": 1}'}
+    with store.engine.connect() as connection:
+        decisions = {
+            r.refund_id: r._mapping
+            for r in connection.execute(sa.select(db.DECISIONS).order_by(db.DECISIONS.c.refund_id))
+        }
+        cases = connection.execute(
+            sa.select(db.REVIEW_CASES.c.case_id, db.REVIEW_CASES.c.refund_id)
+        ).all()
+        refunds = connection.execute(
+            sa.select(EVENT_TABLES["refund_requests"].c.refund_id)
+        ).scalars()
+        appended = sorted(refunds)
+        # What the service's reads filter and sort on compares as a time, not as text.
+        recent = connection.execute(
+            sa.select(sa.func.count())
+            .select_from(db.DECISIONS)
+            .where(db.DECISIONS.c.decided_at >= datetime(2026, 3, 4, 5, 6, 7, 891011))
+        ).scalar_one()
+    # The first row sent for an id is the one recorded, whole and with its types.
+    assert sorted(decisions) == ["r1", "r2", "r3"]
+    r2 = decisions["r2"]
+    assert r2["decision_id"] == new_review[0]["decision_id"]
+    assert r2["response"] == '{"r2": 1}' and r2["request"] == new_review[0]["request"]
+    assert r2["decided_at"] == DECIDED_AT  # microseconds kept
+    assert r2["degraded"] is True and r2["abuse_score"] is None
+    assert decisions["r3"]["degraded"] is False and decisions["r3"]["abuse_score"] == 0.25
+    assert recent == 3
+    # One review case per recorded manual_review decision, none for the losers.
+    assert sorted(cases) == sorted(
+        [(first[0]["decision_id"], "r1"), (new_review[0]["decision_id"], "r2")]
+    )
+    assert appended == ["r1", "r2", "r3"]
+    store.dispose()
