@@ -69,6 +69,14 @@ class Settings(BaseSettings):
         description="How long the service trusts its copy of the API keys; a revoked key stops "
         "working within this time.",
     )
+    record_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0.0,
+        le=300.0,
+        description="Longest a decision request waits for its decision to be recorded; then it "
+        "is answered 503, and a retry with the same refund id returns the decision if it was "
+        "recorded meanwhile.",
+    )
     preload_events: bool = Field(
         default=True,
         description="Read the whole event store into memory at service start (fast requests).",

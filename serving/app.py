@@ -116,8 +116,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     503: {
         "model": ErrorResponse,
-        "description": "The database did not take the decision: nothing was recorded or "
-        "returned. Retry after `Retry-After` seconds with the same refund id.",
+        "description": "The decision was not recorded (the database refused it, or did not "
+        "answer within the record timeout), so none is returned. Retry after `Retry-After` "
+        "seconds with the same refund id: the retry returns the decision if it was recorded "
+        "meanwhile, else decides anew.",
         "headers": {"Retry-After": {"schema": {"type": "integer"}}},
     }
 }

@@ -130,7 +130,14 @@ class Service:
         recorder = None
         if settings.record_in_process and not _in_memory(self.engine):
             recorder = RecorderProcess(str(settings.database_url), settings.database_schema)
-        self.writer = DecisionWriter(self.log, store, builder, self._recorded, recorder)
+        self.writer = DecisionWriter(
+            self.log,
+            store,
+            builder,
+            self._recorded,
+            recorder,
+            timeout=settings.record_timeout_seconds,
+        )
         self.tiers = TierScores(builder)
         self.snapshot = snapshot
         # The recorder process checkpoints the WAL of the database it writes; else a thread.

@@ -21,6 +21,11 @@ SQLite database) it runs on the event loop's thread, when the turn's callbacks a
 A request whose customer has a decision waiting for this transaction waits for it first
 (`settled`), so its features include that refund request, as they would had the two arrived
 further apart: decisions of one customer are made one after the other, never side by side.
+
+No request waits longer than the writer's `timeout` (a lock held elsewhere, a database gone
+quiet): it is answered with `DatabaseUnavailableError` (503) then, and its decision stays in
+its group. If the group is recorded later, the caller's retry with the same refund id gets that
+decision back; if not, the retry decides anew. Either way nothing was returned unrecorded.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ FAILURE_MEMORY_SECONDS = 30.0
 traffic sent its way meanwhile, it is tried again)."""
 STUCK_SECONDS = 10.0
 """A group in flight this long (a lock held elsewhere, a database gone quiet) makes the service
-say it is not ready; its requests still wait for the answer."""
+say it is not ready."""
 
 
 class PendingDecision(NamedTuple):
@@ -83,11 +88,13 @@ class _Group:
     done once they all have their answer (a customer with a decision in the group waits on
     it: `DecisionWriter.settled`)."""
 
-    __slots__ = ("decisions", "settled")
+    __slots__ = ("deadline", "decisions", "settled")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.decisions: list[tuple[PendingDecision, asyncio.Future[Recorded]]] = []
         self.settled: asyncio.Future[None] = loop.create_future()
+        self.deadline: asyncio.TimerHandle | None = None
+        """Answers the requests still waiting when their time is up (`DecisionWriter.timeout`)."""
 
 
 class DecisionWriter:
@@ -95,7 +102,8 @@ class DecisionWriter:
 
     With a `recorder` process the transaction runs there, one group in flight at a time;
     without one (an in-memory database, or when configured so) it runs here, on the event
-    loop's thread, when the turn's callbacks are done.
+    loop's thread, when the turn's callbacks are done. A request waits at most `timeout`
+    seconds for its decision to be recorded.
     """
 
     def __init__(
@@ -105,12 +113,14 @@ class DecisionWriter:
         builder: OnlineFeatureBuilder,
         on_recorded: Callable[[Sequence[PendingDecision], int], None],
         recorder: RecorderProcess | None = None,
+        timeout: float = 5.0,
     ) -> None:
         self.log = log_
         self.store = store
         self.builder = builder
         self.on_recorded = on_recorded
         self.recorder = recorder
+        self.timeout = timeout
         self._pending: _Group | None = None  # gathering now
         self._in_flight: _Group | None = None  # handed to the recorder process
         # The loop watching the recorder's pipe: (loop, process id, file descriptor).
@@ -153,6 +163,8 @@ class DecisionWriter:
         group = self._pending
         if group is None:
             group = self._pending = _Group(loop)
+            # One timer per group, not per request: its first decision waits the longest.
+            group.deadline = loop.call_later(self.timeout, self._expire, group)
         group.decisions.append((decision, future))
         self._unsettled[decision.customer_id] = group.settled
         if not self._scheduled:
@@ -166,12 +178,20 @@ class DecisionWriter:
 
     async def settled(self, customer_id: str) -> None:
         """Wait until the customer's decision waiting to be recorded (if any) is recorded or
-        has failed."""
+        has failed; raise `DatabaseUnavailableError` if that takes over `timeout` seconds."""
+        deadline = None
         while True:  # another decision of theirs may have come in meanwhile: it goes first
             group = self._unsettled.get(customer_id)
             if group is None or group.done():
                 return
-            await asyncio.wait([group])
+            now = time.monotonic()
+            deadline = now + self.timeout if deadline is None else deadline
+            await asyncio.wait([group], timeout=deadline - now)
+            if not group.done():
+                raise DatabaseUnavailableError(
+                    "this customer's previous decision is not recorded yet, so this one cannot "
+                    "be made; retry later with the same refund id"
+                )
 
     def flush(self) -> None:
         """Start recording everything pending (unless a group is in flight: what is pending
@@ -295,6 +315,8 @@ class DecisionWriter:
     def _settle(self, group: _Group, outcome: Outcome | Failure) -> None:
         """Answer a group's requests: each with the recorded decision, or all with the error."""
         batch = group.decisions
+        if group.deadline is not None:
+            group.deadline.cancel()
         for decision, _ in batch:
             if self._unsettled.get(decision.customer_id) is group.settled:
                 del self._unsettled[decision.customer_id]
@@ -327,11 +349,29 @@ class DecisionWriter:
             else:  # cannot happen with a working unique constraint; never answer unrecorded
                 self._fail([(decision, future)])
 
-    @staticmethod
-    def _fail(batch: Sequence[tuple[PendingDecision, asyncio.Future[Recorded]]]) -> None:
-        error = DatabaseUnavailableError(
-            "the decision could not be recorded; retry later with the same refund id"
+    def _expire(self, group: _Group) -> None:
+        """A group's time is up: answer its requests still waiting (the group itself stays
+        pending or in flight, and may yet be recorded)."""
+        waiting = [(d, f) for d, f in group.decisions if not f.done()]
+        if not waiting:
+            return
+        log.warning(
+            "%d decision(s) not recorded within %.1f s: answered 503, still to be recorded",
+            len(waiting),
+            self.timeout,
         )
+        self._fail(
+            waiting,
+            f"the decision was not recorded within {self.timeout:g} s; retry later with the "
+            "same refund id (it returns this decision if it was recorded meanwhile)",
+        )
+
+    @staticmethod
+    def _fail(
+        batch: Sequence[tuple[PendingDecision, asyncio.Future[Recorded]]],
+        message: str = "the decision could not be recorded; retry later with the same refund id",
+    ) -> None:
+        error = DatabaseUnavailableError(message)
         for _, future in batch:
             if not future.done():
                 future.set_exception(error)

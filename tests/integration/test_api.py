@@ -533,6 +533,54 @@ def test_a_caller_that_goes_away_leaves_its_decision_recorded_and_waited_for(
     assert retried.headers["Idempotent-Replay"] == "true"
 
 
+def test_a_decision_not_recorded_in_time_is_answered_503_and_kept_for_the_retry(
+    world: World,
+) -> None:
+    settings = world.settings.model_copy(update={"record_timeout_seconds": 0.5})
+    first = decision_body(world, held(world, 26))
+    later = pd.Timestamp(first["requested_at"]) + pd.Timedelta(minutes=1)
+    second = {**first, "refund_id": f"{first['refund_id']}-next", "requested_at": later.isoformat()}
+    scorer = key(world, "scorer")
+    with TestClient(create_app(settings, freeze_gc=False)) as fresh:
+        pid = fresh.app.state.service.writer.recorder.pid  # type: ignore[attr-defined]
+
+        def both() -> tuple[Any, Any, float]:
+            started = time.monotonic()
+            late = fresh.post("/v1/refund-decisions", json=first, headers=scorer)
+            # The same customer's next request waits for the first to be recorded, then gives up.
+            blocked = fresh.post("/v1/refund-decisions", json=second, headers=scorer)
+            return late, blocked, time.monotonic() - started
+
+        os.kill(pid, signal.SIGSTOP)  # the database goes quiet
+        pool = ThreadPoolExecutor(1)
+        try:
+            late, blocked, waited = pool.submit(both).result(timeout=30)
+        finally:
+            os.kill(pid, signal.SIGCONT)  # a service that waits forever fails the test, not CI
+            pool.shutdown(wait=True)
+        for answer in (late, blocked):
+            assert answer.status_code == 503, answer.text
+            assert answer.headers["Retry-After"] == str(settings.retry_after_seconds)
+            assert answer.json()["error"]["code"] == "database_unavailable"
+        assert "not recorded within 0.5 s" in late.json()["error"]["message"]
+        assert "previous decision is not recorded yet" in blocked.json()["error"]["message"]
+        assert waited >= 1.0  # each waited its half second, no less
+        # The first decision stayed in its group: recorded once the database answers again,
+        # and the refund system's retry gets it back instead of a second decision.
+        deadline = time.monotonic() + 30
+        while rows_for(world, first["refund_id"]) == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        retried = fresh.post("/v1/refund-decisions", json=first, headers=scorer)
+        assert retried.status_code == 200, retried.text
+        assert retried.headers["Idempotent-Replay"] == "true"
+        assert rows_for(world, first["refund_id"]) == 1
+        # The blocked one was never decided: its retry is a new decision.
+        again = fresh.post("/v1/refund-decisions", json=second, headers=scorer)
+        assert again.status_code == 200, again.text
+        assert again.headers.get("Idempotent-Replay") is None
+        assert rows_for(world, second["refund_id"]) == 1
+
+
 def test_a_service_that_cannot_record_says_it_is_not_ready_until_it_can(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
