@@ -12,7 +12,9 @@ at Python's lock, which made every decision dearer when measured.
 The event loop sends one group at a time over a pipe and answers the group's requests when the
 process replies that it committed; requests that arrive meanwhile form the next group. A process
 that dies or a pipe that breaks fails the group in flight (503, nothing returned unrecorded) and
-the next group starts a new process.
+the next group starts a new process. One that dies again before replying is restarted after a
+pause that doubles each time (`RESTART_PAUSE_SECONDS`, up to `RESTART_PAUSE_MOST_SECONDS`);
+groups meanwhile fail at once, instead of each starting a process that would die too.
 
 Messages cross the pipe as length-prefixed pickles. The service's end never blocks: a group or
 reply larger than the socket's buffer (hundreds of decisions, or a retried batch whose stored
@@ -44,6 +46,11 @@ from serving.db import Checkpointer, DecisionLog, tune_sqlite
 from serving.schemas import RefundDecisionRequest
 
 log = logging.getLogger(__name__)
+
+RESTART_PAUSE_SECONDS = 0.1
+"""The pause before starting a recorder process again after the second death in a row..."""
+RESTART_PAUSE_MOST_SECONDS = 5.0
+"""...doubled with each further death, up to this; a reply ends the series."""
 
 Rows = Sequence[Mapping[str, Any]]
 
@@ -193,6 +200,8 @@ class RecorderProcess:
         self._process: multiprocessing.process.BaseProcess | None = None
         self._outgoing = memoryview(b"")
         self._incoming = bytearray()
+        self._deaths = 0  # in a row, without a reply between them
+        self._restart_at = 0.0
 
     @property
     def running(self) -> bool:
@@ -209,9 +218,20 @@ class RecorderProcess:
         """True while part of a group is still to be written (see `write`)."""
         return bool(self._outgoing)
 
+    @property
+    def restarts_in(self) -> float:
+        """Seconds until a new process may start (0 unless the last ones kept dying)."""
+        return max(0.0, self._restart_at - time.monotonic())
+
     def start(self) -> None:
         """Start the process (a fork of a clean server process, so no locks, threads or
-        connections of the service are inherited)."""
+        connections of the service are inherited). Raises OSError while the pause after
+        repeated deaths lasts."""
+        pause = self.restarts_in
+        if pause > 0:
+            raise OSError(
+                f"it died {self._deaths} times in a row; the next one starts in {pause:.1f} s"
+            )
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload([__name__])
         ours, theirs = context.Pipe()
@@ -279,6 +299,7 @@ class RecorderProcess:
         reply = pickle.loads(self._incoming[_HEADER.size : end])
         del self._incoming[:end]
         assert isinstance(reply, Outcome | Failure)
+        self._deaths = 0
         return reply
 
     def finish(self, timeout: float) -> Outcome | Failure:
@@ -299,10 +320,16 @@ class RecorderProcess:
             poller.modify(fd, select.POLLIN | (select.POLLOUT if self.sending else 0))
             poller.poll(left * 1000)
 
-    def discard(self) -> None:
-        """Forget a process found dead or broken (the next `send` starts a new one)."""
+    def discard(self, died: bool = True) -> None:
+        """Forget a process found dead or broken (the next `send` starts a new one, after a
+        pause if it was not the first to die in a row); `died=False` for one that was stopped."""
         pipe, process = self._pipe, self._process
         self._pipe = self._process = None
+        if died and process is not None:
+            self._deaths += 1
+            if self._deaths > 1:
+                pause = RESTART_PAUSE_SECONDS * 2 ** (self._deaths - 2)
+                self._restart_at = time.monotonic() + min(pause, RESTART_PAUSE_MOST_SECONDS)
         self._outgoing, self._incoming = memoryview(b""), bytearray()
         if pipe is not None:
             pipe.close()
@@ -321,4 +348,4 @@ class RecorderProcess:
         process.join(timeout=timeout)
         if process.is_alive():
             log.warning("the recorder process did not stop in %.0f s; killing it", timeout)
-        self.discard()
+        self.discard(died=False)

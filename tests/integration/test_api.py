@@ -616,8 +616,10 @@ def test_a_service_that_cannot_record_says_it_is_not_ready_until_it_can(
         assert fresh.get("/readyz").status_code == 200
         monkeypatch.undo()
         assert fresh.get("/readyz").status_code == 503
-        # ...and once mended, the next decision is recorded and it is ready again.
+        # ...and once mended, the next decision is recorded and it is ready again (after the
+        # pause a recorder that kept dying is restarted after).
         recorder.url = url
+        time.sleep(recorder.restarts_in)
         r = fresh.post("/v1/refund-decisions", json=bodies[0], headers=key(world, "scorer"))
         assert r.status_code == 200, r.text
         assert fresh.get("/readyz").status_code == 200

@@ -8,7 +8,9 @@ import os
 import pickle
 import select
 import socket
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -67,3 +69,37 @@ def test_a_group_larger_than_the_buffer_is_written_as_the_pipe_drains(
     while len(received) < rec._HEADER.size + size:
         received += os.read(far, 1 << 16)
     assert pickle.loads(received[rec._HEADER.size :]) == (rows, refunds)
+
+
+def _dies(recorder: RecorderProcess) -> None:
+    """Hand the recorder a group; it must die before replying."""
+    recorder.send([], [])
+    with pytest.raises((EOFError, OSError)):
+        recorder.finish(timeout=30)
+    recorder.discard()
+
+
+def test_a_recorder_that_keeps_dying_is_restarted_after_longer_and_longer_pauses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rec, "RESTART_PAUSE_SECONDS", 0.2)
+    recorder = RecorderProcess("nosuchdatabase://")  # every process dies at once
+    _dies(recorder)
+    assert recorder.restarts_in == 0  # one death may be bad luck: the next starts at once
+    _dies(recorder)
+    assert 0.1 < recorder.restarts_in <= 0.2
+    with pytest.raises(OSError, match="died 2 times in a row"):
+        recorder.send([], [])  # no process is started meanwhile
+    assert not recorder.running
+    time.sleep(recorder.restarts_in)
+    _dies(recorder)
+    assert 0.3 < recorder.restarts_in <= 0.4  # doubled
+    # Once mended, a process that replies (even with a refusal) ends the series.
+    recorder.url = f"sqlite:///{tmp_path / 'log.db'}"
+    time.sleep(recorder.restarts_in)
+    recorder.send([], [])
+    assert recorder.finish(timeout=30) == Outcome(frozenset(), {})
+    recorder.stop()
+    recorder.url = "nosuchdatabase://"
+    _dies(recorder)
+    assert recorder.restarts_in == 0
