@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from refund_risk.settings import Settings, load_settings
+from serving import db
 
 HELD = 40
 """Refund requests kept out of the stored history, for tests to send."""
@@ -167,3 +169,27 @@ def review_body(world: World, refund: Any, refund_id: str, **changes: Any) -> di
     body["amount_requested"] = REVIEW_AMOUNT
     body.update(changes)
     return body
+
+
+def a_decision_row(refund_id: str, **changes: Any) -> dict[str, Any]:
+    """A decision-log row with plain values (a new decision id); `changes` replaces any."""
+    values: dict[str, Any] = {
+        "decision_id": db.new_decision_id(),
+        "refund_id": refund_id,
+        "customer_id": "c1",
+        "decided_at": datetime(2026, 1, 1),
+        "action": "standard_return",
+        "rule_id": "default",
+        "degraded": False,
+        "abuse_score": 0.1,
+        "tier": "standard",
+        "amount_requested": 10.0,
+        "abuse_model_version": None,
+        "tier_model_version": None,
+        "policy_hash": "h",
+        "feature_version": "v",
+        "response": "{}",
+        "request": "{}",
+        "features": "[]",
+    }
+    return db.decision_row(**{**values, **changes})

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from serving_world import a_decision_row
 
 from features.store import EVENT_TABLES, EventStore
 from serving import db
@@ -20,21 +21,14 @@ DECIDED_AT = datetime(2026, 3, 4, 5, 6, 7, 891011)
 
 def _pair(refund_id: str, action: str, response: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """A decision-log row and the refund request it appends."""
-    row = db.decision_row(
-        decision_id=db.new_decision_id(),
-        refund_id=refund_id,
-        customer_id="c1",
+    review = action == "manual_review"
+    row = a_decision_row(
+        refund_id,
         decided_at=DECIDED_AT,
         action=action,
-        rule_id="default",
-        degraded=action == "manual_review",
-        abuse_score=None if action == "manual_review" else 0.25,
-        tier="standard",
+        degraded=review,
+        abuse_score=None if review else 0.25,
         amount_requested=12.5,
-        abuse_model_version=None,
-        tier_model_version=None,
-        policy_hash="h",
-        feature_version="v1",
         response=response,
         request=json.dumps({"refund_id": refund_id, "note": 'quotes " and {braces}'}),
         features='[1.5, null, "x"]',

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
-from serving_world import World, decision_body, key, review_body, shipped
+from serving_world import World, a_decision_row, decision_body, key, review_body, shipped
 
 from features.store import EVENT_TABLES, create_store_engine
 from refund_risk.errors import DataValidationError
@@ -555,24 +555,13 @@ def test_cases_of_decisions_logged_before_the_queue_existed_are_opened_by_the_mi
     EventStore(engine).migrate()
     with engine.begin() as connection:
         command.upgrade(db.alembic_config(connection), "0001_decision_log")
-        row = db.decision_row(
+        row = a_decision_row(
+            "r1",
             decision_id="d1",
-            refund_id="r1",
-            customer_id="c1",
-            decided_at=datetime(2026, 1, 1),
             action="manual_review",
             rule_id="high_amount",
-            degraded=False,
             abuse_score=0.2,
-            tier="standard",
             amount_requested=1200.0,
-            abuse_model_version=None,
-            tier_model_version=None,
-            policy_hash="h",
-            feature_version="v",
-            response="{}",
-            request="{}",
-            features="[]",
         )
         connection.execute(
             sa.insert(db.DECISIONS),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 from pydantic import ValidationError
+from serving_world import a_decision_row
 
 from features.definitions import CUSTOMER_FEATURES, FEATURE_NAMES, FEATURE_VERSION
 from features.store import create_store_engine
@@ -344,28 +345,6 @@ def test_reasons_follow_the_rule_in_contribution_order() -> None:
 # --- the decision log -----------------------------------------------------------------------
 
 
-def _decision(refund_id: str, response: str = "{}") -> dict[str, Any]:
-    return db.decision_row(
-        decision_id=db.new_decision_id(),
-        refund_id=refund_id,
-        customer_id="c1",
-        decided_at=datetime.now(UTC).replace(tzinfo=None),
-        action="standard_return",
-        rule_id="default",
-        degraded=False,
-        abuse_score=0.1,
-        tier="standard",
-        amount_requested=10.0,
-        abuse_model_version="refund-abuse/1",
-        tier_model_version=None,
-        policy_hash="h",
-        feature_version=FEATURE_VERSION,
-        response=response,
-        request="{}",
-        features="[]",
-    )
-
-
 def test_racing_writers_record_one_decision_per_refund(engine: Any) -> None:
     log = db.DecisionLog(engine)
     won: list[set[str]] = []
@@ -374,7 +353,9 @@ def test_racing_writers_record_one_decision_per_refund(engine: Any) -> None:
     def write(i: int) -> None:
         start.wait()
         with engine.begin() as connection:
-            won.append(log.insert_new(connection, [_decision("r-race", f'{{"w": {i}}}')]))
+            won.append(
+                log.insert_new(connection, [a_decision_row("r-race", response=f'{{"w": {i}}}')])
+            )
 
     threads = [threading.Thread(target=write, args=(i,)) for i in range(6)]
     for t in threads:
