@@ -320,12 +320,15 @@ class DecisionLog:
         self.reader = reader or PointReader(engine)
         dialect = engine.dialect
         # Insert-or-nothing on the idempotency key: the rows that are written are the ones this
-        # writer recorded; a refund id that is not lost a race and its winner is read back.
+        # writer recorded; a row that is not lost to an earlier decision, which is read back.
         self._insert = BulkInsert(
             dialect,
             DECISIONS,
             conflict=lambda s: s.on_conflict_do_nothing(index_elements=["refund_id"]),
-            returning="refund_id" if dialect.name == "postgresql" else None,
+            returning="decision_id" if dialect.name == "postgresql" else None,
+        )
+        self._recorded = sa.select(DECISIONS.c.refund_id).where(
+            DECISIONS.c.refund_id.in_(sa.bindparam("ids", expanding=True))
         )
         self._open_cases = BulkInsert(dialect, REVIEW_CASES)
         self._by_refund = sa.select(DECISIONS.c.response).where(
@@ -333,30 +336,38 @@ class DecisionLog:
         )
 
     def insert_new(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> set[str]:
-        """Record the rows whose refund id is not recorded yet; return the refund ids recorded.
+        """Record the rows whose refund id is not recorded yet (of rows that share one, one
+        is); return the decision ids recorded.
 
         Each recorded `manual_review` decision opens its review case in the same transaction,
         so no case can be lost between the decision and the queue.
         """
+        if not self._insert.postgresql and rows:
+            # SQLite tells how many rows it wrote, not which: rows of refund ids recorded
+            # before are left out first, so a decision id found after the write is this
+            # write's (unless a racing writer took the refund id meanwhile: then it is absent).
+            ids = [row["refund_id"] for row in rows]
+            known = set(connection.execute(self._recorded, {"ids": ids}).scalars())
+            if known:
+                rows = [row for row in rows if row["refund_id"] not in known]
         if not rows:
             return set()
         result = self._insert.run(connection, [_in_order(row, _DECISION_COLUMNS) for row in rows])
         if self._insert.postgresql:
-            inserted = set(result.scalars().all())
+            inserted = set(result.scalars())
         elif result.rowcount == len(rows):
-            inserted = {row["refund_id"] for row in rows}
-        else:  # some lost (SQLite tells how many, not which): the winners' decision ids are in
+            inserted = {row["decision_id"] for row in rows}
+        else:  # a racing writer, or two rows of one refund id: which ones were written
             ids = [row["decision_id"] for row in rows]
-            query = sa.select(DECISIONS.c.refund_id).where(DECISIONS.c.decision_id.in_(ids))
-            inserted = set(connection.execute(query).scalars().all())
-        cases: dict[str, tuple[Any, ...]] = {}
-        for row in rows:
-            refund_id = row["refund_id"]
-            # One case per refund id, as the log has one decision (the first row sent).
-            if row["action"] == REVIEW_ACTION and refund_id in inserted and refund_id not in cases:
-                cases[refund_id] = _in_order(case_row(row), _CASE_COLUMNS)
+            query = sa.select(DECISIONS.c.decision_id).where(DECISIONS.c.decision_id.in_(ids))
+            inserted = set(connection.execute(query).scalars())
+        cases = [
+            _in_order(case_row(row), _CASE_COLUMNS)
+            for row in rows
+            if row["action"] == REVIEW_ACTION and row["decision_id"] in inserted
+        ]
         if cases:
-            self._open_cases.run(connection, list(cases.values()))
+            self._open_cases.run(connection, cases)
         return inserted
 
     def responses(self, connection: Connection, refund_ids: Iterable[str]) -> dict[str, str]:

@@ -60,9 +60,10 @@ class Outcome:
     """What a group's transaction did."""
 
     inserted: frozenset[str]
-    """Refund ids whose decision this group recorded."""
+    """Decision ids this group recorded."""
     stored: dict[str, str]
-    """Response bodies already recorded for the other refund ids (lost races)."""
+    """Response bodies recorded for the refund ids of the other decisions, by refund id
+    (recorded before, by a racing writer, or by another decision of the group)."""
 
 
 @dataclass(frozen=True)
@@ -104,10 +105,10 @@ def record_group(
         for row in rows
     ]
     inserted = decisions.insert_new(connection, rows)
-    losers = [r["refund_id"] for r in rows if r["refund_id"] not in inserted]
+    losers = [r["refund_id"] for r in rows if r["decision_id"] not in inserted]
     stored = decisions.responses(connection, losers)
     pairs = zip(rows, refund_rows, strict=True)
-    winners = [refund for r, refund in pairs if r["refund_id"] in inserted]
+    winners = [refund for r, refund in pairs if r["decision_id"] in inserted]
     if winners:
         store.write({"refund_requests": winners}, connection)
     return Outcome(frozenset(inserted), stored)
@@ -328,8 +329,9 @@ class RecorderProcess:
         if died and process is not None:
             self._deaths += 1
             if self._deaths > 1:
-                pause = RESTART_PAUSE_SECONDS * 2 ** (self._deaths - 2)
-                self._restart_at = time.monotonic() + min(pause, RESTART_PAUSE_MOST_SECONDS)
+                doublings = min(self._deaths - 2, 30)  # past the longest pause anyway
+                pause = min(RESTART_PAUSE_SECONDS * 2**doublings, RESTART_PAUSE_MOST_SECONDS)
+                self._restart_at = time.monotonic() + pause
         self._outgoing, self._incoming = memoryview(b""), bytearray()
         if pipe is not None:
             pipe.close()

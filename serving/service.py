@@ -262,7 +262,8 @@ class Service:
     async def _decide_new(self, request: RefundDecisionRequest, raw: bytes) -> Recorded:
         # A decision of this customer still being recorded: its refund request is a feature of
         # this one (rare: the same customer twice within a few milliseconds).
-        await self.writer.settled(request.customer_id)
+        since = asyncio.get_running_loop().time()  # the request waits `record_timeout` at most
+        await self.writer.settled(request.customer_id, since)
         snapshot = self.snapshot
         started = time.perf_counter()
         self._append_order(request)
@@ -353,7 +354,7 @@ class Service:
             ),
             refund_row=refund_row,
         )
-        return await self.writer.record(pending)
+        return await self.writer.record(pending, since)
 
     def _append_order(self, request: RefundDecisionRequest) -> None:
         """Append the request's order (and account) unless the store already holds it as is."""

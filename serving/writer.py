@@ -22,10 +22,12 @@ A request whose customer has a decision waiting for this transaction waits for i
 (`settled`), so its features include that refund request, as they would had the two arrived
 further apart: decisions of one customer are made one after the other, never side by side.
 
-No request waits longer than the writer's `timeout` (a lock held elsewhere, a database gone
-quiet): it is answered with `DatabaseUnavailableError` (503) then, and its decision stays in
-its group. If the group is recorded later, the caller's retry with the same refund id gets that
-decision back; if not, the retry decides anew. Either way nothing was returned unrecorded.
+With a recorder process, no request waits longer than the writer's `timeout` for its own
+decision and any earlier one of its customer to be recorded (a lock held elsewhere, a database
+gone quiet): it is answered with `DatabaseUnavailableError` (503) then, and its decision stays
+in its group. If the group is recorded later, the caller's retry with the same refund id gets
+that decision back; if not, the retry decides anew. Either way nothing was returned unrecorded.
+(Recording on the event loop's thread blocks the loop instead, timers included.)
 """
 
 from __future__ import annotations
@@ -70,6 +72,11 @@ class PendingDecision(NamedTuple):
         return str(self.row["refund_id"])
 
     @property
+    def decision_id(self) -> str:
+        """The decision's own id."""
+        return str(self.row["decision_id"])
+
+    @property
     def customer_id(self) -> str:
         """Whose refund request it is."""
         return str(self.row["customer_id"])
@@ -88,13 +95,15 @@ class _Group:
     done once they all have their answer (a customer with a decision in the group waits on
     it: `DecisionWriter.settled`)."""
 
-    __slots__ = ("deadline", "decisions", "settled")
+    __slots__ = ("deadline", "decisions", "settled", "since")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.decisions: list[tuple[PendingDecision, asyncio.Future[Recorded]]] = []
+        self.since: list[float] = []
+        """When each decision's request began to wait (the event loop's clock)."""
         self.settled: asyncio.Future[None] = loop.create_future()
         self.deadline: asyncio.TimerHandle | None = None
-        """Answers the requests still waiting when their time is up (`DecisionWriter.timeout`)."""
+        """Set for the earliest time a waiting request's is up (`DecisionWriter.timeout`)."""
 
 
 class DecisionWriter:
@@ -102,8 +111,8 @@ class DecisionWriter:
 
     With a `recorder` process the transaction runs there, one group in flight at a time;
     without one (an in-memory database, or when configured so) it runs here, on the event
-    loop's thread, when the turn's callbacks are done. A request waits at most `timeout`
-    seconds for its decision to be recorded.
+    loop's thread, when the turn's callbacks are done. With a recorder, a request waits at
+    most `timeout` seconds for its decision to be recorded.
     """
 
     def __init__(
@@ -156,16 +165,23 @@ class DecisionWriter:
             f"(answered 503): {self._last_failure}"
         )
 
-    async def record(self, decision: PendingDecision) -> Recorded:
-        """Wait until the decision (or a racing writer's) is recorded; raise if it is not."""
+    async def record(self, decision: PendingDecision, since: float | None = None) -> Recorded:
+        """Wait until the decision (or a racing writer's) is recorded; raise if it is not, or
+        if `timeout` seconds pass from `since` (the event loop's clock; default: now)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Recorded] = loop.create_future()
+        since = loop.time() if since is None else since
         group = self._pending
         if group is None:
             group = self._pending = _Group(loop)
-            # One timer per group, not per request: its first decision waits the longest.
-            group.deadline = loop.call_later(self.timeout, self._expire, group)
         group.decisions.append((decision, future))
+        group.since.append(since)
+        # One timer per group, not per request, set for the request whose time is up first.
+        due = since + self.timeout
+        if group.deadline is None or due < group.deadline.when():
+            if group.deadline is not None:
+                group.deadline.cancel()
+            group.deadline = loop.call_at(due, self._expire, group)
         self._unsettled[decision.customer_id] = group.settled
         if not self._scheduled:
             self._scheduled = True
@@ -176,17 +192,19 @@ class DecisionWriter:
         # and the customer's next request still waits for it (`settled` waits on the group).
         return await future
 
-    async def settled(self, customer_id: str) -> None:
+    async def settled(self, customer_id: str, since: float | None = None) -> None:
         """Wait until the customer's decision waiting to be recorded (if any) is recorded or
-        has failed; raise `DatabaseUnavailableError` if that takes over `timeout` seconds."""
-        deadline = None
+        has failed; raise `DatabaseUnavailableError` once `timeout` seconds have passed from
+        `since` (the event loop's clock, when the request began to wait; default: now)."""
+        if since is None:
+            since = asyncio.get_running_loop().time()
         while True:  # another decision of theirs may have come in meanwhile: it goes first
             group = self._unsettled.get(customer_id)
             if group is None or group.done():
                 return
-            now = time.monotonic()
-            deadline = now + self.timeout if deadline is None else deadline
-            await asyncio.wait([group], timeout=deadline - now)
+            left = since + self.timeout - asyncio.get_running_loop().time()
+            if left > 0:
+                await asyncio.wait([group], timeout=left)
             if not group.done():
                 raise DatabaseUnavailableError(
                     "this customer's previous decision is not recorded yet, so this one cannot "
@@ -280,12 +298,15 @@ class DecisionWriter:
         """The recorder process died, broke its pipe or did not answer: fail the group in
         flight (if any) and forget the process; the next group starts a new one."""
         group, self._in_flight = self._in_flight, None
-        self._lose_recorder()
-        if group is None:
-            log.warning("the recorder process ended (%s)", type(exc).__name__)
-            return
-        self._settle(group, Failure(True, f"the recorder process is gone ({type(exc).__name__})"))
-        self.flush()
+        try:
+            self._lose_recorder()
+        finally:  # whatever happens, the group's requests get their answer
+            if group is None:
+                log.warning("the recorder process ended (%s)", type(exc).__name__)
+            else:
+                failure = Failure(True, f"the recorder process is gone ({type(exc).__name__})")
+                self._settle(group, failure)
+                self.flush()
 
     def _stop_reading(self) -> None:
         """Stop watching the recorder's pipe."""
@@ -335,14 +356,14 @@ class DecisionWriter:
             self._fail(batch)
             return
         self._failed_at.clear()
-        winners = [d for d, _ in batch if d.refund_id in outcome.inserted]
+        winners = [d for d, _ in batch if d.decision_id in outcome.inserted]
         if winners:  # recorded: now the next request of each customer must see it
             self.builder.remember({"refund_requests": [d.refund_row for d in winners]})
         self.on_recorded(winners, 0)
         for decision, future in batch:
             if future.done():
                 continue
-            if decision.refund_id in outcome.inserted:
+            if decision.decision_id in outcome.inserted:
                 future.set_result(Recorded(decision.row["response"], replayed=False))
             elif decision.refund_id in outcome.stored:
                 future.set_result(Recorded(outcome.stored[decision.refund_id], replayed=True))
@@ -350,9 +371,23 @@ class DecisionWriter:
                 self._fail([(decision, future)])
 
     def _expire(self, group: _Group) -> None:
-        """A group's time is up: answer its requests still waiting (the group itself stays
-        pending or in flight, and may yet be recorded)."""
-        waiting = [(d, f) for d, f in group.decisions if not f.done()]
+        """A request's time is up: answer the group's requests whose time is up and that still
+        wait (the group itself stays pending or in flight, and may yet be recorded), and set
+        the timer for the next."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        waiting = []
+        group.deadline = None
+        for entry, since in zip(group.decisions, group.since, strict=True):
+            if entry[1].done():
+                continue
+            due = since + self.timeout
+            if due <= now:
+                waiting.append(entry)
+            elif group.deadline is None or due < group.deadline.when():
+                if group.deadline is not None:
+                    group.deadline.cancel()
+                group.deadline = loop.call_at(due, self._expire, group)
         if not waiting:
             return
         log.warning(

@@ -61,7 +61,10 @@ def test_a_group_records_the_new_decisions_and_reads_back_the_recorded_ones(
     db.migrate(store.engine)
     log = db.DecisionLog(store.engine)
     first = _pair("r1", "manual_review", '{"first": 1}')
-    assert _record(store, log, [first]).inserted == {"r1"}
+    assert _record(store, log, [first]).inserted == {first[0]["decision_id"]}
+    # The same group sent again records nothing new and opens no second case.
+    repeated = _record(store, log, [first])
+    assert repeated.inserted == frozenset() and repeated.stored == {"r1": '{"first": 1}'}
 
     again = _pair("r1", "auto_approve", '{"again": 1}')  # lost: r1 is recorded
     new_review = _pair("r2", "manual_review", '{"r2": 1}')
@@ -69,8 +72,9 @@ def test_a_group_records_the_new_decisions_and_reads_back_the_recorded_ones(
     twin = _pair("r2", "auto_approve", '{"twin": 1}')  # the same id twice in one group
     outcome = _record(store, log, [again, new_review, new_plain, twin])
 
-    assert outcome.inserted == {"r2", "r3"}
-    assert outcome.stored == {"r1": '{"first": 1}'}
+    assert outcome.inserted == {new_review[0]["decision_id"], new_plain[0]["decision_id"]}
+    # The losers' answers: r1's earlier decision, and for the twin, the one recorded.
+    assert outcome.stored == {"r1": '{"first": 1}', "r2": '{"r2": 1}'}
     with store.engine.connect() as connection:
         decisions = {
             r.refund_id: r._mapping
@@ -103,4 +107,28 @@ def test_a_group_records_the_new_decisions_and_reads_back_the_recorded_ones(
         [(first[0]["decision_id"], "r1"), (new_review[0]["decision_id"], "r2")]
     )
     assert appended == ["r1", "r2", "r3"]
+    store.dispose()
+
+
+def test_of_twins_in_one_group_only_the_recorded_one_opens_a_review_case(
+    store_url: StoreUrl,
+) -> None:
+    url, schema = store_url
+    store = EventStore.open(url, schema=schema)
+    db.migrate(store.engine)
+    log = db.DecisionLog(store.engine)
+    plain = _pair("r4", "auto_approve", '{"plain": 1}')
+    review = _pair("r4", "manual_review", '{"review": 1}')
+    outcome = _record(store, log, [plain, review])
+    (recorded,) = outcome.inserted
+    with store.engine.connect() as connection:
+        stored = connection.execute(
+            sa.select(db.DECISIONS.c.decision_id, db.DECISIONS.c.action)
+        ).one()
+        cases = connection.execute(sa.select(db.REVIEW_CASES.c.case_id)).scalars().all()
+    assert stored.decision_id == recorded
+    # A case exists only if the decision recorded is the review one, and it is that one's.
+    assert cases == ([recorded] if stored.action == "manual_review" else [])
+    winner = plain if recorded == plain[0]["decision_id"] else review
+    assert outcome.stored == {"r4": winner[0]["response"]}  # the loser's answer is the winner's
     store.dispose()

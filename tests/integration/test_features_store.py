@@ -4,7 +4,7 @@ answers (tests marked `postgres`)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import numpy as np
@@ -19,7 +19,7 @@ from features.definitions import FEATURE_NAMES
 from features.online import OnlineFeatureBuilder
 from features.replay import TIME_COLUMNS
 from features.store import VERSION_TABLE, EventStore, metadata
-from refund_risk.errors import NotFoundError
+from refund_risk.errors import DataValidationError, NotFoundError
 
 Tables = dict[str, pd.DataFrame]
 StoreUrl = tuple[str, str | None]
@@ -237,4 +237,33 @@ def test_a_key_given_twice_in_one_write_keeps_the_later_row_and_the_earliest_sig
     stored = history["orders"][0]
     assert (stored["shipped_at"], stored["delivered_at"]) == (shipped, delivered)
     assert history["identity_links"][0]["seen_at"] == datetime(2024, 5, 1)
+    store.dispose()
+
+
+def test_each_column_takes_its_own_type_from_mixed_values(
+    random_world: Callable[..., Tables], store_url: StoreUrl
+) -> None:
+    tables = random_world(seed=34, n_customers=5)
+    store = _open(store_url)
+    first, second = tables["orders"].to_dict("records")[:2]
+    aware = datetime(2026, 1, 2, 12, 0, tzinfo=timezone(timedelta(hours=2)))
+    store.write(
+        {
+            "orders": [
+                # an int in a money column, a whole float in a count, an aware time
+                {**first, "amount": 10, "item_count": 3.0, "delivered_at": aware},
+                {**second, "amount": 10.5, "item_count": 4, "delivered_at": datetime(2026, 1, 3)},
+            ]
+        }
+    )
+    stored = {
+        o["order_id"]: o
+        for o in store.histories([first["customer_id"], second["customer_id"]])["orders"]
+    }
+    one, two = stored[first["order_id"]], stored[second["order_id"]]
+    assert (one["amount"], one["item_count"]) == (10.0, 3)
+    assert (two["amount"], two["item_count"]) == (10.5, 4)
+    assert one["delivered_at"] == datetime(2026, 1, 2, 10, 0)  # naive UTC, as every time is
+    with pytest.raises(DataValidationError, match=r"event_orders\.item_count: 3\.5 is not a whole"):
+        store.write({"orders": [{**first, "item_count": 3.5}]})
     store.dispose()

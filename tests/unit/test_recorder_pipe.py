@@ -103,3 +103,12 @@ def test_a_recorder_that_keeps_dying_is_restarted_after_longer_and_longer_pauses
     recorder.url = "nosuchdatabase://"
     _dies(recorder)
     assert recorder.restarts_in == 0
+
+
+def test_the_pause_stays_at_its_longest_however_many_deaths() -> None:
+    recorder = RecorderProcess("nosuchdatabase://")
+    recorder._deaths = 5000  # a recorder dying every 5 s for about a week
+    _dies(recorder)
+    assert (
+        rec.RESTART_PAUSE_MOST_SECONDS - 1 < recorder.restarts_in <= rec.RESTART_PAUSE_MOST_SECONDS
+    )
