@@ -219,8 +219,9 @@ class Service:
     async def decide(self, request: RefundDecisionRequest, raw: bytes = b"") -> DecisionResult:
         """The decision for one refund request: the stored one if it was decided before.
 
-        `raw` is the JSON body the request was read from, if at hand: the recorder process
-        then writes the stored request from it (`serving.recorder.record_group`), off the loop.
+        `raw` is the JSON body the request was read from, if at hand: the stored request is
+        then written from it where the decision is recorded (`serving.recorder.record_group`;
+        by default in the recorder process, off the event loop).
         """
         refund_id = request.refund_id
         if refund_id in self._inflight:  # the same id is being decided right now: share it
@@ -348,8 +349,9 @@ class Service:
                 policy_hash=decision.policy_hash,
                 feature_version=FEATURE_VERSION,
                 response=orjson.dumps(out, option=_JSON_OPTIONS).decode(),
-                # Bytes are written out as the stored request by the recorder process.
-                request=raw if raw and self.writer.recorder else request.model_dump_json(),
+                # The body as read is written out as the stored request where it is recorded
+                # (by default in the recorder process, off the event loop).
+                request=raw or request.model_dump_json(),
                 features=features,
             ),
             refund_row=refund_row,
