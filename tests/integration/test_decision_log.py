@@ -4,9 +4,11 @@ answers (tests marked `postgres`)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from serving_world import a_decision_row
 
@@ -15,6 +17,7 @@ from serving import db
 from serving.recorder import record_group
 
 StoreUrl = tuple[str, str | None]
+Logged = tuple[EventStore, db.DecisionLog]
 
 DECIDED_AT = datetime(2026, 3, 4, 5, 6, 7, 891011)
 
@@ -48,18 +51,25 @@ def _pair(refund_id: str, action: str, response: str) -> tuple[dict[str, Any], d
     return row, refund
 
 
+@pytest.fixture
+def logged(store_url: StoreUrl) -> Iterator[Logged]:
+    """An empty event store with the service's tables, and its decision log."""
+    url, schema = store_url
+    store = EventStore.open(url, schema=schema)
+    db.migrate(store.engine)
+    yield store, db.DecisionLog(store.engine)
+    store.dispose()
+
+
 def _record(store: EventStore, log: db.DecisionLog, pairs: list[Any]) -> Any:
     with store.engine.begin() as connection:
         return record_group(log, store, connection, [p[0] for p in pairs], [p[1] for p in pairs])
 
 
 def test_a_group_records_the_new_decisions_and_reads_back_the_recorded_ones(
-    store_url: StoreUrl,
+    logged: Logged,
 ) -> None:
-    url, schema = store_url
-    store = EventStore.open(url, schema=schema)
-    db.migrate(store.engine)
-    log = db.DecisionLog(store.engine)
+    store, log = logged
     first = _pair("r1", "manual_review", '{"first": 1}')
     assert _record(store, log, [first]).inserted == {first[0]["decision_id"]}
     # The same group sent again records nothing new and opens no second case.
@@ -107,16 +117,12 @@ def test_a_group_records_the_new_decisions_and_reads_back_the_recorded_ones(
         [(first[0]["decision_id"], "r1"), (new_review[0]["decision_id"], "r2")]
     )
     assert appended == ["r1", "r2", "r3"]
-    store.dispose()
 
 
 def test_of_twins_in_one_group_only_the_recorded_one_opens_a_review_case(
-    store_url: StoreUrl,
+    logged: Logged,
 ) -> None:
-    url, schema = store_url
-    store = EventStore.open(url, schema=schema)
-    db.migrate(store.engine)
-    log = db.DecisionLog(store.engine)
+    store, log = logged
     plain = _pair("r4", "auto_approve", '{"plain": 1}')
     review = _pair("r4", "manual_review", '{"review": 1}')
     outcome = _record(store, log, [plain, review])
@@ -131,4 +137,3 @@ def test_of_twins_in_one_group_only_the_recorded_one_opens_a_review_case(
     assert cases == ([recorded] if stored.action == "manual_review" else [])
     winner = plain if recorded == plain[0]["decision_id"] else review
     assert outcome.stored == {"r4": winner[0]["response"]}  # the loser's answer is the winner's
-    store.dispose()
