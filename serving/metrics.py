@@ -76,6 +76,13 @@ class Metrics:
             "Decisions not recorded because the database did not take them (answered 503).",
             registry=self.registry,
         )
+        self.record_timeouts = Counter(
+            "refund_risk_decision_record_timeouts_total",
+            "Decision requests answered 503 because their decision (or the customer's one "
+            "before it) was not recorded within the record timeout; such a decision may still "
+            "be recorded, and is then counted in refund_risk_decisions_total.",
+            registry=self.registry,
+        )
         self.write_batch = Histogram(
             "refund_risk_decision_write_batch_size",
             "Decisions recorded per database transaction.",

@@ -137,6 +137,7 @@ class Service:
             self._recorded,
             recorder,
             timeout=settings.record_timeout_seconds,
+            on_timeout=self.metrics.record_timeouts.inc,
         )
         self.tiers = TierScores(builder)
         self.snapshot = snapshot

@@ -123,6 +123,7 @@ class DecisionWriter:
         on_recorded: Callable[[Sequence[PendingDecision], int], None],
         recorder: RecorderProcess | None = None,
         timeout: float = 5.0,
+        on_timeout: Callable[[int], None] | None = None,
     ) -> None:
         self.log = log_
         self.store = store
@@ -130,6 +131,8 @@ class DecisionWriter:
         self.on_recorded = on_recorded
         self.recorder = recorder
         self.timeout = timeout
+        self.on_timeout = on_timeout
+        """Told how many requests were just answered 503 for want of time."""
         self._pending: _Group | None = None  # gathering now
         self._in_flight: _Group | None = None  # handed to the recorder process
         # The loop watching the recorder's pipe: (loop, process id, file descriptor).
@@ -206,6 +209,8 @@ class DecisionWriter:
             if left > 0:
                 await asyncio.wait([group], timeout=left)
             if not group.done():
+                if self.on_timeout is not None:
+                    self.on_timeout(1)
                 raise DatabaseUnavailableError(
                     "this customer's previous decision is not recorded yet, so this one cannot "
                     "be made; retry later with the same refund id"
@@ -395,6 +400,8 @@ class DecisionWriter:
             len(waiting),
             self.timeout,
         )
+        if self.on_timeout is not None:
+            self.on_timeout(len(waiting))
         self._fail(
             waiting,
             f"the decision was not recorded within {self.timeout:g} s; retry later with the "

@@ -591,6 +591,9 @@ def test_a_decision_not_recorded_in_time_is_answered_503_and_kept_for_the_retry(
         assert again.status_code == 200, again.text
         assert again.headers.get("Idempotent-Replay") is None
         assert rows_for(world, second["refund_id"]) == 1
+        # Ops see each request that ran out of time.
+        metrics = fresh.get("/metrics").text
+        assert "refund_risk_decision_record_timeouts_total 4.0" in metrics
 
 
 def test_a_service_that_cannot_record_says_it_is_not_ready_until_it_can(
