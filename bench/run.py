@@ -371,6 +371,8 @@ def main(argv: list[str] | None = None) -> None:
         "there for the run and dropped after).",
     )
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error(f"--rounds must be 1 or more, not {args.rounds}")
 
     workdir = Path(tempfile.mkdtemp(prefix="refund-risk-bench-"))
     env = {
@@ -441,7 +443,7 @@ def main(argv: list[str] | None = None) -> None:
                     _requests(bodies, after, serve_port, {"X-API-Key": token}, "bench"),
                 ),
             }
-            rounds = max(1, args.rounds)
+            rounds = args.rounds
             turns: dict[str, list[Measured]] = {name: [] for name in endpoints}
             for turn in range(rounds):
                 for name, (process, port, next_request) in endpoints.items():
@@ -574,7 +576,7 @@ def report(results: dict[str, Measured], args: argparse.Namespace) -> None:
     warm = "every customer asked about once first" if args.warm_customers else "fresh start"
     print(
         f"\nPOST {PATH}: {args.connections} connections, {args.seconds:g} s each in "
-        f"{max(1, args.rounds)} alternating turns, after a warm-up of {args.warmup:g} s or more "
+        f"{args.rounds} alternating turns, after a warm-up of {args.warmup:g} s or more "
         f"({warm}), {args.customers:,}-customer world"
     )
     print(

@@ -144,17 +144,11 @@ def tier_of(name: str | None, loss_probability: float | None, tiers: Tiers) -> T
     return assign_tier(loss_probability, tiers)
 
 
-def context_values(
-    context: RequestContext, abuse_score: float, abuse_band: str, tier: Tier
-) -> dict[str, object]:
-    """Every context field a rule may test, by name (derived fields included)."""
-    return request_values(dict(context), abuse_score, abuse_band, tier)
-
-
 def request_values(
     fields: Mapping[str, Any], abuse_score: float, abuse_band: str, tier: Tier
 ) -> dict[str, object]:
-    """`context_values` of a request context given as its fields, by `RequestContext`'s names.
+    """Every field a rule may test, by name (derived fields included), of a request context
+    given as its fields, by `RequestContext`'s names.
 
     The fields must be valid as `RequestContext` checks them: the scoring service, whose
     requests were checked when they were read, decides this way without building the model.
@@ -230,15 +224,18 @@ def partial_offer_share(
     up to `1 - resale_recovery_share + shipping / value` of the price costs no more than a return.
     The offer shrinks as the abuse score rises: an abuser keeping a good item should get less.
     """
-    if isinstance(value, float) and isinstance(shipping_cost, float | int):
-        # One request (the service's path): the same arithmetic in plain floats, a tenth of
-        # numpy's cost on scalars; `round_like_numpy` rounds as `np.round` does.
-        one = (1.0 - spec.resale_recovery_share + shipping_cost / value) * (
-            1.0 - spec.risk_discount * float(abuse_score)
-        )
-        return round_like_numpy(min(max(one, spec.min_share), spec.max_share), 4)
-    break_even = 1.0 - spec.resale_recovery_share + np.asarray(shipping_cost) / np.asarray(value)
-    share = break_even * (1.0 - spec.risk_discount * np.asarray(abuse_score))
+    # One request (the service's path) is worked in plain floats, a tenth of numpy's cost on
+    # scalars; `round_like_numpy` rounds as `np.round` does.
+    one = isinstance(value, float) and isinstance(shipping_cost, float | int)
+    if one:
+        abuse_score = float(abuse_score)
+    else:
+        value, shipping_cost = np.asarray(value), np.asarray(shipping_cost)
+        abuse_score = np.asarray(abuse_score)
+    break_even = 1.0 - spec.resale_recovery_share + shipping_cost / value
+    share = break_even * (1.0 - spec.risk_discount * abuse_score)
+    if one:
+        return round_like_numpy(min(max(share, spec.min_share), spec.max_share), 4)
     result = np.round(np.clip(share, spec.min_share, spec.max_share), 4)
     return float(result) if np.ndim(result) == 0 else result
 

@@ -255,7 +255,7 @@ def sentence_writer(
             pieces.append(fixed[placeholder] if placeholder in fixed else _VALUES[placeholder])
 
     def templated(value: float) -> str:
-        if value is None or value != value:  # missing (None or NaN), as `_is_missing`
+        if _is_missing(value):
             return missing
         return _sentence(
             "".join([p if isinstance(p, str) else p(feature, name, value) for p in pieces])

@@ -15,11 +15,11 @@ from policy.evaluate import (
     RequestContext,
     Scores,
     compile_policy,
-    context_values,
     decide,
     decide_frame,
     first_match,
     partial_offer_share,
+    request_values,
     resolve_tier,
 )
 from policy.model import (
@@ -285,7 +285,7 @@ def _reference_decision(ctx: RequestContext, scores: Scores, policy: Policy, tie
     field and threshold written out, the templates filled by `render_template`."""
     tier = resolve_tier(scores, tiers)
     band = policy.band_of(scores.abuse_score)
-    values = context_values(ctx, scores.abuse_score, band, tier)
+    values = request_values(dict(ctx), scores.abuse_score, band, tier)
     rule = first_match(policy, values)
     share = amount = None
     if rule.action == Action.PARTIAL_REFUND_OFFER:
