@@ -137,6 +137,19 @@ def report(
 
 
 @app.command()
+@reports_errors
+def check() -> None:
+    """Say what the stored data can support: its span and size, fingerprint coverage, and
+    which models can be trained now (and for each that cannot, exactly what is missing)."""
+    from data.check import check_data
+    from data.storage import read_world
+
+    settings = load_settings()
+    typer.echo(f"data in {settings.raw_dir}")
+    typer.echo(check_data(read_world(settings.raw_dir)).format())
+
+
+@app.command()
 def schema() -> None:
     """Print the raw tables' schema as Markdown (the README's schema section)."""
     from data.schema_docs import schema_markdown

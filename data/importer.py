@@ -290,6 +290,12 @@ def _read(table: Table, path: Path | None, delimiter: str, encoding: str) -> _Ra
         frame, numbers = _read_parquet(path)
         label = "row"
 
+    # An optional column a shop's system does not have (fingerprints, say) may be left out.
+    absent = [c.name for c in table.columns if c.nullable and c.name not in frame.columns]
+    if absent:
+        warnings.append(f"no {', '.join(absent)} column: imported as empty")
+        empty = {c: pd.Series(pd.NA, index=frame.index, dtype="str") for c in absent}
+        frame = frame.assign(**empty)
     missing = [c for c in table.column_names if c not in frame.columns]
     if missing:
         raise DataValidationError(
