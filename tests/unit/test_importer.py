@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -870,3 +871,37 @@ def test_a_wrong_mapping_file_names_the_entry(tmp_path: Path, text: str, message
     path.write_text(text)
     with pytest.raises(ConfigurationError, match=re.escape(message)):
         load_mapping(path)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_any_mix_of_bad_rows_is_rejected_exactly_and_leaves_the_good_rows(
+    tmp_path: Path, seed: int
+) -> None:
+    """Whatever bad rows an export holds, in any number and order, every row is accounted for:
+    the rejects are exactly the bad rows, at their lines, and every good row is stored."""
+    rng = np.random.default_rng(seed)
+    picked = [BAD_ROWS[i] for i in rng.choice(len(BAD_ROWS), size=8, replace=True)]
+    rows = {table: list(good) for table, good in GOOD.items()}
+    bad_lines: dict[str, set[int]] = {table: set() for table in GOOD}
+    for param in picked:
+        table, changes, _, _ = param.values
+        rows[table].append(NEW[table] | changes)
+    for table in GOOD:
+        # Bad rows come after the good ones (a bad duplicate of a key must not be the first),
+        # in a random order among themselves.
+        bad = rows[table][len(GOOD[table]) :]
+        order = rng.permutation(len(bad))
+        rows[table] = [*GOOD[table], *(bad[i] for i in order)]
+        bad_lines[table] = set(range(len(GOOD[table]) + 2, len(rows[table]) + 2))
+
+    report = run(tmp_path, write_source(tmp_path / "src", rows))
+
+    assert_balanced(report)
+    for table, lines in bad_lines.items():
+        result = report.tables[table]
+        assert (result.read, result.accepted) == (len(rows[table]), len(GOOD[table])), table
+        if lines:
+            rejects = rejects_of(tmp_path, table)
+            assert {int(n) for n in rejects["line"]} == lines
+            assert all(rejects["reasons"].str.len() > 0)
+        assert len(storage.read_table(table, tmp_path / "raw")) == len(GOOD[table])
