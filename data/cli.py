@@ -104,7 +104,7 @@ def import_(
                 mapping=values,
                 delimiter=sep,
                 encoding=encoding,
-                **({"progress": progress} if progress is not None else {}),
+                progress=progress or _silent,
             )
     except ImportRejectedError as exc:
         typer.echo(exc.summary)
@@ -114,6 +114,10 @@ def import_(
         # The oracle describes the generated world the import just replaced.
         shutil.rmtree(settings.oracle_dir)
         typer.echo(f"removed the generated world's oracle from {settings.oracle_dir}")
+
+
+def _silent(stage: str, fraction: float) -> None:
+    """Progress that shows nothing (output is not a terminal)."""
 
 
 @app.command()

@@ -93,6 +93,8 @@ class ImportReport:
     dest_dir: Path
     rejects_dir: Path
     tables: dict[str, TableImport]
+    stored: bool = True
+    """False when the import was refused and the stored tables were left as they were."""
 
     @property
     def read(self) -> int:
@@ -145,10 +147,16 @@ class ImportReport:
                 kinds = ", ".join(f"{kind} {n:,}" for kind, n in sorted(t.reasons.items()))
                 out.append(f"  failed checks by kind (a row may fail several): {kinds}")
             out.extend(f"{t.name}: warning: {w}" for w in t.warnings)
-        out.append(
-            f"{self.accepted:,} of {self.read:,} rows accepted into {self.dest_dir}; "
-            f"{self.rejected:,} rejected"
-        )
+        if self.stored:
+            out.append(
+                f"{self.accepted:,} of {self.read:,} rows accepted into {self.dest_dir}; "
+                f"{self.rejected:,} rejected"
+            )
+        else:
+            out.append(
+                f"nothing stored: {self.dest_dir} is unchanged ({self.accepted:,} of "
+                f"{self.read:,} rows passed, {self.rejected:,} rejected)"
+            )
         return "\n".join(out)
 
 
@@ -222,6 +230,7 @@ def import_directory(
         if name not in OPTIONAL_TABLES and reports[name].accepted == 0
     ]
     if empty:
+        report.stored = False
         raise ImportRejectedError(
             f"nothing was stored, the tables in {dest_dir} are unchanged: no row was accepted "
             f"in {'; '.join(empty)}",

@@ -113,6 +113,7 @@ def test_a_failed_import_leaves_the_stored_tables_untouched(data_dir: Path, tmp_
     assert "nothing was stored" in output and "no row was accepted in orders" in output
     # The summary still says what happened, table by table, and where the rejects are.
     assert f"orders: {export.rows['orders']:,} row(s) rejected" in stdout
+    assert f"nothing stored: {data_dir / 'raw'} is unchanged" in stdout
     assert "if the month comes first" in (data_dir / "rejects" / "orders.rejects.csv").read_text()
     after = {p.name: p.read_bytes() for p in sorted((data_dir / "raw").iterdir())}
     assert after == before
