@@ -57,13 +57,67 @@ def import_(
             file_okay=False,
         ),
     ],
+    mapping: Annotated[
+        Path | None,
+        typer.Option(
+            help="YAML file mapping the shop's own category, reason, refund-type (or other "
+            "enum) values onto the service's; see the README.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    delimiter: Annotated[
+        str, typer.Option(help="Field separator of the CSV files, e.g. ';' or '\\t'.")
+    ] = ",",
+    encoding: Annotated[
+        str, typer.Option(help="Text encoding of the CSV files, e.g. cp1252 or latin-1.")
+    ] = "utf-8",
 ) -> None:
-    """Validate a shop's own files and store the accepted rows; rejected rows go to a file."""
+    """Validate a shop's own files and store the accepted rows; rejected rows go to a file.
+
+    The summary goes to stdout; the tables are replaced all together, and only if every
+    required table kept at least one row (exit code 2 otherwise, with nothing changed).
+    """
+    import shutil
+    import sys
+    from contextlib import nullcontext
+
     from data.importer import import_directory
+    from data.mapping import load_mapping
+    from refund_risk.errors import ImportRejectedError
 
     settings = load_settings()
-    report = import_directory(directory, settings.raw_dir, settings.data_dir / "rejects")
-    console.print(report.render())
+    values = load_mapping(mapping) if mapping is not None else None
+    sep = "\t" if delimiter in ("\\t", "tab") else delimiter
+    # A bar only on a terminal: in a log or a file it would be noise between the figures.
+    bar = (
+        progress_bar("importing")
+        if console.is_terminal and sys.stdout.isatty()
+        else nullcontext(None)
+    )
+    try:
+        with bar as progress:
+            report = import_directory(
+                directory,
+                settings.raw_dir,
+                settings.data_dir / "rejects",
+                mapping=values,
+                delimiter=sep,
+                encoding=encoding,
+                progress=progress or _silent,
+            )
+    except ImportRejectedError as exc:
+        typer.echo(exc.summary)
+        raise
+    typer.echo(report.summary())
+    if settings.oracle_dir.exists():
+        # The oracle describes the generated world the import just replaced.
+        shutil.rmtree(settings.oracle_dir)
+        typer.echo(f"removed the generated world's oracle from {settings.oracle_dir}")
+
+
+def _silent(stage: str, fraction: float) -> None:
+    """Progress that shows nothing (output is not a terminal)."""
 
 
 @app.command()
@@ -84,6 +138,19 @@ def report(
     target = plot or settings.reports_dir / "world.png"
     plot_report(signs, target)
     typer.echo(f"chart saved to {target}")
+
+
+@app.command()
+@reports_errors
+def check() -> None:
+    """Say what the stored data can support: its span and size, fingerprint coverage, and
+    which models can be trained now (and for each that cannot, exactly what is missing)."""
+    from data.check import check_data
+    from data.storage import read_world
+
+    settings = load_settings()
+    typer.echo(f"data in {settings.raw_dir}")
+    typer.echo(check_data(read_world(settings.raw_dir)).format())
 
 
 @app.command()

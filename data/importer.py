@@ -12,32 +12,42 @@ Conventions:
   ignored, and a cell holding only spaces counts as empty.
 * Timestamps must be ISO 8601 (`2025-02-11 09:30:00`, `2025-02-11T09:30:00Z`, `2025-02-11`).
   Values without an offset are taken as UTC; values with one are converted to UTC. Day-first or
-  month-first forms such as `03/05/2024` are rejected, because they cannot be told apart.
+  month-first forms such as `03/05/2024` are rejected, because they cannot be told apart; the
+  reason shows both readings in ISO form. Other common export shapes get a hint too: a decimal
+  comma or a thousands separator in an amount, a file separated by `;`, a file that is not
+  UTF-8 (the reason names its first unreadable line), a column name written twice.
+* A mapping file (see `data.mapping`) turns a shop's own category, reason or refund-type names
+  into the service's before they are checked.
 * Row numbers in reports are what a user sees: for CSV the line in the file (the header is
   line 1, so the first data row is line 2; a quoted value spanning lines moves later rows down),
   for Parquet the 1-based row. The rejects file names its first column `line` or `row`.
 * Lines whose cells are all empty are skipped with a warning; they are not data rows.
 * A child row is checked against the *accepted* rows of its parent table, so the child of a
-  rejected parent is rejected too, and its reason says the parent row was rejected.
+  rejected parent is rejected too, and its reason names the parent's table and line.
 * Whole-table problems (a file that cannot be parsed, a missing column, two files for one table)
-  abort the import before anything is written, so a failed import never leaves a mix of old
-  and new tables.
+  abort the import before anything is written. A required table left with no accepted row
+  fails the import too, after its rejects are written so the shop can see why.
+* The tables of one import replace the stored ones together or not at all: they are written
+  into a staging folder that then takes the stored folder's place (`storage.staged_directory`),
+  so a failed or interrupted import never leaves a mix of old and new tables.
 """
 
 from __future__ import annotations
 
+import csv
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from rich.table import Table as RichTable
 
 from data import storage
+from data.mapping import ValueMapping
 from data.schema import REASON_DETAILS, TABLES, Column, Kind, Table, empty_frame
-from refund_risk.errors import DataValidationError, NotFoundError
+from refund_risk.errors import DataValidationError, ImportRejectedError, NotFoundError
 
 OPTIONAL_TABLES: frozenset[str] = frozenset({"outcomes", "identity_links"})
 """Tables a shop may not have; a missing file is imported as an empty table."""
@@ -52,6 +62,13 @@ _BOOL_WORDS: dict[str, bool] = {w: True for w in TRUE_WORDS} | {w: False for w i
 
 # Counts above 2**53 cannot be told apart from their neighbours once parsed as floats.
 _MAX_COUNT = 2**53
+
+Progress = Callable[[str, float], None]
+"""Called with a stage name and the fraction of the import done (0 to 1)."""
+
+
+def _no_progress(stage: str, fraction: float) -> None:
+    """Default progress callback: silent."""
 
 
 @dataclass
@@ -76,6 +93,8 @@ class ImportReport:
     dest_dir: Path
     rejects_dir: Path
     tables: dict[str, TableImport]
+    stored: bool = True
+    """False when the import was refused and the stored tables were left as they were."""
 
     @property
     def read(self) -> int:
@@ -92,44 +111,75 @@ class ImportReport:
         """Rows rejected over all tables."""
         return sum(t.rejected for t in self.tables.values())
 
-    def render(self) -> RichTable:
-        """A rich table for the CLI: one line per raw table, reasons and warnings spelled out."""
-        out = RichTable(title=f"Import from {self.source}", show_lines=True)
-        out.add_column("table", style="bold")
-        out.add_column("file")
-        out.add_column("read", justify="right")
-        out.add_column("accepted", justify="right", style="green")
-        out.add_column("rejected", justify="right")
-        out.add_column("reject reasons")
-        out.add_column("warnings", style="yellow")
-        for t in self.tables.values():
-            reasons = "\n".join(f"{kind}: {n}" for kind, n in sorted(t.reasons.items()))
-            if t.rejects_path is not None:
-                reasons += f"\n→ {t.rejects_path}"
-            out.add_row(
+    def summary(self) -> str:
+        """The import as plain text, one table a line then each table's rejects and warnings.
+
+        Plain text so that nothing is cut whatever the width: a log, a file, an 80-column
+        terminal. Rows rejected and failed checks are counted apart, and said so: one row may
+        fail several checks.
+        """
+        header = ("table", "file", "rows read", "accepted", "rejected")
+        rows = [
+            (
                 t.name,
                 t.source.name if t.source is not None else "(absent)",
-                str(t.read),
-                str(t.accepted),
-                f"[red]{t.rejected}[/]" if t.rejected else "0",
-                reasons.strip(),
-                "\n".join(t.warnings),
+                f"{t.read:,}",
+                f"{t.accepted:,}",
+                f"{t.rejected:,}",
             )
-        out.caption = (
-            f"{self.accepted} of {self.read} rows accepted into {self.dest_dir}; "
-            f"{self.rejected} rejected"
-        )
-        return out
+            for t in self.tables.values()
+        ]
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+        def line(cells: tuple[str, ...]) -> str:
+            left = [c.ljust(w) for c, w in zip(cells[:2], widths[:2], strict=True)]
+            right = [c.rjust(w) for c, w in zip(cells[2:], widths[2:], strict=True)]
+            return "  ".join(left + right).rstrip()
+
+        out = [f"Import from {self.source}", line(header), *(line(r) for r in rows)]
+        for t in self.tables.values():
+            if t.rejected:
+                out.append(
+                    f"{t.name}: {t.rejected:,} row(s) rejected, each listed with its "
+                    f"{'line' if t.source is not None and t.source.suffix == '.csv' else 'row'} "
+                    f"and reasons in {t.rejects_path}"
+                )
+                kinds = ", ".join(f"{kind} {n:,}" for kind, n in sorted(t.reasons.items()))
+                out.append(f"  failed checks by kind (a row may fail several): {kinds}")
+            out.extend(f"{t.name}: warning: {w}" for w in t.warnings)
+        if self.stored:
+            out.append(
+                f"{self.accepted:,} of {self.read:,} rows accepted into {self.dest_dir}; "
+                f"{self.rejected:,} rejected"
+            )
+        else:
+            out.append(
+                f"nothing stored: {self.dest_dir} is unchanged ({self.accepted:,} of "
+                f"{self.read:,} rows passed, {self.rejected:,} rejected)"
+            )
+        return "\n".join(out)
 
 
-def import_directory(source: Path, dest_dir: Path, rejects_dir: Path) -> ImportReport:
+def import_directory(
+    source: Path,
+    dest_dir: Path,
+    rejects_dir: Path,
+    *,
+    mapping: ValueMapping | None = None,
+    delimiter: str = ",",
+    encoding: str = "utf-8",
+    progress: Progress = _no_progress,
+) -> ImportReport:
     """Validate every table file in `source`, store the good rows in `dest_dir`, report the rest.
 
-    Raises NotFoundError if `source` or a required table's file is missing, and
-    DataValidationError if a table has both a CSV and a Parquet file, cannot be parsed, or lacks
-    a required column; in those cases nothing is written. Otherwise every table is written to
-    `dest_dir` (atomically, one file at a time), and each table with rejected rows gets
-    `rejects_dir/<table>.rejects.csv`; a stale rejects file of a table without rejects is removed.
+    `mapping` turns the shop's own enum values into the service's; `delimiter` and `encoding`
+    say how the CSV files are written. Raises NotFoundError if `source` or a required table's
+    file is missing, and DataValidationError if a table has both a CSV and a Parquet file,
+    cannot be parsed, or lacks a required column; in those cases nothing is written. Otherwise
+    `rejects_dir` is replaced by one `<table>.rejects.csv` per table with rejected rows, and
+    then, if every required table kept at least one row, `dest_dir` is replaced by the new
+    tables, all together (see `storage.staged_directory`); if one kept none, ImportRejectedError
+    is raised and `dest_dir` is left as it was.
     """
     if not source.is_dir():
         raise NotFoundError(f"import folder {source} does not exist or is not a folder")
@@ -145,9 +195,11 @@ def import_directory(source: Path, dest_dir: Path, rejects_dir: Path) -> ImportR
     paths = {name: _locate(source, table) for name, table in TABLES.items()}
     raws: dict[str, _RawTable] = {}
     problems: list[str] = []
-    for name, table in TABLES.items():
+    steps = 2 * len(TABLES) + 1
+    for i, (name, table) in enumerate(TABLES.items()):
+        progress(f"reading {name}", i / steps)
         try:
-            raws[name] = _read(table, paths[name])
+            raws[name] = _read(table, paths[name], delimiter, encoding)
         except DataValidationError as exc:
             problems.append(str(exc))
     if problems:
@@ -158,20 +210,44 @@ def import_directory(source: Path, dest_dir: Path, rejects_dir: Path) -> ImportR
     seen_keys: dict[str, pd.Index] = {}
     rejects: dict[str, pd.DataFrame] = {}
     reports: dict[str, TableImport] = {}
-    for name, raw in raws.items():
-        accepted[name], rejects[name], reports[name] = _validate(raw, accepted, seen_keys)
+    for i, (name, raw) in enumerate(raws.items()):
+        progress(f"checking {name}", (len(TABLES) + i) / steps)
+        accepted[name], rejects[name], reports[name] = _validate(raw, accepted, seen_keys, mapping)
 
-    # Phase 3: write. Absent optional tables are stored empty so no stale table survives.
-    for name, table in TABLES.items():
-        storage.write_table(accepted[name], table, dest_dir)
-        target = rejects_dir / f"{name}{REJECTS_SUFFIX}"
-        if len(rejects[name]):
-            with storage.atomic_path(target) as tmp:
-                rejects[name].to_csv(tmp, index=False)
-            reports[name].rejects_path = target
-        else:
-            target.unlink(missing_ok=True)
-    return ImportReport(source=source, dest_dir=dest_dir, rejects_dir=rejects_dir, tables=reports)
+    # Phase 3: write the rejects (a new set replaces the last import's), then the tables, all
+    # staged and swapped in together. Absent optional tables are stored empty so no stale table
+    # survives.
+    progress("writing", (steps - 1) / steps)
+    with storage.staged_directory(rejects_dir) as staged:
+        for name in TABLES:
+            if len(rejects[name]):
+                rejects[name].to_csv(staged / f"{name}{REJECTS_SUFFIX}", index=False)
+                reports[name].rejects_path = rejects_dir / f"{name}{REJECTS_SUFFIX}"
+    report = ImportReport(source=source, dest_dir=dest_dir, rejects_dir=rejects_dir, tables=reports)
+    empty = [
+        f"{name} ({_none_kept(reports[name])})"
+        for name in TABLES
+        if name not in OPTIONAL_TABLES and reports[name].accepted == 0
+    ]
+    if empty:
+        report.stored = False
+        raise ImportRejectedError(
+            f"nothing was stored, the tables in {dest_dir} are unchanged: no row was accepted "
+            f"in {'; '.join(empty)}",
+            report.summary(),
+        )
+    with storage.staged_directory(dest_dir) as staged:
+        for name, table in TABLES.items():
+            storage.write_table(accepted[name], table, staged)
+    progress("done", 1.0)
+    return report
+
+
+def _none_kept(report: TableImport) -> str:
+    """Why a table kept no row, in a few words."""
+    if report.read == 0:
+        return "its file has no data rows"
+    return f"all {report.read:,} rows rejected, see {report.rejects_path}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -208,7 +284,7 @@ def _locate(source: Path, table: Table) -> Path | None:
     raise NotFoundError(f"no {table.name} file in {source}: expected {csv.name} or {parquet.name}")
 
 
-def _read(table: Table, path: Path | None) -> _RawTable:
+def _read(table: Table, path: Path | None, delimiter: str, encoding: str) -> _RawTable:
     """Read one file, number its rows as a user sees them, and check its columns are there."""
     warnings: list[str] = []
     if path is None:
@@ -217,17 +293,24 @@ def _read(table: Table, path: Path | None) -> _RawTable:
         return _RawTable(table, None, frame, pd.Series([], dtype="int64"), "row", warnings)
 
     if path.suffix == ".csv":
-        frame, numbers = _read_csv(path)
+        frame, numbers = _read_csv(path, delimiter, encoding)
         label = "line"
     else:
         frame, numbers = _read_parquet(path)
         label = "row"
 
+    # An optional column a shop's system does not have (fingerprints, say) may be left out.
+    absent = [c.name for c in table.columns if c.nullable and c.name not in frame.columns]
+    if absent:
+        warnings.append(f"no {', '.join(absent)} column: imported as empty")
+        empty = {c: pd.Series(pd.NA, index=frame.index, dtype="str") for c in absent}
+        frame = frame.assign(**empty)
     missing = [c for c in table.column_names if c not in frame.columns]
     if missing:
         raise DataValidationError(
             f"{path.name} is missing required column(s) {', '.join(missing)} "
             f"(table {table.name} needs {', '.join(table.column_names)})"
+            + _delimiter_hint(frame, delimiter)
         )
     extra = [str(c) for c in frame.columns if c not in table.column_names]
     if extra:
@@ -242,8 +325,10 @@ def _read(table: Table, path: Path | None) -> _RawTable:
     return _RawTable(table, path, frame, numbers, label, warnings)
 
 
-def _read_csv(path: Path) -> tuple[pd.DataFrame, pd.Series]:
+def _read_csv(path: Path, delimiter: str, encoding: str) -> tuple[pd.DataFrame, pd.Series]:
     """Read a CSV with every cell as text and only empty cells missing; number rows by line."""
+    # Excel writes a byte-order mark before UTF-8 text; utf-8-sig drops it.
+    encoding = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
     try:
         frame = pd.read_csv(
             path,
@@ -252,12 +337,18 @@ def _read_csv(path: Path) -> tuple[pd.DataFrame, pd.Series]:
             na_values=[""],
             # Blank lines are kept (and dropped later) so that line numbers stay right.
             skip_blank_lines=False,
-            encoding="utf-8-sig",  # Excel writes a byte-order mark
+            encoding=encoding,
+            sep=delimiter,
         )
     except pd.errors.EmptyDataError:
         raise DataValidationError(f"{path.name} is empty: expected a header line") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+    except UnicodeDecodeError:
+        raise DataValidationError(_encoding_problem(path, encoding)) from None
+    except LookupError:
+        raise DataValidationError(f"unknown text encoding {encoding!r}") from None
+    except (pd.errors.ParserError, ValueError) as exc:
         raise DataValidationError(f"{path.name} cannot be read as CSV: {exc}") from None
+    _check_header(path, delimiter, encoding)
 
     # A quoted value may span lines; count its newlines so later rows keep their true line.
     header_lines = 1 + sum(str(c).count("\n") for c in frame.columns)
@@ -268,6 +359,52 @@ def _read_csv(path: Path) -> tuple[pd.DataFrame, pd.Series]:
     numbers = header_lines + 1 + span.cumsum() - span
     frame.columns = pd.Index([str(c).strip() for c in frame.columns])
     return frame, numbers
+
+
+def _check_header(path: Path, delimiter: str, encoding: str) -> None:
+    """Refuse a header naming a column twice: which of the two to keep is the shop's choice
+    (pandas would silently call the second one `name.1`)."""
+    with path.open(encoding=encoding, newline="") as handle:
+        header = [c.strip() for c in next(csv.reader(handle, delimiter=delimiter), [])]
+    twice = [name for name, n in Counter(header).items() if n > 1 and name]
+    if twice:
+        where = "; ".join(
+            f"{name} (columns {', '.join(str(i + 1) for i, c in enumerate(header) if c == name)})"
+            for name in twice
+        )
+        raise DataValidationError(
+            f"{path.name} names a column more than once: {where}; keep one of each"
+        )
+
+
+def _encoding_problem(path: Path, encoding: str) -> str:
+    """Which line of a file cannot be decoded, with a readable guess at its text."""
+    for number, line in enumerate(path.read_bytes().split(b"\n"), start=1):
+        try:
+            line.decode(encoding)
+        except UnicodeDecodeError as exc:
+            byte = line[exc.start]
+            shown = line.decode("cp1252", errors="replace").strip()[:80]
+            return (
+                f"{path.name} is not {encoding.removesuffix('-sig')} text: line {number} holds "
+                f"byte 0x{byte:02x}, which it cannot be ({shown!r} if read as Windows-1252); "
+                "save the file as UTF-8, or import with --encoding cp1252 (or latin-1)"
+            )
+    return f"{path.name} is not {encoding} text"
+
+
+def _delimiter_hint(frame: pd.DataFrame, delimiter: str) -> str:
+    """A hint when the header looks separated by another character than `delimiter`."""
+    header = "".join(str(c) for c in frame.columns)
+    for other, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars"), (",", "commas")):
+        if other != delimiter and header.count(other) >= 2:
+            shown = "\\t" if other == "\t" else other
+            return (
+                f"; its header looks separated by {name}: export with "
+                f"{'commas' if delimiter == ',' else repr(delimiter)}, or import with "
+                f"--delimiter '{shown}'"
+            )
+    return ""
 
 
 def _read_parquet(path: Path) -> tuple[pd.DataFrame, pd.Series]:
@@ -336,24 +473,26 @@ def _quoted(text: pd.Series) -> pd.Series:
 
 
 def _validate(
-    raw: _RawTable, accepted: dict[str, pd.DataFrame], seen_keys: dict[str, pd.Index]
+    raw: _RawTable,
+    accepted: dict[str, pd.DataFrame],
+    seen_keys: dict[str, pd.Index],
+    mapping: ValueMapping | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, TableImport]:
     """Check one table; return its accepted rows (storage types), its rejects, and its report."""
     table = raw.table
     failures = _Failures(raw.frame.index)
     parsed = pd.DataFrame(
-        {c.name: _parse_column(c, raw.frame[c.name], failures) for c in table.columns},
+        {c.name: _parse_column(c, raw.frame[c.name], failures, mapping) for c in table.columns},
         index=raw.frame.index,
     )
     texts = pd.DataFrame({c: _text(raw.frame[c]) for c in table.key}, index=raw.frame.index)
     _check_duplicates(table, texts, raw, failures)
     _TABLE_RULES.get(table.name, _no_rules)(parsed, accepted, seen_keys, failures)
 
+    rejected = failures.rejected()
     # Remember every key in the file, so a child can tell an unknown parent from a rejected one.
     if len(table.key) == 1:
-        seen_keys[table.name] = pd.Index(texts[table.key[0]].dropna().unique())
-
-    rejected = failures.rejected()
+        seen_keys[table.name] = _key_places(texts[table.key[0]], rejected, raw)
     good = _to_storage(table, parsed.loc[~rejected])
 
     rejects = raw.frame.loc[rejected].copy()
@@ -373,14 +512,66 @@ def _validate(
     return good, rejects.reset_index(drop=True), report
 
 
-def _parse_column(col: Column, raw: pd.Series, failures: _Failures) -> pd.Series:
+def _key_places(keys: pd.Series, rejected: pd.Series, raw: _RawTable) -> pd.Index:
+    """Every key of a table as (key, where its rejected row is, e.g. 'line 4 of x.csv'), the
+    place empty for a key with an accepted row: a child of a rejected row can then name it.
+
+    A MultiIndex, so that it travels where a plain index of keys did.
+    """
+    present = keys.notna()
+    file = raw.path.name if raw.path is not None else raw.table.name
+    place = raw.label + " " + raw.numbers.astype("str") + " of " + file
+    dropped = (present & rejected).to_numpy()
+    first_rejected = place[dropped].groupby(keys[dropped].to_numpy()).first()
+    kept = pd.Index(keys[present & ~rejected].unique())
+    first_rejected = first_rejected[~first_rejected.index.isin(kept)]
+    unique = pd.Index(keys[present].unique())
+    places = first_rejected.reindex(unique).fillna("")
+    return pd.MultiIndex.from_arrays([unique, places.to_numpy()], names=["key", "place"])
+
+
+def _parse_column(
+    col: Column, raw: pd.Series, failures: _Failures, mapping: ValueMapping | None = None
+) -> pd.Series:
     """Parse one column to its logical type; bad values become missing and are recorded."""
-    parsed = _parse_values(col, raw, failures)
+    parsed = _parse_values(col, raw, failures, mapping)
     failures.unreadable[col.name] = _text(raw).notna() & parsed.isna()
     return parsed
 
 
-def _parse_values(col: Column, raw: pd.Series, failures: _Failures) -> pd.Series:
+# Day and month as digits, then a four-digit year: 12/01/2010 08:26 or 01.12.2010.
+_DAY_MONTH = r"^(\d{1,2})[/.](\d{1,2})[/.](\d{4})(.*)$"
+
+
+def _date_hints(text: pd.Series) -> pd.Series:
+    """Per value, a hint for a date written day/month or month/day (else empty): both
+    readings in ISO form, since only the shop knows which its export meant."""
+    parts = text.str.extract(_DAY_MONTH)
+    a, b, year, rest = (parts[i].fillna("") for i in range(4))
+    month_first = year + "-" + a.str.zfill(2) + "-" + b.str.zfill(2) + rest
+    day_first = year + "-" + b.str.zfill(2) + "-" + a.str.zfill(2) + rest
+    hint = (
+        " (day and month order cannot be told: write dates as ISO 8601, e.g. '"
+        + month_first
+        + "' if the month comes first, '"
+        + day_first
+        + "' if the day does)"
+    )
+    return hint.where(parts[0].notna(), "")
+
+
+def _number_hints(text: pd.Series) -> pd.Series:
+    """Per value, a hint for a decimal comma or a thousands separator (else empty)."""
+    comma = text.str.fullmatch(r"-?\d+(\.\d{3})*,\d+").fillna(False)
+    thousands = text.str.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?").fillna(False)
+    hints = pd.Series("", index=text.index, dtype="str")
+    hints = hints.mask(comma, " (a decimal comma? write the number with a dot: 12.50)")
+    return hints.mask(thousands, " (a thousands separator? write the number without: 1234.50)")
+
+
+def _parse_values(
+    col: Column, raw: pd.Series, failures: _Failures, mapping: ValueMapping | None = None
+) -> pd.Series:
     """Record every empty or unparseable value of one column; return the parsed values."""
     text = _text(raw)
     empty = text.isna()
@@ -392,12 +583,14 @@ def _parse_values(col: Column, raw: pd.Series, failures: _Failures) -> pd.Series
         return text
 
     if col.kind is Kind.ENUM:
+        theirs = mapping.for_column(col.name) if mapping is not None else {}
+        if theirs:
+            text = text.map(theirs).fillna(text)
+        known = f"allowed: {', '.join(col.values)}"
+        if theirs:
+            known += f"; the mapping file maps: {', '.join(theirs)}"
         bad = ~empty & ~text.isin(col.values)
-        failures.add(
-            "unknown_value",
-            bad,
-            f"unknown {col.name} " + shown + f" (allowed: {', '.join(col.values)})",
-        )
+        failures.add("unknown_value", bad, f"unknown {col.name} " + shown + f" ({known})")
         return text.mask(bad)
 
     if col.kind is Kind.TIMESTAMP:
@@ -405,7 +598,7 @@ def _parse_values(col: Column, raw: pd.Series, failures: _Failures) -> pd.Series
         failures.add(
             "unparseable_date",
             ~empty & stamps.isna(),
-            f"unparseable date in {col.name}: " + shown,
+            f"unparseable date in {col.name}: " + shown + _date_hints(text),
         )
         return stamps
 
@@ -421,7 +614,11 @@ def _parse_values(col: Column, raw: pd.Series, failures: _Failures) -> pd.Series
     # MONEY and COUNT: numbers.
     numbers = _to_number(raw, text)
     not_number = ~empty & ~np.isfinite(numbers)
-    failures.add("not_a_number", not_number, f"non-numeric value in {col.name}: " + shown)
+    failures.add(
+        "not_a_number",
+        not_number,
+        f"non-numeric value in {col.name}: " + shown + _number_hints(text),
+    )
     if col.kind is Kind.MONEY:
         # Both money columns of the schema are amounts paid or asked back: zero makes no sense.
         failures.add(
@@ -496,11 +693,14 @@ def _check_parent(
     parent_key = TABLES[parent].key[0]
     known = values.isin(accepted[parent][parent_key])
     missing = values.notna() & ~known
-    in_file = values.isin(seen_keys.get(parent, pd.Index([])))
+    seen = seen_keys.get(parent, pd.MultiIndex.from_arrays([[], []]))
+    in_file = values.isin(seen.get_level_values(0))
+    place = pd.Series(seen.get_level_values(-1), index=seen.get_level_values(0))
+    at = pd.Series(place.reindex(values.to_numpy()).to_numpy(), index=values.index).fillna("")
     shown = _quoted(values)
-    message = (f"{column} " + shown + f" refers to a rejected {parent} row").where(
-        in_file, f"unknown {column} " + shown + f" (not in {parent})"
-    )
+    message = (
+        f"{column} " + shown + f" refers to a rejected {parent} row (" + at.astype("str") + ")"
+    ).where(in_file, f"unknown {column} " + shown + f" (not in {parent})")
     failures.add(f"unknown_{parent_key.removesuffix('_id')}", missing, message)
     return known
 
@@ -668,7 +868,9 @@ def _to_storage(table: Table, frame: pd.DataFrame) -> pd.DataFrame:
     for col in table.columns:
         values = frame[col.name]
         if col.kind in (Kind.ID, Kind.TEXT, Kind.ENUM):
-            columns[col.name] = values.astype("str")
+            # An optional text cell left empty is stored as a missing value, never as "nan".
+            text = values.astype("str")
+            columns[col.name] = text.where(values.notna(), None) if col.nullable else text
         elif col.kind is Kind.TIMESTAMP:
             columns[col.name] = values.astype("datetime64[us]")
         elif col.kind is Kind.MONEY:

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from data.schema import REASONS
+from data.schema import FINGERPRINT_COLUMNS, REASONS
 
 FIELD_REASON_MIX: dict[str, float] = {
     "mistake": 0.38,
@@ -45,6 +45,7 @@ class VitalSigns:
     detected_share_of_abuse: float | None = None
     abuse_by_pattern: pd.Series | None = None
     oracle_auc: float | None = None
+    fingerprint_coverage: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -96,6 +97,10 @@ def vital_signs(
         early_claim_abuse_ratio=np.nan,
         high_value_claim_ratio=high_ratio,
         abuse_by_category=pd.Series(dtype=float),
+        fingerprint_coverage={
+            c: float(orders[c].notna().mean()) if len(orders) else 0.0
+            for c in FINGERPRINT_COLUMNS.values()
+        },
     )
 
     # Abuse figures use the oracle's truth when there is one, the labels known so far otherwise.
@@ -141,12 +146,23 @@ def format_report(signs: VitalSigns) -> str:
     lines += [
         f"requests with a label so far   {signs.labelled_share:.1%}",
         f"labelled abusive (known)       {signs.labelled_abusive_share:.1%}",
-        f"claims <7 days after delivery are {signs.early_claim_abuse_ratio:.2f}x as often abusive "
-        "(field: over 1.2x)",
-        f"orders over 2,000 claim {signs.high_value_claim_ratio:.2f}x as often as orders under 100 "
-        "(field: 2.5x)",
+        "claims <7 days after delivery are "
+        + _times(
+            signs.early_claim_abuse_ratio,
+            "no labelled claim 7 days or more after delivery was abusive, or none is labelled",
+        )
+        + " as often abusive (field: over 1.2x)",
+        "orders over 2,000 claim "
+        + _times(signs.high_value_claim_ratio, "no order over 2,000 or none under 100 to compare")
+        + " as often as orders under 100 (field: 2.5x)",
         "abuse share by category       "
-        + ", ".join(f"{k} {v:.1%}" for k, v in signs.abuse_by_category.items()),
+        + (
+            ", ".join(f"{k} {_share(v, 'no label')}" for k, v in signs.abuse_by_category.items())
+            or "n/a (no refund request)"
+        ),
+        "fingerprints on orders        "
+        + ", ".join(f"{c} {v:.1%}" for c, v in signs.fingerprint_coverage.items())
+        + "   (linked-account features are missing where there is none)",
         "label delay (days from request to outcome) by source:",
     ]
     for source, row in signs.label_delay_days.iterrows():
@@ -159,7 +175,13 @@ def format_report(signs: VitalSigns) -> str:
             f"truly abusive (oracle)         {signs.true_abusive_share:.1%} of requests, "
             f"{signs.true_abusive_money_share:.1%} of refund money   (field: ~10%, ~25%)",
             f"abuse ever detected            {signs.detected_share_of_abuse:.1%}",
-            f"oracle ROC-AUC                 {signs.oracle_auc:.3f}   (a hard world: 0.85-0.95)",
+            "oracle ROC-AUC                 "
+            + (
+                f"{signs.oracle_auc:.3f}"
+                if signs.oracle_auc is not None
+                else "n/a (every request or none is abusive)"
+            )
+            + "   (a hard world: 0.85-0.95)",
         ]
         if signs.abuse_by_pattern is not None:
             lines.append(
@@ -168,6 +190,16 @@ def format_report(signs: VitalSigns) -> str:
             )
     lines += [f"warning: {w}" for w in signs.warnings]
     return "\n".join(lines)
+
+
+def _times(value: float, why: str) -> str:
+    """A ratio as '1.23x', or 'n/a' and why when it cannot be computed."""
+    return f"{value:.2f}x" if np.isfinite(value) else f"n/a ({why})"
+
+
+def _share(value: float, why: str) -> str:
+    """A share as '12.3%', or 'n/a' and why when it cannot be computed."""
+    return f"{value:.1%}" if np.isfinite(value) else f"n/a ({why})"
 
 
 def plot_report(signs: VitalSigns, path: Path) -> Path:
@@ -223,8 +255,8 @@ def plot_report(signs: VitalSigns, path: Path) -> Path:
     summary = [
         f"refund rate {signs.refund_rate:.2%}",
         f"labelled {signs.labelled_share:.1%} of requests",
-        f"early-claim abuse ratio {signs.early_claim_abuse_ratio:.2f}x",
-        f"high-value claim ratio {signs.high_value_claim_ratio:.2f}x",
+        "early-claim abuse ratio " + _times(signs.early_claim_abuse_ratio, "no labels"),
+        "high-value claim ratio " + _times(signs.high_value_claim_ratio, "no orders to compare"),
     ]
     if signs.oracle_auc is not None:
         summary += [

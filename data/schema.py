@@ -65,6 +65,13 @@ OUTCOME_SOURCES: tuple[str, ...] = (
 
 LINK_KINDS: tuple[str, ...] = ("device", "address", "payment")
 
+FINGERPRINT_COLUMNS: dict[str, str] = {
+    "device": "device_id",
+    "address": "address_id",
+    "payment": "payment_fingerprint",
+}
+"""The order column holding each kind of identity fingerprint; all three are optional."""
+
 
 class Kind(StrEnum):
     """Logical column types."""
@@ -172,12 +179,25 @@ ORDERS = Table(
         Column(
             "payment_method", Kind.ENUM, "How it was paid.", values=PAYMENT_METHODS, example="card"
         ),
-        Column("device_id", Kind.ID, "Fingerprint of the device used to order.", example="d0001"),
-        Column("address_id", Kind.ID, "Fingerprint of the shipping address.", example="a0001"),
+        Column(
+            "device_id",
+            Kind.ID,
+            "Fingerprint of the device used to order; empty if the shop does not record it.",
+            nullable=True,
+            example="d0001",
+        ),
+        Column(
+            "address_id",
+            Kind.ID,
+            "Fingerprint of the shipping address; empty if the shop does not record it.",
+            nullable=True,
+            example="a0001",
+        ),
         Column(
             "payment_fingerprint",
             Kind.ID,
-            "Fingerprint of the payment instrument.",
+            "Fingerprint of the payment instrument; empty if the shop does not record it.",
+            nullable=True,
             example="p0001",
         ),
         Column(

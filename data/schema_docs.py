@@ -50,6 +50,8 @@ def _preamble() -> str:
     lines = [
         "One file per table, named after the table: `<table>.csv` (UTF-8, header line first)",
         "or `<table>.parquet`. Empty CSV cells are missing values; `NA` or `null` are text.",
+        "A column that is not required may be left out of the file: it imports as empty.",
+        "Enum values may be the shop's own words if a mapping file (`--mapping`) maps them.",
         "Tables refer only to tables listed before them.",
         "",
         "| type | accepts |",

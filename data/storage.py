@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,6 +39,57 @@ def atomic_path(target: Path) -> Iterator[Path]:
             tmp.unlink()
 
 
+def _backup_of(target: Path) -> Path:
+    """Where `target` waits while a staged folder takes its place."""
+    return target.with_name(f".{target.name}.previous")
+
+
+def recover_directory(target: Path) -> None:
+    """Put back a folder left under its backup name by a swap that was cut short.
+
+    A swap renames the old folder away, then the staged one into place; a crash between the two
+    renames leaves no `target` but a whole old folder beside it, which this restores.
+    """
+    backup = _backup_of(target)
+    if backup.is_dir() and not target.exists():
+        os.replace(backup, target)
+
+
+@contextmanager
+def staged_directory(target: Path) -> Iterator[Path]:
+    """Yield an empty staging folder beside `target`; if the block succeeds, it replaces
+    `target` as a whole.
+
+    Readers see either every old file or every new one, never a mix: the files are all written
+    into the staging folder first, and the swap is two renames on the same file system (the old
+    folder to a backup name, the staged one into place), with the backup removed afterwards. If
+    the block raises, `target` is left as it was and the staging folder is removed.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    recover_directory(target)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
+    # mkdtemp makes the folder private (0700); a data folder should get the usual permissions.
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)
+    backup = _backup_of(target)
+    try:
+        yield staging
+        shutil.rmtree(backup, ignore_errors=True)
+        if target.exists():
+            os.replace(target, backup)
+        try:
+            os.replace(staging, target)
+        except BaseException:
+            if backup.exists() and not target.exists():
+                os.replace(backup, target)
+            raise
+        shutil.rmtree(backup, ignore_errors=True)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
 def to_arrow(frame: pd.DataFrame, table: Table) -> pa.Table:
     """Convert a frame to the table's exact Arrow schema (column order and types)."""
     return pa.Table.from_pandas(
@@ -59,6 +111,8 @@ def read_table(table: Table | str, directory: Path) -> pd.DataFrame:
     """Read one stored table; raise NotFoundError naming the missing file."""
     spec = TABLES[table] if isinstance(table, str) else table
     path = directory / f"{spec.name}.parquet"
+    if not path.exists():
+        recover_directory(directory)
     if not path.exists():
         raise NotFoundError(f"no {spec.name} table at {path}; generate or import a world first")
     return pd.read_parquet(path)

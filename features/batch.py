@@ -234,6 +234,7 @@ class BatchBuilder:
         self._pairs: dict[str | None, pd.DataFrame] | None = None
         self._link_streams: dict[str | None, SortedStream] = {}
         self._linked_sums: dict[tuple[str | None, SubStream, str], SortedStream] = {}
+        self._own_links: dict[str | None, SortedStream] = {}
         self._credit: SortedStream | None = None
         self._customer_codes: np.ndarray | None = None
         self._order_rows: np.ndarray | None = None
@@ -364,6 +365,21 @@ class BatchBuilder:
         empty = np.zeros(0, dtype=np.int64)
         return pd.DataFrame({"code": empty, "code_other": empty, "since": empty})
 
+    def own_link_stream(self, kind: str | None) -> SortedStream:
+        """One event per fingerprint of `kind` (any kind if None) on each account, when first
+        seen: whether a customer had any such fingerprint before `t`."""
+        if kind not in self._own_links:
+            links = self.tables["identity_links"]
+            if kind is not None:
+                links = links[links["kind"].to_numpy() == kind]
+            self._own_links[kind] = SortedStream(
+                self.codes(Entity.CUSTOMER, links["customer_id"]),
+                times_us(links["seen_at"]),
+                np.arange(len(links)),
+                {},
+            )
+        return self._own_links[kind]
+
     def link_stream(self, kind: str | None) -> SortedStream:
         """One event per linked account, at the time the link was first visible."""
         if kind not in self._link_streams:
@@ -442,12 +458,18 @@ class BatchBuilder:
             codes = q.codes[Entity.CUSTOMER]
             if agg == Aggregation.LINKED_ACCOUNTS:
                 links = self.link_stream(f.link_kind)
-                return (links.before(codes, t) - links.starts(codes)).astype(np.int64)
-            assert f.column is not None
-            (sub,) = substreams_of(f)
-            linked = self.linked_sum_stream(f.link_kind, sub, f.column)
-            start = linked.starts(codes)
-            return linked.window_sum(f.column, start, linked.before(codes, t), start)
+                found = (links.before(codes, t) - links.starts(codes)).astype(np.float64)
+            else:
+                assert f.column is not None
+                (sub,) = substreams_of(f)
+                linked = self.linked_sum_stream(f.link_kind, sub, f.column)
+                start = linked.starts(codes)
+                found = linked.window_sum(f.column, start, linked.before(codes, t), start)
+                found = found.astype(np.float64)
+            # No fingerprint of this kind known for the customer: who shares it is unknown.
+            own = self.own_link_stream(f.link_kind)
+            found[own.before(codes, t) == own.starts(codes)] = f.empty
+            return found
         if agg in (
             Aggregation.COUNT,
             Aggregation.SUM,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 
@@ -654,6 +655,14 @@ _LINK_WORDS = {
 }
 
 
+_LINK_FINGERPRINT: dict[str | None, str] = {
+    "device": "device",
+    "address": "address",
+    "payment": "payment instrument",
+    None: "device, address or payment instrument",
+}
+
+
 def _linkage() -> list[Feature]:
     linked = Entity.LINKED_ACCOUNTS
     feats: list[Feature] = []
@@ -664,15 +673,19 @@ def _linkage() -> list[Feature]:
             if kind is None
             else (f"one of its {_LINK_WORDS[kind]}")
         )
+        # Missing, not 0, when the customer has no fingerprint of this kind known yet (a shop
+        # that records no devices, say): "shares with nobody" and "unknown" differ.
+        unknown = f" Missing if no {_LINK_FINGERPRINT[kind]} of the customer is known yet."
         feats += [
             Feature(
                 f"linked_accounts_by_{sfx}",
                 linked,
                 Aggregation.LINKED_ACCOUNTS,
                 "identity_links",
-                f"Other accounts sharing {what} with this customer, as seen before this request.",
+                f"Other accounts sharing {what} with this customer, as seen before this request."
+                + unknown,
                 link_kind=kind,
-                integer=True,
+                empty=math.nan,
             ),
             Feature(
                 f"linked_accounts_confirmed_abusive_refunds_by_{sfx}",
@@ -680,10 +693,10 @@ def _linkage() -> list[Feature]:
                 Aggregation.LINKED_SUM,
                 "outcome_changes",
                 f"Refunds confirmed abusive, by what was known before this request, of the "
-                f"other accounts sharing {what} with this customer.",
+                f"other accounts sharing {what} with this customer." + unknown,
                 column="abusive_change",
                 link_kind=kind,
-                integer=True,
+                empty=math.nan,
             ),
         ]
     return feats

@@ -19,6 +19,7 @@ re-read (a new builder) when it needs them.
 
 from __future__ import annotations
 
+import math
 import threading
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -829,20 +830,28 @@ class OnlineFeatureBuilder:
             assert f.column is not None
             sums.append((pos, f.link_kind, self._sub_index[sub], f.column))
         count_plan, sum_plan = tuple(counts), tuple(sums)
-        positions = tuple(pos for pos, _ in features)
+        plan_kinds = tuple((pos, f.link_kind) for pos, f in features)
         linked_accounts, history_of = self._linked_accounts, self._history
 
         def linked_features(ctx: _Request, out: list[Any]) -> None:
+            t = ctx.t
+            # Kinds of fingerprint the customer had before `t`; for the others, who shares one
+            # is unknown, and the feature is missing (None: any kind).
+            own: set[str | None] = {k for (k, _), seen in ctx.history.links.items() if seen < t}
+            if own:
+                own.add(None)
             linked = linked_accounts(ctx)
             if linked is None:  # no linked account: every count and sum is 0
-                for pos in positions:
-                    out[pos] = 0
+                for pos, kind in plan_kinds:
+                    out[pos] = 0 if kind in own else math.nan
                 return
             for pos, kind in count_plan:
-                out[pos] = len(linked[kind])
-            t = ctx.t
+                out[pos] = len(linked[kind]) if kind in own else math.nan
             known: dict[tuple[str, int, str], Any] = {}
             for pos, kind, index, column in sum_plan:
+                if kind not in own:
+                    out[pos] = math.nan
+                    continue
                 total = 0
                 for other in linked[kind]:
                     key = (other, index, column)

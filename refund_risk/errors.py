@@ -15,3 +15,15 @@ class DataValidationError(RefundRiskError):
 
 class NotFoundError(RefundRiskError):
     """A requested entity (file, table, record) does not exist."""
+
+
+class ImportRejectedError(DataValidationError):
+    """An import whose tables were all read but could not be stored as a whole.
+
+    `summary` is the import's per-table summary (rows read, accepted, rejected and why), so a
+    caller can show what went wrong beside the one-sentence message.
+    """
+
+    def __init__(self, message: str, summary: str) -> None:
+        super().__init__(message)
+        self.summary = summary

@@ -60,7 +60,8 @@ def order_links(order: Mapping[str, Any]) -> list[dict[str, Any]]:
 
     The raw data model records them as identity links; deriving them here keeps accounts that
     share a fingerprint linked from their first order on, whether or not the shop also sends
-    the links themselves (an upsert keeps the earliest time either way).
+    the links themselves (an upsert keeps the earliest time either way). A fingerprint the shop
+    did not send links nothing.
     """
     return [
         {
@@ -70,6 +71,7 @@ def order_links(order: Mapping[str, Any]) -> list[dict[str, Any]]:
             "seen_at": order["ordered_at"],
         }
         for kind, column in _LINK_COLUMNS
+        if order.get(column) is not None
     ]
 
 

@@ -128,9 +128,18 @@ class OrderDetails(_In):
     amount: Money = Field(description="Order value paid.")
     item_count: int = Field(ge=1, le=100_000)
     payment_method: PaymentMethod
-    device_id: Identifier = Field(description="Fingerprint of the device used to order.")
-    address_id: Identifier = Field(description="Fingerprint of the shipping address.")
-    payment_fingerprint: Identifier = Field(description="Fingerprint of the payment instrument.")
+    device_id: Identifier | None = Field(
+        default=None,
+        description="Fingerprint of the device used to order; leave out if not recorded "
+        "(linked-account features are then missing, not zero).",
+    )
+    address_id: Identifier | None = Field(
+        default=None, description="Fingerprint of the shipping address; leave out if not recorded."
+    )
+    payment_fingerprint: Identifier | None = Field(
+        default=None,
+        description="Fingerprint of the payment instrument; leave out if not recorded.",
+    )
     shipped_at: UtcTime | None = Field(default=None, description="Empty if not shipped.")
     delivered_at: UtcTime | None = Field(default=None, description="Empty if not delivered.")
     delivery_evidence: DeliveryEvidence = Field(

@@ -766,3 +766,35 @@ def test_stored_response_is_json_the_schema_accepts(world: World, client: TestCl
     body = decision_body(world, held(world, 16))
     r = client.post("/v1/refund-decisions", json=body, headers=key(world, "scorer"))
     DecisionOut.model_validate(json.loads(r.text))
+
+
+def test_an_order_without_fingerprints_is_decided_with_linked_features_missing(
+    world: World, client: TestClient
+) -> None:
+    # A shop that records no device, address or card: a new customer's first request.
+    body = decision_body(world, held(world, 6), refund_id="r-nofp", customer_id="c-nofp")
+    order = {k: v for k, v in body["order"].items() if k not in FINGERPRINTS}
+    body["order"] = order | {"order_id": "o-nofp"}
+    r = client.post("/v1/refund-decisions", json=body, headers=key(world, "scorer"))
+    assert r.status_code == 200, r.text
+    stored = client.get(
+        f"/v1/refund-decisions/{r.json()['decision_id']}", headers=key(world, "reviewer")
+    ).json()
+    linked = {k: v for k, v in stored["features"].items() if k.startswith("linked_accounts")}
+    assert len(linked) == 8 and all(v is None for v in linked.values()), linked
+    assert stored["request"]["order"]["device_id"] is None
+
+    # With only a device sent, the device features are known (nobody shares it), the rest not.
+    body = body | {"refund_id": "r-dev", "customer_id": "c-dev"}
+    body["order"] = order | {"order_id": "o-dev", "device_id": "d-only-mine"}
+    r = client.post("/v1/refund-decisions", json=body, headers=key(world, "scorer"))
+    assert r.status_code == 200, r.text
+    features = client.get(
+        f"/v1/refund-decisions/{r.json()['decision_id']}", headers=key(world, "reviewer")
+    ).json()["features"]
+    assert features["linked_accounts_by_device"] == 0
+    assert features["linked_accounts_by_any"] == 0
+    assert features["linked_accounts_by_payment"] is None
+
+
+FINGERPRINTS = ("device_id", "address_id", "payment_fingerprint")

@@ -70,6 +70,10 @@ def test_imported_generated_world_equals_the_original(data_dir: Path, tmp_path: 
     for name, original in originals.items():
         again = pd.read_parquet(raw / f"{name}.parquet")
         pd.testing.assert_frame_equal(again, original, check_dtype=False)
+    # The generated world's oracle no longer describes the stored tables: it is gone.
+    assert "removed the generated world's oracle" in result.stdout
+    assert not (data_dir / "oracle").exists()
+    assert "oracle ROC-AUC" not in runner.invoke(app, ["data", "report"]).output
 
 
 def test_console_script_is_installed() -> None:

@@ -127,3 +127,28 @@ def test_customer_rows_as_of_a_month_start_equal_the_credit_snapshots(
             assert preloaded.customer_vector(cid, at.to_pydatetime()) is None
     assert preloaded.customer_vector("nobody", dates[-1].to_pydatetime()) is None
     store.dispose()
+
+
+def test_parity_when_the_shop_records_no_address_or_card(
+    random_world: Callable[..., Tables], sqlite_url: str
+) -> None:
+    """Fingerprints a shop does not record make the linked-account features missing, not 0,
+    in both builders alike; the kinds it does record still count."""
+    tables = random_world(seed=22, n_customers=70)
+    links = tables["identity_links"]
+    tables["identity_links"] = links[links["kind"] == "device"].reset_index(drop=True)
+    orders = tables["orders"].copy()
+    orders["address_id"] = None
+    orders["payment_fingerprint"] = None
+    tables["orders"] = orders
+    batch = BatchBuilder(tables).refund_rows().set_index("refund_id")
+    store = EventStore.open(sqlite_url)
+    online = replay(OnlineFeatureBuilder(store), tables, list(batch.index))
+
+    assert mismatches(online, batch) == []
+    for kind in ("address", "payment"):
+        assert batch[f"linked_accounts_by_{kind}"].isna().all()
+        assert batch[f"linked_accounts_confirmed_abusive_refunds_by_{kind}"].isna().all()
+    assert batch["linked_accounts_by_device"].notna().any()
+    assert (batch["linked_accounts_by_device"].fillna(0) > 0).any()
+    store.dispose()

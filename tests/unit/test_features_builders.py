@@ -430,8 +430,16 @@ def test_linked_accounts_and_their_known_abuse(rows: dict[str, dict[str, Any]]) 
             "linked_accounts_confirmed_abusive_refunds_by_any": 3,
         },
     )
-    # Before cA used the shared card, cD was not linked: r1 (05-05) sees only cB.
-    _check(rows["r1"], {"linked_accounts_by_payment": 0, "linked_accounts_by_any": 1})
+    # Before cA used the shared card, cD was not linked: r1 (05-05) sees only cB; and as no card
+    # of cA was known yet, who shares one is unknown, not none.
+    _check(
+        rows["r1"],
+        {
+            "linked_accounts_by_payment": NAN,
+            "linked_accounts_confirmed_abusive_refunds_by_payment": NAN,
+            "linked_accounts_by_any": 1,
+        },
+    )
 
 
 def test_new_customer_gets_defined_values(rows: dict[str, dict[str, Any]]) -> None:
@@ -440,6 +448,10 @@ def test_new_customer_gets_defined_values(rows: dict[str, dict[str, Any]]) -> No
     for f in FEATURES:
         if f.entity.value in ("customer", "linked_accounts") and f.name not in expected:
             expected[f.name] = f.empty
+    # cN's device is known (nobody shares it); no address or card of cN is: those stay missing.
+    for sfx in ("device", "any"):
+        expected[f"linked_accounts_by_{sfx}"] = 0
+        expected[f"linked_accounts_confirmed_abusive_refunds_by_{sfx}"] = 0
     _check(row, expected)
     assert all(row[name] is not None for name in FEATURE_NAMES)
 
