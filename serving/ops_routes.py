@@ -905,6 +905,16 @@ async def overrides_form(
     return _redirect("/ops/overrides", msg=done)
 
 
+@pages.get("/favicon.ico")
+async def favicon() -> Response:
+    """The service's icon, for browsers that ask for it at the conventional path."""
+    return Response(
+        (STATIC_DIR / "favicon.svg").read_bytes(),
+        media_type="image/svg+xml",
+        headers={"Cache-Control": "public, max-age=86400"},
+    )
+
+
 # --- wiring --------------------------------------------------------------------------------------
 
 
