@@ -28,6 +28,7 @@ from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from refund_risk.errors import DataValidationError, NotFoundError
 from refund_risk.settings import Settings
@@ -754,7 +755,11 @@ async def dashboard_page(request: Request, caller: AsPageUser) -> HTMLResponse:
     abuse = service.snapshot.models.abuse
     reference = None if abuse is None else abuse.card.get("drift_reference")
     names = service.keys.names()
-    board = dashboard.build(service.engine, days, reference, names, service.reviews.clock())
+    # Reading and decoding up to a month of decisions and drift rows takes a while: off the
+    # event loop, so decision requests keep flowing while an owner looks at the dashboard.
+    board = await run_in_threadpool(
+        dashboard.build, service.engine, days, reference, names, service.reviews.clock()
+    )
     sla = service.settings.review_sla_hours
     labels = [d.day for d in board.days]
     figures = {
@@ -820,7 +825,7 @@ async def dashboard_page(request: Request, caller: AsPageUser) -> HTMLResponse:
         figures=figures,
         days=days,
         day_options=DASHBOARD_DAYS,
-        counts=service.reviews.open_counts(sla),
+        counts=await run_in_threadpool(service.reviews.open_counts, sla),
         reviewers=reviewers,
         actions=dashboard.ACTIONS,
         words=words,
