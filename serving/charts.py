@@ -59,6 +59,11 @@ def _shorten(label: str, width_px: float) -> str:
     return label if len(label) <= fits else label[: fits - 1] + "\u2026"
 
 
+def _short_day(label: str) -> str:
+    """An ISO day without its year (the axis is a window of weeks); any other label as is."""
+    return label[5:] if len(label) == 10 and label[4] == "-" and label[7] == "-" else label
+
+
 def _frame(
     labels: Sequence[str], top: float, fmt: Callable[[float], str], title: str
 ) -> tuple[list[str], float]:
@@ -84,12 +89,15 @@ def _frame(
     n = max(len(labels), 1)
     slot = (WIDTH - left - RIGHT) / n
     every = max(1, math.ceil(n / 10))
+    last_x = left + slot * (n - 0.5)
     for i, label in enumerate(labels):
-        if i % every == 0 or i == n - 1:
-            x = left + slot * (i + 0.5)
+        x = left + slot * (i + 0.5)
+        # The last label is always shown; a regular one too close to it would overprint it.
+        clear = last_x - x >= text_width(_short_day(label)) + 6
+        if i == n - 1 or (i % every == 0 and clear):
             parts.append(
                 f'<text class="axis" x="{x:.1f}" y="{HEIGHT - 8}" text-anchor="middle">'
-                f"{escape(label[5:])}</text>"
+                f"{escape(_short_day(label))}</text>"
             )
     return parts, left
 

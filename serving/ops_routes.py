@@ -30,9 +30,10 @@ from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from data.schema import REASONS
 from refund_risk.errors import DataValidationError, NotFoundError
 from refund_risk.settings import Settings
-from serving import charts, dashboard
+from serving import charts, dashboard, owner
 from serving.auth import Principal, Role
 from serving.errors import AuthenticationError, ConflictError, PermissionDeniedError
 from serving.ops_schemas import (
@@ -761,6 +762,7 @@ async def dashboard_page(request: Request, caller: AsPageUser) -> HTMLResponse:
         dashboard.build, service.engine, days, reference, names, service.reviews.clock()
     )
     sla = service.settings.review_sla_hours
+    shop = await run_in_threadpool(owner.build, service.engine, days, service.reviews.clock(), sla)
     labels = [d.day for d in board.days]
     figures = {
         "actions": charts.stacked_bars(
@@ -815,6 +817,7 @@ async def dashboard_page(request: Request, caller: AsPageUser) -> HTMLResponse:
         )
         if board.drift
         else "",
+        **_owner_figures(shop),
     }
     reviewers = sorted({name for d in board.days for name in d.by_reviewer})
     return _render(
@@ -826,6 +829,10 @@ async def dashboard_page(request: Request, caller: AsPageUser) -> HTMLResponse:
         days=days,
         day_options=DASHBOARD_DAYS,
         counts=await run_in_threadpool(service.reviews.open_counts, sla),
+        shop=shop,
+        field_settle=owner.FIELD_SETTLE_SHARES,
+        field_mean_hours=owner.FIELD_MEAN_HOURS_AUTOMATED,
+        reasons=REASONS,
         reviewers=reviewers,
         actions=dashboard.ACTIONS,
         words=words,
@@ -910,6 +917,42 @@ async def overrides_form(
     return _redirect("/ops/overrides", msg=done)
 
 
+def _owner_figures(shop: owner.OwnerView) -> dict[str, str]:
+    """The owner's charts: refund rate by week and by day, reason mix by week, time to decide."""
+    if shop.empty:
+        return {}
+    low, high = owner.FIELD_REFUND_RATE
+    weeks = [w.start for w in shop.weeks]
+    settle = shop.settling.bucket_shares()
+    return {
+        "refund_rate_weeks": charts.line(
+            weeks,
+            [w.totals.rate for w in shop.weeks],
+            "Refund requests per order, by week",
+            fmt=lambda v: f"{v:.1%}",
+            marks={f"field low {low:.1%}": low, f"field high {high:.1%}": high},
+        ),
+        "refund_rate_days": charts.line(
+            [d for d, _ in shop.daily],
+            [t.rate for _, t in shop.daily],
+            "Refund requests per order, by day",
+            fmt=lambda v: f"{v:.1%}",
+            marks={f"field high {high:.1%}": high},
+        ),
+        "reason_mix": charts.stacked_bars(
+            weeks,
+            {r: [float(w.reasons.get(r, 0)) for w in shop.weeks] for r in REASONS},
+            "Refund requests by week, by reason",
+        ),
+        "settle": charts.bars(
+            list(settle),
+            [100.0 * v for v in settle.values()],
+            "Share of decisions by time to decide",
+            fmt=lambda v: f"{v:.0f}%",
+        ),
+    }
+
+
 @pages.get("/favicon.ico")
 async def favicon() -> Response:
     """The service's icon, for browsers that ask for it at the conventional path."""
@@ -931,6 +974,7 @@ def install(app: FastAPI, settings: Settings) -> None:
     templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
     templates.env.filters["money"] = lambda v: "-" if v is None else f"{v:,.2f}"
     templates.env.filters["pct"] = lambda v: "-" if v is None else f"{v:.0%}"
+    templates.env.filters["pct1"] = lambda v: "-" if v is None else f"{v:.1%}"
     templates.env.filters["when"] = lambda v: "-" if v is None else v.strftime("%Y-%m-%d %H:%M")
     app.state.ops_templates = templates
     secret = None if settings.session_secret is None else settings.session_secret.get_secret_value()

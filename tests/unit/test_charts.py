@@ -75,3 +75,15 @@ def test_line_axes_step_evenly_by_a_round_amount(peak: float) -> None:
 def test_hours_axis_reads_in_whole_hours() -> None:
     svg = charts.line(DAYS[:4], [3.0, 19.0, 11.5, None], "oldest", fmt=lambda v: f"{v:.0f} h")
     assert _ticks(svg) == [0.0, 5.0, 10.0, 15.0, 20.0]
+
+
+@pytest.mark.parametrize("n", [3, 10, 14, 26, 30, 90])
+def test_day_labels_never_overprint_each_other(n: int) -> None:
+    days = [f"2026-{1 + i // 28:02d}-{1 + i % 28:02d}" for i in range(n)]
+    svg = charts.line(days, [1.0] * n, "by day")
+    bottom = [e for e in _texts(svg) if e.get("text-anchor") == "middle"]
+    xs = sorted(float(e.get("x", "0")) for e in bottom)
+    assert xs, svg
+    widest = max(len(e.text or "") for e in bottom) * GLYPH_PX
+    assert all(b - a >= widest for a, b in itertools.pairwise(xs)), xs
+    assert bottom[-1].text == days[-1][5:]  # the last day is always named
