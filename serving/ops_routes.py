@@ -819,6 +819,17 @@ async def dashboard_page(request: Request, caller: AsPageUser) -> HTMLResponse:
         else "",
         **_owner_figures(shop),
     }
+    # A chart with nothing to draw is left out; the page says why in words instead.
+    drawn = {
+        "actions": board.totals["requests"] > 0,
+        "automation": any(d.automated_share is not None for d in board.days),
+        "queue": any(d.queue_open for d in board.days),
+        "oldest": any(d.queue_oldest_hours is not None for d in board.days),
+        "throughput": any(d.resolved for d in board.days),
+        "abuse": any(d.caught for d in board.days),
+        "score_psi": any(d.score_psi is not None for d in board.days),
+    }
+    figures.update({name: "" for name, has_data in drawn.items() if not has_data})
     reviewers = sorted({name for d in board.days for name in d.by_reviewer})
     return _render(
         request,
