@@ -177,9 +177,12 @@ def line(
     fmt: Callable[[float], str] = lambda v: f"{v:.2f}",
     top: float | None = None,
     marks: Mapping[str, float] | None = None,
+    second: Sequence[float | None] | None = None,
 ) -> str:
-    """A line over the labels (gaps where a value is None), with dashed reference `marks`."""
-    present = [v for v in values if v is not None and math.isfinite(v)]
+    """A line over the labels (gaps where a value is None), with dashed reference `marks`, and
+    an optional `second` line drawn dashed (class `second`), e.g. a forecast."""
+    lines = [values] if second is None else [values, second]
+    present = [v for series in lines for v in series if v is not None and math.isfinite(v)]
     ceiling = (
         top if top is not None else _nice_max(max([*present, *(marks or {}).values()], default=0))
     )
@@ -199,21 +202,23 @@ def line(
             f'<text class="mark-label" x="{label_x}" y="{y - 4:.1f}" '
             f'text-anchor="end">{escape(name)}</text>'
         )
-    path: list[str] = []
-    for i, (label, point) in enumerate(zip(labels, values, strict=True)):
-        if point is None or not math.isfinite(point):
-            path.append("")
-            continue
-        x, y = left + slot * (i + 0.5), y_of(point)
-        path.append(f"{x:.1f},{y:.1f}")
-        parts.append(
-            f'<circle class="dot" cx="{x:.1f}" cy="{y:.1f}" r="3"><title>{escape(label)}: '
-            f"{escape(fmt(point))}</title></circle>"
-        )
-    for run in " ".join(p if p else "|" for p in path).split("|"):
-        points = run.split()
-        if len(points) > 1:
-            parts.append(f'<polyline class="line" points="{" ".join(points)}"/>')
+    for n, series in enumerate(lines):
+        extra = " second" if n else ""
+        path: list[str] = []
+        for i, (label, point) in enumerate(zip(labels, series, strict=True)):
+            if point is None or not math.isfinite(point):
+                path.append("")
+                continue
+            x, y = left + slot * (i + 0.5), y_of(point)
+            path.append(f"{x:.1f},{y:.1f}")
+            parts.append(
+                f'<circle class="dot{extra}" cx="{x:.1f}" cy="{y:.1f}" r="3"><title>'
+                f"{escape(label)}: {escape(fmt(point))}</title></circle>"
+            )
+        for run in " ".join(p if p else "|" for p in path).split("|"):
+            points = run.split()
+            if len(points) > 1:
+                parts.append(f'<polyline class="line{extra}" points="{" ".join(points)}"/>')
     parts.append("</svg>")
     return "".join(parts)
 

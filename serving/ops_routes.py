@@ -955,11 +955,43 @@ def _owner_figures(shop: owner.OwnerView) -> dict[str, str]:
             {r: [float(w.reasons.get(r, 0)) for w in shop.weeks] for r in REASONS},
             "Refund requests by week, by reason",
         ),
+        **_forecast_figures(shop),
         "settle": charts.bars(
             list(settle),
             [100.0 * v for v in settle.values()],
             "Share of decisions by time to decide",
             fmt=lambda v: f"{v:.0f}%",
+        ),
+    }
+
+
+def _forecast_figures(shop: owner.OwnerView) -> dict[str, str]:
+    """Weekly requests and money so far, and the forecast after them (dashed)."""
+    ahead = shop.forecast
+    if ahead is None:
+        return {}
+    past = [w for w in shop.weeks if w.start < ahead.weeks[0]]
+    labels = [w.start for w in past] + ahead.weeks
+    gap: list[float | None] = [None] * len(ahead.weeks)
+
+    def joined(last: float, coming: list[float]) -> list[float | None]:
+        # The dashed line starts at the last real week, so the two read as one line.
+        return [None] * (len(past) - 1) + [last, *coming]
+
+    return {
+        "forecast_requests": charts.line(
+            labels,
+            [float(w.totals.requests) for w in past] + gap,
+            "Refund requests per week, and the forecast",
+            fmt=lambda v: f"{v:,.0f}",
+            second=joined(float(past[-1].totals.requests), ahead.requests.ahead),
+        ),
+        "forecast_money": charts.line(
+            labels,
+            [w.totals.refund_money for w in past] + gap,
+            "Refund money per week, and the forecast",
+            fmt=lambda v: f"{v:,.0f}",
+            second=joined(past[-1].totals.refund_money, ahead.money.ahead),
         ),
     }
 

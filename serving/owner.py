@@ -24,6 +24,7 @@ from sqlalchemy.engine import Engine
 from data.schema import REASON_DETAILS, REASONS
 from features.store import EVENT_TABLES
 from serving.db import DECISIONS, REVIEW_ACTION, REVIEW_CASES
+from serving.forecast import MIN_WEEKS, Forecast, forecast
 
 TREND_WEEKS = 26
 """Weeks of refund rate shown as a trend, ending with the period's last week."""
@@ -151,6 +152,8 @@ class OwnerView:
     categories: list[CategoryRow]
     reasons: list[ReasonRow]
     settling: Settling
+    forecast: Forecast | None = None
+    forecast_note: str | None = None
 
     @property
     def empty(self) -> bool:
@@ -242,6 +245,7 @@ def build(engine: Engine, days: int, now: datetime, review_sla_hours: float) -> 
     category_rows = _categories(by_category, details, first_day, last_day, totals)
     reason_rows = _reasons(reasons, previous_reasons)
     start = datetime.combine(first_day, datetime.min.time())
+    ahead, note = _forecast(weeks, last_day)
     return OwnerView(
         as_of,
         start,
@@ -253,7 +257,28 @@ def build(engine: Engine, days: int, now: datetime, review_sla_hours: float) -> 
         category_rows,
         reason_rows,
         settling,
+        ahead,
+        note,
     )
+
+
+def _forecast(weeks: list[Week], last_day: date) -> tuple[Forecast | None, str | None]:
+    """The forecast from the trend's complete weeks: from the first with any order or request
+    (weeks before the history starts are not zeros), to the last that has ended."""
+    complete = [w for w in weeks if date.fromisoformat(w.start) + timedelta(days=6) <= last_day]
+    while complete and not (complete[0].totals.orders or complete[0].totals.requests):
+        complete.pop(0)
+    made = forecast(
+        [w.start for w in complete],
+        [float(w.totals.requests) for w in complete],
+        [w.totals.refund_money for w in complete],
+    )
+    if made is None:
+        return (
+            None,
+            f"a forecast needs {MIN_WEEKS} complete weeks of history; there are {len(complete)}",
+        )
+    return made, None
 
 
 def _categories(

@@ -62,7 +62,10 @@ def test_the_owner_sees_refund_rate_reasons_and_categories_with_no_chart_empty_o
             "Refund requests per order, by week",
             "Refund requests per order, by day",
             "Refund requests by week, by reason",
+            "Refund requests per week, and the forecast",
+            "Refund money per week, and the forecast",
         } <= titles
+        assert "missed by" in page.inner_text("#forecast")
         folder = os.environ.get("REFUND_RISK_SCREENSHOTS")
         if folder:
             Path(folder).mkdir(parents=True, exist_ok=True)

@@ -91,6 +91,12 @@ def test_the_period_matches_the_raw_rows(
     assert sum(w.totals.requests for w in view.weeks) == int(in_trend.sum())
     for w in view.weeks:
         assert sum(w.reasons.values()) == w.totals.requests
+    # The forecast starts the week after the last complete one: a week still running would
+    # look like a fall.
+    assert view.forecast is not None, view.forecast_note
+    first_ahead = pd.Timestamp(view.forecast.weeks[0])
+    assert first_ahead.weekday() == 0
+    assert first_ahead - pd.Timedelta(days=1) <= last_day < first_ahead + pd.Timedelta(days=6)
 
 
 @settings(
