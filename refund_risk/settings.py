@@ -100,6 +100,18 @@ class Settings(BaseSettings):
         le=24.0 * 60,
         description="How long a reviewer's claim on a case lasts before others may take it.",
     )
+    review_max_open_claims: int = Field(
+        default=3,
+        ge=1,
+        le=1000,
+        description="Most open cases one reviewer may hold at once when taking the next case "
+        "(a reviewer limits file may set it per reviewer).",
+    )
+    reviewer_limits: Path | None = Field(
+        default=None,
+        description="YAML file of per-reviewer limits (largest amount a reviewer may decide, "
+        "most cases held at once), by key name or id; read when the service starts.",
+    )
     session_secret: SecretStr | None = Field(
         default=None,
         description="Key that signs the ops pages' session cookies; default: a random one per "

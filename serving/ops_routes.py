@@ -41,6 +41,7 @@ from serving.ops_schemas import (
     CaseOut,
     CasePageOut,
     LinkedAccountOut,
+    NextCaseOut,
     OverridesOut,
     ResolutionOut,
     ResolveIn,
@@ -52,6 +53,7 @@ from serving.ops_schemas import (
     WatchIn,
     WatchOut,
 )
+from serving.reviewers import ReviewerLimits, load_reviewer_limits
 from serving.reviews import (
     RESOLUTION_LABELS,
     CaseQuery,
@@ -371,6 +373,42 @@ async def claim_case(case_id: PathId, caller: AsReviewer) -> CaseOut:
     service = caller.service
     summary = service.reviews.claim_case(case_id, caller.who)
     return case_now(service, summary)
+
+
+def _limits(request_app: Any, caller: Caller) -> tuple[float | None, int]:
+    limits: ReviewerLimits = request_app.state.reviewer_limits
+    name = caller.service.keys.names().get(caller.who)
+    return limits.for_key(caller.who, name, caller.service.settings.review_max_open_claims)
+
+
+@router.post(
+    "/v1/reviews/next",
+    response_model=NextCaseOut,
+    responses={
+        **{k: v for k, v in _ERRORS.items() if k != 404},
+        409: {
+            "model": ErrorResponse,
+            "description": "The caller already holds as many open cases as they may.",
+        },
+    },
+    tags=["reviews"],
+    summary="Take the next case",
+)
+async def next_case(request: Request, caller: AsReviewer) -> NextCaseOut:
+    """Claim the most urgent free case within the caller's limits: oldest first, then riskiest,
+    never one asking back more than the caller may decide, never one someone else holds. Two
+    reviewers asking at once never get the same case. 409 when the caller already holds their
+    most open cases. Roles: reviewer, admin."""
+    max_amount, cap = _limits(request.app, caller)
+    queue = caller.service.reviews
+    summary = await run_in_threadpool(queue.next_case, caller.who, cap, max_amount)
+    held = queue.held_by_reviewer().get(caller.who, 0)
+    return NextCaseOut(
+        case=None if summary is None else case_now(caller.service, summary),
+        held=held,
+        max_open_claims=cap,
+        max_amount=max_amount,
+    )
 
 
 @router.post(
@@ -709,6 +747,22 @@ async def claim_form(request: Request, case_id: PathId, caller: AsPageUser) -> R
     return _redirect(f"/ops/cases/{case_id}")
 
 
+@pages.post("/ops/queue/next")
+async def next_case_form(request: Request, caller: AsPageUser) -> Response:
+    """Take the next case from the queue page, and open it."""
+    await _form(request, caller)
+    max_amount, cap = _limits(request.app, caller)
+    try:
+        summary = await run_in_threadpool(
+            caller.service.reviews.next_case, caller.who, cap, max_amount
+        )
+    except ConflictError as exc:
+        return _redirect("/ops/queue", msg=str(exc))
+    if summary is None:
+        return _redirect("/ops/queue", msg="No free case within your limits right now.")
+    return _redirect(f"/ops/cases/{summary.case_id}")
+
+
 @pages.post("/ops/cases/{case_id}/release")
 async def release_form(request: Request, case_id: PathId, caller: AsPageUser) -> Response:
     """Release from the case page."""
@@ -841,6 +895,9 @@ async def dashboard_page(request: Request, caller: AsPageUser) -> HTMLResponse:
         day_options=DASHBOARD_DAYS,
         counts=await run_in_threadpool(service.reviews.open_counts, sla),
         shop=shop,
+        load=_reviewer_load(
+            board, names, await run_in_threadpool(service.reviews.held_by_reviewer)
+        ),
         field_settle=owner.FIELD_SETTLE_SHARES,
         field_mean_hours=owner.FIELD_MEAN_HOURS_AUTOMATED,
         reasons=REASONS,
@@ -926,6 +983,19 @@ async def overrides_form(
     except (DataValidationError, NotFoundError, ValueError) as exc:
         return _redirect("/ops/overrides", msg=str(exc))
     return _redirect("/ops/overrides", msg=done)
+
+
+def _reviewer_load(
+    board: dashboard.Dashboard, names: dict[str, str], held: dict[str, int]
+) -> list[tuple[str, int, int]]:
+    """(reviewer, open cases held now, cases resolved in the window), busiest first."""
+    resolved: dict[str, int] = {}
+    for day in board.days:
+        for name, n in day.by_reviewer.items():
+            resolved[name] = resolved.get(name, 0) + n
+    holding = {names.get(k, k): n for k, n in held.items()}
+    rows = [(r, holding.get(r, 0), resolved.get(r, 0)) for r in {*holding, *resolved}]
+    return sorted(rows, key=lambda row: (-row[1], -row[2], row[0]))
 
 
 def _owner_figures(shop: owner.OwnerView) -> dict[str, str]:
@@ -1020,6 +1090,7 @@ def install(app: FastAPI, settings: Settings) -> None:
     templates.env.filters["pct1"] = lambda v: "-" if v is None else f"{v:.1%}"
     templates.env.filters["when"] = lambda v: "-" if v is None else v.strftime("%Y-%m-%d %H:%M")
     app.state.ops_templates = templates
+    app.state.reviewer_limits = load_reviewer_limits(settings.reviewer_limits)
     secret = None if settings.session_secret is None else settings.session_secret.get_secret_value()
     app.state.ops_sessions = SessionSigner(secret, settings.session_hours * 3600.0)
 
