@@ -58,4 +58,4 @@ def test_a_reviewer_takes_cases_one_by_one_up_to_the_cap(
     board = client.get("/ops/dashboard", headers=headers)
     assert board.status_code == 200
     row = board.text.split('id="reviewer-load"')[1].split("</section>")[0]
-    assert f"<td>next-case reviewer</td><td class=\"num\">{cap}</td>" in row
+    assert f'<td>next-case reviewer</td><td class="num">{cap}</td>' in row
