@@ -112,6 +112,22 @@ class Settings(BaseSettings):
         description="YAML file of per-reviewer limits (largest amount a reviewer may decide, "
         "most cases held at once), by key name or id; read when the service starts.",
     )
+    alerts: Path | None = Field(
+        default=None,
+        description="YAML file of alert rules and webhooks; default: the shipped "
+        "serving/alerts.yaml (rules shown on the dashboard, no webhook).",
+    )
+    alert_interval_seconds: float = Field(
+        default=300.0,
+        ge=0.0,
+        le=24 * 3600.0,
+        description="How often the service evaluates the alert rules; 0 turns evaluation off.",
+    )
+    alert_secret: SecretStr | None = Field(
+        default=None,
+        description="Key that signs alert deliveries (X-Refund-Risk-Signature); needed once "
+        "the alerts file names a webhook.",
+    )
     session_secret: SecretStr | None = Field(
         default=None,
         description="Key that signs the ops pages' session cookies; default: a random one per "

@@ -33,7 +33,7 @@ from starlette.concurrency import run_in_threadpool
 from data.schema import REASONS
 from refund_risk.errors import DataValidationError, NotFoundError
 from refund_risk.settings import Settings
-from serving import charts, dashboard, owner
+from serving import alerts, charts, dashboard, owner
 from serving.auth import Principal, Role
 from serving.errors import AuthenticationError, ConflictError, PermissionDeniedError
 from serving.ops_schemas import (
@@ -895,6 +895,9 @@ async def dashboard_page(request: Request, caller: AsPageUser) -> HTMLResponse:
         day_options=DASHBOARD_DAYS,
         counts=await run_in_threadpool(service.reviews.open_counts, sla),
         shop=shop,
+        alert_rules=request.app.state.alerts.rules,
+        alerts_firing=await run_in_threadpool(alerts.firing_now, service.engine),
+        alerts_recent=await run_in_threadpool(alerts.recent, service.engine),
         load=_reviewer_load(
             board, names, await run_in_threadpool(service.reviews.held_by_reviewer)
         ),
