@@ -69,6 +69,6 @@ def test_the_owner_sees_refund_rate_reasons_and_categories_with_no_chart_empty_o
         folder = os.environ.get("REFUND_RISK_SCREENSHOTS")
         if folder:
             Path(folder).mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(Path(folder) / "dashboard-owner.png"), full_page=True)
+            page.locator("#shop").screenshot(path=str(Path(folder) / "dashboard-owner.png"))
     finally:
         context.close()
