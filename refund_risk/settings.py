@@ -100,6 +100,34 @@ class Settings(BaseSettings):
         le=24.0 * 60,
         description="How long a reviewer's claim on a case lasts before others may take it.",
     )
+    review_max_open_claims: int = Field(
+        default=3,
+        ge=1,
+        le=1000,
+        description="Most open cases one reviewer may hold at once when taking the next case "
+        "(a reviewer limits file may set it per reviewer).",
+    )
+    reviewer_limits: Path | None = Field(
+        default=None,
+        description="YAML file of per-reviewer limits (largest amount a reviewer may decide, "
+        "most cases held at once), by key name or id; read when the service starts.",
+    )
+    alerts: Path | None = Field(
+        default=None,
+        description="YAML file of alert rules and webhooks; default: the shipped "
+        "serving/alerts.yaml (rules shown on the dashboard, no webhook).",
+    )
+    alert_interval_seconds: float = Field(
+        default=300.0,
+        ge=0.0,
+        le=24 * 3600.0,
+        description="How often the service evaluates the alert rules; 0 turns evaluation off.",
+    )
+    alert_secret: SecretStr | None = Field(
+        default=None,
+        description="Key that signs alert deliveries (X-Refund-Risk-Signature); needed once "
+        "the alerts file names a webhook.",
+    )
     session_secret: SecretStr | None = Field(
         default=None,
         description="Key that signs the ops pages' session cookies; default: a random one per "

@@ -10,6 +10,7 @@ event loop costs less than a thread hand-off (and keeps the online builder singl
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import time
@@ -25,7 +26,7 @@ from pydantic import ValidationError
 from starlette.types import Message, Receive, Scope, Send
 
 from refund_risk.settings import Settings
-from serving import ops_routes
+from serving import alerts, ops_routes
 from serving.auth import Role
 from serving.errors import (
     AuthenticationError,
@@ -405,6 +406,17 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         built = service or Service.start(settings)
         app.state.service = built
+        evaluating = None
+        if settings.alert_interval_seconds > 0:
+            evaluating = asyncio.create_task(
+                alerts.evaluate_periodically(
+                    built.engine,
+                    app.state.alerts,
+                    app.state.alert_sender,
+                    settings.alert_interval_seconds,
+                    built.reviews.clock,
+                )
+            )
         if freeze_gc:
             gc.collect()
             gc.freeze()
@@ -412,6 +424,8 @@ def create_app(
         try:
             yield
         finally:
+            if evaluating is not None:
+                evaluating.cancel()
             app.state.service = None
             if service is None:
                 built.close()
@@ -430,6 +444,9 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.service = None
+    app.state.alerts = alerts.load_alerts(settings.alerts)
+    secret = None if settings.alert_secret is None else settings.alert_secret.get_secret_value()
+    app.state.alert_sender = alerts.sender_for(app.state.alerts, secret)
     install_error_handlers(app, settings.retry_after_seconds)
     app.include_router(router)
     ops_routes.install(app, settings)

@@ -151,6 +151,43 @@ WATCHLIST = sa.Table(
 """Accounts on the analysts' watch list (until a moment, or until removed)."""
 
 
+ALERT_STATE = sa.Table(
+    "serving_alert_state",
+    metadata,
+    sa.Column("rule_id", sa.String(), primary_key=True),
+    sa.Column("subject", sa.String(), primary_key=True),
+    sa.Column("firing", sa.Boolean(), nullable=False),
+    sa.Column("changed_at", sa.DateTime(), nullable=False),
+)
+"""Whether each alert is firing for each subject: an alert is sent when this turns on."""
+
+ALERT_EVENTS = sa.Table(
+    "serving_alert_events",
+    metadata,
+    sa.Column("event_id", sa.String(), primary_key=True),
+    sa.Column("rule_id", sa.String(), nullable=False),
+    sa.Column("subject", sa.String(), nullable=False),
+    sa.Column("fired_at", sa.DateTime(), nullable=False, index=True),
+    sa.Column("observed", sa.Double(), nullable=False),
+    sa.Column("expected", sa.Double(), nullable=False),
+    sa.Column("message", sa.Text(), nullable=False),
+    sa.Column("delivered", sa.Boolean(), nullable=False),
+)
+"""Every alert that fired, once per episode."""
+
+ALERT_DELIVERIES = sa.Table(
+    "serving_alert_deliveries",
+    metadata,
+    sa.Column("event_id", sa.String(), primary_key=True),
+    sa.Column("target", sa.String(), primary_key=True),
+    sa.Column("attempt", sa.Integer(), primary_key=True),
+    sa.Column("attempted_at", sa.DateTime(), nullable=False),
+    sa.Column("status_code", sa.Integer(), nullable=True),
+    sa.Column("error", sa.Text(), nullable=True),
+)
+"""Each attempt to deliver an alert to a webhook, with what came back."""
+
+
 def alembic_config(connection: Connection) -> Config:
     """An Alembic configuration in code for the service's migrations, bound to `connection`."""
     return store_alembic_config(connection, MIGRATIONS_DIR)

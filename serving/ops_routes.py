@@ -28,10 +28,12 @@ from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 
+from data.schema import REASONS
 from refund_risk.errors import DataValidationError, NotFoundError
 from refund_risk.settings import Settings
-from serving import charts, dashboard
+from serving import alerts, charts, dashboard, owner
 from serving.auth import Principal, Role
 from serving.errors import AuthenticationError, ConflictError, PermissionDeniedError
 from serving.ops_schemas import (
@@ -39,6 +41,7 @@ from serving.ops_schemas import (
     CaseOut,
     CasePageOut,
     LinkedAccountOut,
+    NextCaseOut,
     OverridesOut,
     ResolutionOut,
     ResolveIn,
@@ -50,6 +53,7 @@ from serving.ops_schemas import (
     WatchIn,
     WatchOut,
 )
+from serving.reviewers import ReviewerLimits, load_reviewer_limits
 from serving.reviews import (
     RESOLUTION_LABELS,
     CaseQuery,
@@ -369,6 +373,42 @@ async def claim_case(case_id: PathId, caller: AsReviewer) -> CaseOut:
     service = caller.service
     summary = service.reviews.claim_case(case_id, caller.who)
     return case_now(service, summary)
+
+
+def _limits(request_app: Any, caller: Caller) -> tuple[float | None, int]:
+    limits: ReviewerLimits = request_app.state.reviewer_limits
+    name = caller.service.keys.names().get(caller.who)
+    return limits.for_key(caller.who, name, caller.service.settings.review_max_open_claims)
+
+
+@router.post(
+    "/v1/reviews/next",
+    response_model=NextCaseOut,
+    responses={
+        **{k: v for k, v in _ERRORS.items() if k != 404},
+        409: {
+            "model": ErrorResponse,
+            "description": "The caller already holds as many open cases as they may.",
+        },
+    },
+    tags=["reviews"],
+    summary="Take the next case",
+)
+async def next_case(request: Request, caller: AsReviewer) -> NextCaseOut:
+    """Claim the most urgent free case within the caller's limits: oldest first, then riskiest,
+    never one asking back more than the caller may decide, never one someone else holds. Two
+    reviewers asking at once never get the same case. 409 when the caller already holds their
+    most open cases. Roles: reviewer, admin."""
+    max_amount, cap = _limits(request.app, caller)
+    queue = caller.service.reviews
+    summary = await run_in_threadpool(queue.next_case, caller.who, cap, max_amount)
+    held = queue.held_by_reviewer().get(caller.who, 0)
+    return NextCaseOut(
+        case=None if summary is None else case_now(caller.service, summary),
+        held=held,
+        max_open_claims=cap,
+        max_amount=max_amount,
+    )
 
 
 @router.post(
@@ -707,6 +747,22 @@ async def claim_form(request: Request, case_id: PathId, caller: AsPageUser) -> R
     return _redirect(f"/ops/cases/{case_id}")
 
 
+@pages.post("/ops/queue/next")
+async def next_case_form(request: Request, caller: AsPageUser) -> Response:
+    """Take the next case from the queue page, and open it."""
+    await _form(request, caller)
+    max_amount, cap = _limits(request.app, caller)
+    try:
+        summary = await run_in_threadpool(
+            caller.service.reviews.next_case, caller.who, cap, max_amount
+        )
+    except ConflictError as exc:
+        return _redirect("/ops/queue", msg=str(exc))
+    if summary is None:
+        return _redirect("/ops/queue", msg="No free case within your limits right now.")
+    return _redirect(f"/ops/cases/{summary.case_id}")
+
+
 @pages.post("/ops/cases/{case_id}/release")
 async def release_form(request: Request, case_id: PathId, caller: AsPageUser) -> Response:
     """Release from the case page."""
@@ -754,8 +810,13 @@ async def dashboard_page(request: Request, caller: AsPageUser) -> HTMLResponse:
     abuse = service.snapshot.models.abuse
     reference = None if abuse is None else abuse.card.get("drift_reference")
     names = service.keys.names()
-    board = dashboard.build(service.engine, days, reference, names, service.reviews.clock())
+    # Reading and decoding up to a month of decisions and drift rows takes a while: off the
+    # event loop, so decision requests keep flowing while an owner looks at the dashboard.
+    board = await run_in_threadpool(
+        dashboard.build, service.engine, days, reference, names, service.reviews.clock()
+    )
     sla = service.settings.review_sla_hours
+    shop = await run_in_threadpool(owner.build, service.engine, days, service.reviews.clock(), sla)
     labels = [d.day for d in board.days]
     figures = {
         "actions": charts.stacked_bars(
@@ -810,7 +871,19 @@ async def dashboard_page(request: Request, caller: AsPageUser) -> HTMLResponse:
         )
         if board.drift
         else "",
+        **_owner_figures(shop),
     }
+    # A chart with nothing to draw is left out; the page says why in words instead.
+    drawn = {
+        "actions": board.totals["requests"] > 0,
+        "automation": any(d.automated_share is not None for d in board.days),
+        "queue": any(d.queue_open for d in board.days),
+        "oldest": any(d.queue_oldest_hours is not None for d in board.days),
+        "throughput": any(d.resolved for d in board.days),
+        "abuse": any(d.caught for d in board.days),
+        "score_psi": any(d.score_psi is not None for d in board.days),
+    }
+    figures.update({name: "" for name, has_data in drawn.items() if not has_data})
     reviewers = sorted({name for d in board.days for name in d.by_reviewer})
     return _render(
         request,
@@ -820,7 +893,17 @@ async def dashboard_page(request: Request, caller: AsPageUser) -> HTMLResponse:
         figures=figures,
         days=days,
         day_options=DASHBOARD_DAYS,
-        counts=service.reviews.open_counts(sla),
+        counts=await run_in_threadpool(service.reviews.open_counts, sla),
+        shop=shop,
+        alert_rules=request.app.state.alerts.rules,
+        alerts_firing=await run_in_threadpool(alerts.firing_now, service.engine),
+        alerts_recent=await run_in_threadpool(alerts.recent, service.engine),
+        load=_reviewer_load(
+            board, names, await run_in_threadpool(service.reviews.held_by_reviewer)
+        ),
+        field_settle=owner.FIELD_SETTLE_SHARES,
+        field_mean_hours=owner.FIELD_MEAN_HOURS_AUTOMATED,
+        reasons=REASONS,
         reviewers=reviewers,
         actions=dashboard.ACTIONS,
         words=words,
@@ -905,6 +988,97 @@ async def overrides_form(
     return _redirect("/ops/overrides", msg=done)
 
 
+def _reviewer_load(
+    board: dashboard.Dashboard, names: dict[str, str], held: dict[str, int]
+) -> list[tuple[str, int, int]]:
+    """(reviewer, open cases held now, cases resolved in the window), busiest first."""
+    resolved: dict[str, int] = {}
+    for day in board.days:
+        for name, n in day.by_reviewer.items():
+            resolved[name] = resolved.get(name, 0) + n
+    holding = {names.get(k, k): n for k, n in held.items()}
+    rows = [(r, holding.get(r, 0), resolved.get(r, 0)) for r in {*holding, *resolved}]
+    return sorted(rows, key=lambda row: (-row[1], -row[2], row[0]))
+
+
+def _owner_figures(shop: owner.OwnerView) -> dict[str, str]:
+    """The owner's charts: refund rate by week and by day, reason mix by week, time to decide."""
+    if shop.empty:
+        return {}
+    low, high = owner.FIELD_REFUND_RATE
+    weeks = [w.start for w in shop.weeks]
+    settle = shop.settling.bucket_shares()
+    return {
+        "refund_rate_weeks": charts.line(
+            weeks,
+            [w.totals.rate for w in shop.weeks],
+            "Refund requests per order, by week",
+            fmt=lambda v: f"{v:.1%}",
+            marks={f"field low {low:.1%}": low, f"field high {high:.1%}": high},
+        ),
+        "refund_rate_days": charts.line(
+            [d for d, _ in shop.daily],
+            [t.rate for _, t in shop.daily],
+            "Refund requests per order, by day",
+            fmt=lambda v: f"{v:.1%}",
+            marks={f"field high {high:.1%}": high},
+        ),
+        "reason_mix": charts.stacked_bars(
+            weeks,
+            {r: [float(w.reasons.get(r, 0)) for w in shop.weeks] for r in REASONS},
+            "Refund requests by week, by reason",
+        ),
+        **_forecast_figures(shop),
+        "settle": charts.bars(
+            list(settle),
+            [100.0 * v for v in settle.values()],
+            "Share of decisions by time to decide",
+            fmt=lambda v: f"{v:.0f}%",
+        ),
+    }
+
+
+def _forecast_figures(shop: owner.OwnerView) -> dict[str, str]:
+    """Weekly requests and money so far, and the forecast after them (dashed)."""
+    ahead = shop.forecast
+    if ahead is None:
+        return {}
+    past = [w for w in shop.weeks if w.start < ahead.weeks[0]]
+    labels = [w.start for w in past] + ahead.weeks
+    gap: list[float | None] = [None] * len(ahead.weeks)
+
+    def joined(last: float, coming: list[float]) -> list[float | None]:
+        # The dashed line starts at the last real week, so the two read as one line.
+        return [None] * (len(past) - 1) + [last, *coming]
+
+    return {
+        "forecast_requests": charts.line(
+            labels,
+            [float(w.totals.requests) for w in past] + gap,
+            "Refund requests per week, and the forecast",
+            fmt=lambda v: f"{v:,.0f}",
+            second=joined(float(past[-1].totals.requests), ahead.requests.ahead),
+        ),
+        "forecast_money": charts.line(
+            labels,
+            [w.totals.refund_money for w in past] + gap,
+            "Refund money per week, and the forecast",
+            fmt=lambda v: f"{v:,.0f}",
+            second=joined(past[-1].totals.refund_money, ahead.money.ahead),
+        ),
+    }
+
+
+@pages.get("/favicon.ico")
+async def favicon() -> Response:
+    """The service's icon, for browsers that ask for it at the conventional path."""
+    return Response(
+        (STATIC_DIR / "favicon.svg").read_bytes(),
+        media_type="image/svg+xml",
+        headers={"Cache-Control": "public, max-age=86400"},
+    )
+
+
 # --- wiring --------------------------------------------------------------------------------------
 
 
@@ -916,8 +1090,10 @@ def install(app: FastAPI, settings: Settings) -> None:
     templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
     templates.env.filters["money"] = lambda v: "-" if v is None else f"{v:,.2f}"
     templates.env.filters["pct"] = lambda v: "-" if v is None else f"{v:.0%}"
+    templates.env.filters["pct1"] = lambda v: "-" if v is None else f"{v:.1%}"
     templates.env.filters["when"] = lambda v: "-" if v is None else v.strftime("%Y-%m-%d %H:%M")
     app.state.ops_templates = templates
+    app.state.reviewer_limits = load_reviewer_limits(settings.reviewer_limits)
     secret = None if settings.session_secret is None else settings.session_secret.get_secret_value()
     app.state.ops_sessions = SessionSigner(secret, settings.session_hours * 3600.0)
 

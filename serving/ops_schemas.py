@@ -72,6 +72,20 @@ class CaseOut(_Out):
     version: int = Field(description="Changes so far; send it back to resolve only if unchanged.")
 
 
+class NextCaseOut(_Out):
+    """What the next-case hand-out gave, and the limits it kept to."""
+
+    case: CaseOut | None = Field(
+        description="The case now claimed for the caller; null when no free case is within "
+        "the caller's limits."
+    )
+    held: int = Field(description="Open cases the caller holds now, this one included.")
+    max_open_claims: int = Field(description="Most open cases the caller may hold at once.")
+    max_amount: float | None = Field(
+        description="Largest amount asked back the caller may decide; null: any amount."
+    )
+
+
 class CasePageOut(_Out):
     """One page of cases."""
 

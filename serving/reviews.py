@@ -31,7 +31,7 @@ from sqlalchemy.engine import Connection, Engine
 from features.online import OnlineFeatureBuilder
 from features.store import EVENT_TABLES
 from refund_risk.errors import DataValidationError, NotFoundError
-from serving.db import DECISIONS, REVIEW_CASES, REVIEW_RESOLUTIONS
+from serving.db import API_KEYS, DECISIONS, REVIEW_CASES, REVIEW_RESOLUTIONS
 from serving.errors import ConflictError
 from serving.events import JoinableEventStore
 
@@ -420,6 +420,82 @@ class ReviewQueue:
             if changed != 1:
                 raise self._refusal(connection, case_id, now)
         return self.get(case_id).summary
+
+    def next_case(
+        self, who: str, max_open_claims: int, max_amount: float | None = None
+    ) -> CaseSummary | None:
+        """Claim the most urgent case nobody holds that `who` may decide, or None if there is
+        none. Most urgent is oldest first (the SLA runs from opening), then riskiest; cases
+        asking back more than `max_amount` are left to reviewers allowed to decide them. A
+        reviewer already holding `max_open_claims` open cases gets 409: finish one first.
+
+        The claim is written only if the case is still free and the cap still kept at that
+        moment, so two reviewers asking at once never get the same case."""
+        now = self.clock()
+        c, d = REVIEW_CASES, DECISIONS
+        free = sa.and_(
+            c.c.status == "open", sa.or_(c.c.claimed_by.is_(None), c.c.claimed_until <= now)
+        )
+        held = (
+            sa.select(sa.func.count())
+            .select_from(c)
+            .where(c.c.status == "open", c.c.claimed_by == who, c.c.claimed_until > now)
+            .scalar_subquery()
+        )
+        inner = REVIEW_CASES.alias("candidate")
+        pick = (
+            sa.select(inner.c.case_id)
+            .join(d, d.c.decision_id == inner.c.case_id)
+            .where(
+                inner.c.status == "open",
+                sa.or_(inner.c.claimed_by.is_(None), inner.c.claimed_until <= now),
+                sa.true() if max_amount is None else d.c.amount_requested <= max_amount,
+            )
+            .order_by(
+                inner.c.opened_at, sa.func.coalesce(d.c.abuse_score, 0.0).desc(), inner.c.case_id
+            )
+            .limit(1)
+            .scalar_subquery()
+        )
+        for _ in range(20):  # another reviewer took the picked case meanwhile: pick again
+            with self.engine.begin() as connection:
+                if connection.dialect.name == "postgresql":
+                    # One reviewer's hand-outs in turn, so two at once cannot both pass the cap.
+                    connection.execute(
+                        sa.select(API_KEYS.c.key_id)
+                        .where(API_KEYS.c.key_id == who)
+                        .with_for_update()
+                    )
+                holding = connection.execute(sa.select(held)).scalar_one()
+                if holding >= max_open_claims:
+                    raise ConflictError(
+                        f"you hold {holding} open case(s), the most one reviewer may hold at "
+                        f"once is {max_open_claims}: resolve or release one first"
+                    )
+                candidate = connection.execute(sa.select(pick)).scalar()
+                if candidate is None:
+                    return None
+                # The case must still be free, and the cap still kept, when the claim is
+                # written: of two reviewers who picked the same case, one claims it.
+                taken = connection.execute(
+                    sa.update(c)
+                    .where(c.c.case_id == candidate, free, held < max_open_claims)
+                    .values(claimed_by=who, claimed_until=now + self.claim, version=c.c.version + 1)
+                ).rowcount
+            if taken == 1:
+                return self.get(candidate).summary
+        return None
+
+    def held_by_reviewer(self) -> dict[str, int]:
+        """Open cases each reviewer holds a claim on now, by key id."""
+        now, c = self.clock(), REVIEW_CASES
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                sa.select(c.c.claimed_by, sa.func.count())
+                .where(c.c.status == "open", c.c.claimed_by.is_not(None), c.c.claimed_until > now)
+                .group_by(c.c.claimed_by)
+            ).all()
+        return {str(who): int(n) for who, n in rows}
 
     def release(self, case_id: str, who: str, force: bool = False) -> CaseSummary:
         """Give a claimed case back to the queue; only its claimant may, unless `force`."""
