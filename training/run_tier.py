@@ -127,6 +127,15 @@ def _champion_value(client: Any, result: TierTrainingResult, snapshots: pd.DataF
     return GateResult(GATE_METRIC, new_value, value, champion.version, bool(new_value > value), how)
 
 
+def held_back_if_disordered(gate: GateResult | None, problem: str | None) -> GateResult | None:
+    """The gate's verdict, kept from promoting a model whose tiers' realised loss does not rise
+    from the best to the worst (`problem` says how): such tiers would hand privileges to
+    riskier customers, whatever the model's ranking figure."""
+    if gate is None or not gate.promoted or problem is None:
+        return gate
+    return replace(gate, promoted=False, how=problem)
+
+
 def run_tier_training(
     settings: Settings,
     inputs: TrainingInputs,
@@ -187,9 +196,7 @@ def run_tier_training(
             result.model.predict_raw(example),
         )
         gate = _champion_value(client, result, snapshots) if promote else None
-        if gate is not None and gate.promoted and result.ordering_problem:
-            # Tiers whose loss does not rise would hand privileges to riskier customers.
-            gate = replace(gate, promoted=False, how=result.ordering_problem)
+        gate = held_back_if_disordered(gate, result.ordering_problem)
         if gate is not None:
             mlflow.set_tag("gate", gate.describe())
         set_alias(client, TIER_MODEL, version, promoted=bool(gate and gate.promoted))

@@ -477,18 +477,18 @@ def fit_cutoffs(scores: np.ndarray, tiers: Tiers) -> dict[str, float]:
 def ordering_problem(table: pd.DataFrame, loss: str = "kept") -> str | None:
     """None when realised loss rises strictly from the best tier to the worst; else a sentence
     naming the first tiers out of order and what to try (`loss`: the definition trained on)."""
-    rates = table["loss_rate"].to_numpy(dtype=np.float64)
+    counts, rates = _ordering_columns(table)
     names = list(table["tier"])
-    empty = [n for n, c in zip(names, table["customers"], strict=True) if c == 0]
+    empty = [n for n, c in zip(names, counts, strict=True) if c == 0]
     if empty:
-        what = f"tier(s) {', '.join(empty)} hold no test customer"
+        what = f"tier(s) {', '.join(empty)} hold no scored test customer"
     else:
         i = next((k for k in range(len(rates) - 1) if not rates[k + 1] > rates[k]), None)
         if i is None:
             return None
         what = (
-            f"tier '{names[i + 1]}' lost {rates[i + 1]:.2%} of its customers, not more than the "
-            f"better tier '{names[i]}' ({rates[i]:.2%})"
+            f"tier '{names[i + 1]}' lost {rates[i + 1]:.2%} of its scored customers, not more "
+            f"than the better tier '{names[i]}' ({rates[i]:.2%})"
         )
     return (
         f"realised loss does not rise strictly from the best tier to the worst on the test "
@@ -626,8 +626,10 @@ def tier_table(
     """Per tier, best first: customer share, realised loss rate, mean score, latent types.
 
     Counts are customer-months (a customer appears once per test snapshot). `new_share` is the
-    share of the tier's customers with no history (always in the default tier). With the
-    oracle's `latent_type`, one `type_<name>` column per type holds its share of the tier.
+    share of the tier's customers with no history (always in the default tier); `scored` and
+    `scored_loss_rate` count only the customers the model scored, whom the cut-offs placed.
+    With the oracle's `latent_type`, one `type_<name>` column per type holds its share of the
+    tier.
     """
     frame = pd.DataFrame(
         {"tier": tier, "loss": np.asarray(loss, dtype=bool), "score": score, "new": np.isnan(score)}
@@ -645,6 +647,10 @@ def tier_table(
             "losses": int(part["loss"].sum()),
             "mean_score": float(part["score"].mean()) if part["score"].notna().any() else math.nan,
             "new_share": float(part["new"].mean()) if len(part) else math.nan,
+            "scored": int((~part["new"]).sum()),
+            "scored_loss_rate": (
+                float(part.loc[~part["new"], "loss"].mean()) if (~part["new"]).any() else math.nan
+            ),
         }
         if latent_type is not None:
             for t in LATENT_TYPES:
@@ -654,9 +660,20 @@ def tier_table(
 
 
 def rises_strictly(table: pd.DataFrame) -> bool:
-    """Whether every tier has customers and the realised loss rate rises from best to worst."""
-    rates = table["loss_rate"].to_numpy(dtype=np.float64)
-    return bool((table["customers"] > 0).all() and np.all(np.diff(rates) > 0))
+    """Whether every tier has scored customers and their realised loss rate rises from the best
+    tier to the worst.
+
+    Scored customers only: the cut-offs place them, while new customers are put in the default
+    tier by rule, whatever their loss (a tier table without the `scored` columns counts all).
+    """
+    counts, rates = _ordering_columns(table)
+    return bool((counts > 0).all() and np.all(np.diff(rates) > 0))
+
+
+def _ordering_columns(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    if "scored_loss_rate" in table:
+        return table["scored"].to_numpy(), table["scored_loss_rate"].to_numpy(dtype=np.float64)
+    return table["customers"].to_numpy(), table["loss_rate"].to_numpy(dtype=np.float64)
 
 
 def oracle_agreement(
@@ -965,6 +982,7 @@ def _main(argv: Sequence[str] | None = None) -> None:
     for key, value in {**result.metrics, **result.oracle}.items():
         print(f"{key:36s} {value:10.4f}")
     columns = ["tier", "customers", "share", "loss_rate", "mean_score", "new_share"]
+    columns += ["scored", "scored_loss_rate"]
     columns += [c for c in result.tier_table.columns if c.startswith("type_")]
     print(result.tier_table[columns].round(4).to_string(index=False))
     print(f"realised loss rises strictly from best to worst: {result.loss_rises_strictly}")

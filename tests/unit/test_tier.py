@@ -16,6 +16,8 @@ from features.batch import CREDIT_TARGET_COLUMNS, CREDIT_TARGET_DAYS
 from features.definitions import CUSTOMER_FEATURES, FEATURES, Entity
 from policy.model import PolicyError, Tiers, parse_tiers
 from refund_risk.errors import DataValidationError
+from training.registry import GateResult
+from training.run_tier import held_back_if_disordered
 from training.tier import (
     HISTORY_FEATURE,
     MONOTONE,
@@ -288,12 +290,27 @@ def test_tier_table_and_strict_rise() -> None:
     np.testing.assert_allclose(table["share"], [0.4, 0.4, 0.2])
     np.testing.assert_allclose(table["loss_rate"], [0.25, 0.5, 1.0])
     np.testing.assert_allclose(table["new_share"], [0.0, 0.25, 0.0])
+    assert list(table["scored"]) == [4, 3, 2]
+    np.testing.assert_allclose(table["scored_loss_rate"], [0.25, 2 / 3, 1.0])
     np.testing.assert_allclose(table["type_swapper"], [0.0, 0.0, 1.0])
     assert rises_strictly(table)
     flat = tier_table(tiers, tier, np.array([0, 1] * 5, dtype=bool), score)
     assert not rises_strictly(flat)
     empty = tier_table(tiers, np.array(["best", "worst"]), np.array([False, True]), score[:2])
     assert not rises_strictly(empty)
+
+
+def test_the_order_of_tiers_is_judged_on_the_customers_the_cutoffs_placed() -> None:
+    # New customers without a loss dilute the default tier's rate below the best tier's; the
+    # scored customers the cut-offs put there still lose more than the best tier's.
+    tiers = ladder()
+    tier = np.array(["best"] * 4 + ["middle"] * 5 + ["worst"] * 2)
+    score = np.array([0.01] * 4 + [np.nan] * 3 + [0.03, 0.04] + [0.5, 0.6])
+    loss = np.array([0, 0, 0, 1, 0, 0, 0, 1, 0, 1, 1], dtype=bool)
+    table = tier_table(tiers, tier, loss, score)
+    assert table["loss_rate"].iloc[1] < table["loss_rate"].iloc[0]
+    assert rises_strictly(table)
+    assert not rises_strictly(table.drop(columns=["scored", "scored_loss_rate"]))
 
 
 def test_a_target_column_cannot_be_made_a_feature() -> None:
@@ -425,10 +442,10 @@ def test_a_tier_order_problem_names_the_tiers_and_what_to_try() -> None:
     falling = np.array([0, 1, 1, 1, 0, 0, 0, 1, 1, 1], dtype=bool)
     problem = ordering_problem(tier_table(tiers, tier, falling, score), "kept")
     assert problem is not None
-    assert "tier 'middle' lost 25.00%" in problem and "'best' (75.00%)" in problem
+    assert "tier 'middle' lost 25.00% of its scored" in problem and "'best' (75.00%)" in problem
     assert "Try:" in problem and "--loss refunds" in problem
     empty = tier_table(tiers, np.array(["best", "worst"]), np.array([False, True]), score[:2])
-    assert "middle hold no test customer" in str(ordering_problem(empty, "refunds"))
+    assert "middle hold no scored test customer" in str(ordering_problem(empty, "refunds"))
 
 
 def test_too_short_a_history_says_how_much_is_needed() -> None:
@@ -441,3 +458,13 @@ def test_too_short_a_history_says_how_much_is_needed() -> None:
     assert "5 snapshot month(s), 2025-02-01 to 2025-06-01" in message
     with pytest.raises(DataValidationError, match="months of orders"):
         default_cutoff(snapshot_frame(months=5, complete_until=1), test_months=2)
+
+
+def test_a_model_whose_tiers_do_not_order_loss_is_not_promoted() -> None:
+    first = GateResult("roc_auc", 0.7, None, None, True, "first version")
+    problem = "realised loss does not rise strictly: tier 'silver' lost less than 'gold'"
+    held = held_back_if_disordered(first, problem)
+    assert held is not None and not held.promoted
+    assert "kept as challenger" in held.describe() and problem in held.describe()
+    assert held_back_if_disordered(first, None) is first
+    assert held_back_if_disordered(None, problem) is None
