@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from policy.model import DEFAULT_TIERS_PATH, assign_tier, load_tiers
 from refund_risk.errors import ConfigurationError
 from serving.models import LoadedModel, ModelSet, tiers_in_force
 from serving.scoring import Snapshot, load_policy_set
 from training.registry import card_cutoffs
+from training.scorer import tiers_by_cutoffs
 
 CUTOFFS = {"gold": 0.02, "silver": 0.03, "standard": 0.06, "watch": 0.13, "restricted": 1.0}
 
@@ -76,3 +81,20 @@ def test_cutoffs_for_other_tiers_or_none_leave_the_file_in_force() -> None:
     assert tiers_in_force(tiers, tier_model(None)) is tiers
     other = {"best": 0.1, "worst": 1.0}
     assert tiers_in_force(tiers, tier_model(other)) is tiers
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.one_of(st.floats(0.0, 1.0), st.sampled_from(list(CUTOFFS.values())), st.just(math.nan)),
+        max_size=50,
+    )
+)
+def test_replayed_requests_get_the_tier_the_service_would_give(scores: list[float]) -> None:
+    in_force = tiers_in_force(load_tiers(DEFAULT_TIERS_PATH), tier_model(CUTOFFS))
+    replayed = tiers_by_cutoffs(np.array(scores, dtype=np.float64), CUTOFFS)
+    for score, name in zip(scores, replayed, strict=True):
+        if math.isnan(score):
+            assert name is None  # the simulator then uses the default tier
+        else:
+            assert name == assign_tier(score, in_force).name
