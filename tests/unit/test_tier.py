@@ -311,6 +311,12 @@ def test_the_order_of_tiers_is_judged_on_the_customers_the_cutoffs_placed() -> N
     assert table["loss_rate"].iloc[1] < table["loss_rate"].iloc[0]
     assert rises_strictly(table)
     assert not rises_strictly(table.drop(columns=["scored", "scored_loss_rate"]))
+    # Equal rates in two tiers are no rise: the worse tier would be no riskier.
+    even = np.array([0, 0, 1, 1, 0, 0, 0, 1, 0, 1, 1], dtype=bool)
+    tied = tier_table(tiers, tier, even, score)
+    assert tied["scored_loss_rate"].iloc[0] == tied["scored_loss_rate"].iloc[1]
+    assert not rises_strictly(tied)
+    assert "not more than the better tier 'best'" in str(ordering_problem(tied))
 
 
 def test_a_target_column_cannot_be_made_a_feature() -> None:
