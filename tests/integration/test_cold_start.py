@@ -5,13 +5,16 @@ return or a cancellation (no refund-only claim), as a retailer's export of invoi
 cancellations is: no kept-goods loss, no label. `train tier` must still train, on the documented
 `refunds` proxy, with the tiers file's shares and a loss that rises from the best tier to the
 worst; `train abuse` must say plainly what is missing; the service must decide with tiers and
-the rules-only policy and say which models it used.
+the rules-only policy and say which models it used. When outcomes arrive, the service's own
+export trains the abuse model with no change to anything.
 """
 
 from __future__ import annotations
 
 import itertools
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -141,9 +144,18 @@ def test_the_abuse_model_says_it_needs_outcomes_and_what_to_do_meanwhile(shop: S
     assert "refund-risk train tier --promote" in message
 
 
-def test_the_service_decides_with_tiers_and_rules_and_says_which_models(
-    shop: Shop, champion: ScoringCard
-) -> None:
+@dataclass
+class Served:
+    """The shop's history in the service's event store, a scorer's key, and requests to send:
+    returns on each of 40 customers' latest delivered order, early in the month after the
+    history ends."""
+
+    headers: dict[str, str]
+    requests: list[dict[str, object]]
+
+
+@pytest.fixture(scope="module")
+def served(shop: Shop) -> Served:
     settings = shop.settings
     assert settings.database_url is not None
     store = EventStore.open(settings.database_url)
@@ -153,19 +165,23 @@ def test_the_service_decides_with_tiers_and_rules_and_says_which_models(
     db.migrate(engine)
     headers = {"X-API-Key": create_key(engine, Role.SCORER, "cold start")[1]}
     engine.dispose()
-
     orders = shop.tables["orders"]
     month = (pd.Timestamp(orders["ordered_at"].max()) + pd.offsets.MonthBegin(1)).normalize()
     when = month + pd.Timedelta(days=3, hours=9)
     delivered = orders[orders["delivered_at"].notna()].sort_values("ordered_at")
     latest = delivered.groupby("customer_id").tail(1).tail(40)
+    requests = [body(order, f"cold-{i}", when) for i, (_, order) in enumerate(latest.iterrows())]
+    return Served(headers, requests)
+
+
+def test_the_service_decides_with_tiers_and_rules_and_says_which_models(
+    shop: Shop, champion: ScoringCard, served: Served
+) -> None:
     fitted = with_bounds(load_tiers(), champion.card["cutoffs"])
     tiers_seen = set()
-    with TestClient(create_app(settings, freeze_gc=False)) as client:
-        for i, (_, order) in enumerate(latest.iterrows()):
-            r = client.post(
-                "/v1/refund-decisions", json=body(order, f"cold-{i}", when), headers=headers
-            )
+    with TestClient(create_app(shop.settings, freeze_gc=False)) as client:
+        for request in served.requests:
+            r = client.post("/v1/refund-decisions", json=request, headers=served.headers)
             assert r.status_code == 200, r.text
             decision = r.json()
             assert decision["degraded"] is True and decision["abuse_score"] is None
@@ -176,6 +192,53 @@ def test_the_service_decides_with_tiers_and_rules_and_says_which_models(
             assert decision["action"] != "refund_before_return"  # no privilege without a model
             tiers_seen.add(decision["tier"])
     assert len(tiers_seen) >= 3, tiers_seen
+
+
+def test_when_outcomes_arrive_the_abuse_model_trains_on_the_export_as_it_is(
+    shop: Shop, served: Served, tmp_path: Path
+) -> None:
+    # Outcomes reach the service later (a third of them reviewers' decisions); the copy of its
+    # store keeps the other tests' store as it was.
+    settings = shop.settings
+    assert settings.database_url is not None
+    live_db = tmp_path / "live.db"
+    shutil.copyfile(settings.database_url.removeprefix("sqlite:///"), live_db)
+    outcomes = generate_world(8_000, seed=6).tables["outcomes"]
+    outcomes.loc[outcomes.index % 3 == 0, "source"] = "reviewer"
+    store = EventStore.open(f"sqlite:///{live_db}")
+    store.write_frames({"outcomes": outcomes})
+    store.dispose()
+
+    env: dict[str, str | None] = {
+        "REFUND_RISK_DATA_DIR": str(tmp_path / "live"),
+        "REFUND_RISK_MLRUNS_DIR": str(tmp_path / "mlruns"),
+        "REFUND_RISK_MLFLOW_TRACKING_URI": None,
+        "REFUND_RISK_DATABASE_URL": f"sqlite:///{live_db}",
+    }
+    runner = CliRunner()
+    exported = runner.invoke(
+        app, ["events", "export", "--to", str(tmp_path / "live" / "raw")], env=env
+    )
+    assert exported.exit_code == 0, exported.output
+    trained = runner.invoke(app, ["train", "abuse", "--promote"], env=env)
+    assert trained.exit_code == 0, trained.output
+    assert "no champion yet: the new version becomes champion" in trained.output
+
+    live = load_settings(
+        data_dir=tmp_path / "live",
+        mlruns_dir=tmp_path / "mlruns",
+        database_url=f"sqlite:///{live_db}",
+        mlflow_tracking_uri=None,
+        api_key_cache_seconds=0.0,
+    )
+    with TestClient(create_app(live, freeze_gc=False)) as client:
+        # A request the copied store has not decided yet (a decided one is answered as before).
+        request = {**served.requests[0], "refund_id": "live-0"}
+        r = client.post("/v1/refund-decisions", json=request, headers=served.headers)
+        assert r.status_code == 200, r.text
+        decision = r.json()
+        assert decision["degraded"] is False and decision["abuse_score"] is not None
+        assert decision["versions"]["abuse_model"] == "refund-abuse/1"
 
 
 def body(order: pd.Series, refund_id: str, when: pd.Timestamp) -> dict[str, object]:
