@@ -98,7 +98,7 @@ def build_snapshots(
         raise DataValidationError(
             f"there is no monthly customer snapshot to train on: the data holds {orders:,} "
             "orders, and snapshots start at the first month after the first order; import the "
-            f"shop's orders (`refund-risk data import`); {history_needed(2)}"
+            f"shop's orders (`refund-risk data import`). {history_needed(2)}"
         )
     return pd.concat(frames, ignore_index=True)
 

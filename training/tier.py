@@ -533,14 +533,18 @@ class TierSplit:
 
 def history_needed(test_months: int) -> str:
     """How much order history a tier training run needs, in words, for error messages."""
-    window = round(CREDIT_TARGET_DAYS / 30)
-    least = 1 + window + test_months + window - 1
+    window = math.ceil(CREDIT_TARGET_DAYS / 30)
+    # A month to the first snapshot; the training cutoff is the first month start after that
+    # snapshot's window closed (one more month, as 90 days outlast most three calendar months);
+    # then the test months, the last of whose windows must close before the data ends.
+    least = 1 + (window + 1) + (test_months - 1) + window
     return (
-        f"the tier model needs about {least} months of orders: up to a month to the first "
-        f"monthly snapshot, {window} more for its {CREDIT_TARGET_DAYS}-day loss window to close "
-        f"before the training cutoff, then {test_months} test month(s) whose windows must close "
-        f"before the data ends ({least + 1} months to also calibrate on a later month; fewer "
-        "test months need less: --test-months 1)"
+        f"The tier model needs about {least} months of orders: up to a month to the first "
+        f"monthly snapshot, {window + 1} more to the first month start after its "
+        f"{CREDIT_TARGET_DAYS}-day loss window closed (the training cutoff), then "
+        f"{test_months} test month(s), the last of whose windows must close before the data "
+        f"ends ({least + 1} months to also calibrate on a later month; fewer test months need "
+        "less: --test-months 1)"
     )
 
 
