@@ -113,7 +113,8 @@ def show(
     out.print(table)
     tier_table = Table(
         "tier",
-        "loss prob. up to",
+        "share of customers",
+        "loss prob. up to (no fitted cut-offs)",
         "refund before return",
         "auto-approve up to",
         "max unreturned",
@@ -123,6 +124,7 @@ def show(
         name = f"{t.name} (new customers)" if t is loaded_tiers.default else t.name
         tier_table.add_row(
             name,
+            "-" if t.share is None else f"{t.share:.0%}",
             f"{t.max_loss_probability:g}",
             "yes" if t.refund_before_return_allowed else "no",
             f"{t.auto_approve_limit:,.2f}",

@@ -303,7 +303,17 @@ class Tier(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     description: str = ""
     max_loss_probability: float = Field(
-        gt=0.0, le=1.0, description="Upper bound of the predicted 90-day loss probability."
+        gt=0.0,
+        le=1.0,
+        description="Upper bound of the predicted 90-day loss probability, used only with a "
+        "tier model that stored no cut-offs of its own (one fitted at the `share`s replaces it).",
+    )
+    share: float | None = Field(
+        default=None,
+        gt=0.0,
+        le=1.0,
+        description="Share of the training population's scored customers the tier holds; "
+        "training fits each tier's upper bound at these score percentiles, best tier first.",
     )
     refund_before_return_allowed: bool
     auto_approve_limit: float = Field(ge=0.0)
@@ -439,6 +449,13 @@ class Tiers:
         """Tier names, best first."""
         return tuple(t.name for t in self.tiers)
 
+    @property
+    def shares(self) -> tuple[float, ...] | None:
+        """Each tier's share of the scored customers, best first; None when the file has none."""
+        if self.tiers[0].share is None:
+            return None
+        return tuple(float(t.share or 0.0) for t in self.tiers)
+
     def get(self, name: str) -> Tier:
         """The tier called `name`."""
         for t in self.tiers:
@@ -461,6 +478,27 @@ def assign_tier(score: float | None, tiers: Tiers) -> Tier:
         if score <= tier.max_loss_probability:
             return tier
     return tiers.tiers[-1]
+
+
+def with_bounds(tiers: Tiers, bounds: Mapping[str, float], source: str | None = None) -> Tiers:
+    """The same tiers with other upper bounds (by tier name), validated as a tiers file is.
+
+    How a tier model's fitted cut-offs are put in force: names absent from `bounds` keep the
+    file's bound; bounds that do not rise from the best tier to the worst, or a worst tier that
+    does not take every customer, are refused with the file's own messages.
+    """
+    raw = {
+        "version": tiers.version,
+        "default_tier": tiers.default.name,
+        "tiers": [
+            {
+                **t.model_dump(mode="json"),
+                "max_loss_probability": float(bounds.get(t.name, t.max_loss_probability)),
+            }
+            for t in tiers.tiers
+        ],
+    }
+    return parse_tiers(raw, source=source or f"{tiers.source} (fitted cut-offs)")
 
 
 # --- reading files -------------------------------------------------------------------------------
@@ -568,6 +606,17 @@ def parse_tiers(raw: Any, source: str = "<tiers>") -> Tiers:
                 f"tier '{worse.name}', field 'refund_before_return_allowed': allowed, but not "
                 f"for the better tier '{better.name}'"
             )
+    given = [t.share for t in tiers if t.share is not None]
+    if given and len(given) != len(tiers):
+        missing = [t.name for t in tiers if t.share is None]
+        problems.append(
+            f"field 'share': every tier needs a share when one has it; missing for {missing}"
+        )
+    elif given and not math.isclose(sum(given), 1.0, abs_tol=1e-6):
+        problems.append(
+            f"field 'share': the tiers' shares must add up to 1 (every scored customer is in "
+            f"one tier), they add up to {sum(given):g}"
+        )
     if tiers[-1].max_loss_probability != 1.0:
         problems.append(
             f"tier '{tiers[-1].name}', field 'max_loss_probability': the worst tier must take "

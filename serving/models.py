@@ -36,9 +36,11 @@ from typing import Any, Protocol
 import numpy as np
 
 from features.definitions import FEATURE_NAMES, FEATURE_VERSION
+from policy.model import Tiers, with_bounds
 from refund_risk.errors import ConfigurationError, NotFoundError
 from refund_risk.settings import Settings
 from training.explain import ContributionTables
+from training.registry import card_cutoffs
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +212,8 @@ class LoadedModel:
     explainer: ContributionTables | None = None
     history_index: int | None = None
     card: dict[str, Any] = field(default_factory=dict, repr=False)
+    cutoffs: dict[str, float] | None = None
+    """A tier model's fitted cut-offs (tier name to upper score bound); None: the file's."""
     lookup: ContributionLookup | None = field(init=False, default=None, repr=False)
     _pick: Callable[[Sequence[float]], Sequence[float]] | None = field(
         init=False, default=None, repr=False
@@ -303,6 +307,7 @@ def model_from_files(
     if history_feature is not None:
         history = str(card.get("history_feature", history_feature))
         history_index = positions.get(history)
+    cutoffs = card_cutoffs(card, f"{name} v{version}")
     return LoadedModel(
         name=name,
         version=version,
@@ -316,7 +321,30 @@ def model_from_files(
         explainer=explainer,
         history_index=history_index,
         card=card,
+        cutoffs=cutoffs,
     )
+
+
+def tiers_in_force(tiers: Tiers, model: LoadedModel | None) -> Tiers:
+    """The tiers file's tiers with the tier model's fitted cut-offs as their upper bounds.
+
+    The file gives the tiers, their privileges and shares; the model, trained on the shop's
+    customers, gives where each tier ends. Without a model, or a model that stored no cut-offs,
+    the file's own bounds apply. Cut-offs for other tier names than the file's (the file was
+    changed after training) cannot be placed: the file's bounds apply, with a warning to retrain.
+    """
+    if model is None or model.cutoffs is None:
+        return tiers
+    if tuple(model.cutoffs) != tiers.names:
+        log.warning(
+            "%s was fitted for tiers %s, the tiers file has %s: using the file's bounds; "
+            "retrain the tier model on this file",
+            model.label,
+            list(model.cutoffs),
+            list(tiers.names),
+        )
+        return tiers
+    return with_bounds(tiers, model.cutoffs, source=f"{tiers.source} with {model.label} cut-offs")
 
 
 @dataclass

@@ -11,6 +11,7 @@ degraded and carries no score. Without a tier model every customer gets the defa
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,7 @@ from policy.reasons import (
     load_reason_templates,
     sentence_writer,
 )
-from serving.models import LoadedModel, ModelSet
+from serving.models import LoadedModel, ModelSet, tiers_in_force
 from serving.schemas import RefundDecisionRequest
 
 DEGRADED_POLICY_PATH = Path(__file__).resolve().parent / "degraded.yaml"
@@ -100,6 +101,11 @@ class Snapshot:
 
     models: ModelSet
     policies: PolicySet
+
+    @functools.cached_property
+    def tiers(self) -> Tiers:
+        """The tiers decisions use: the file's, ending where the tier model's cut-offs say."""
+        return tiers_in_force(self.policies.tiers, self.models.tier)
 
 
 @dataclass(frozen=True)
@@ -194,7 +200,7 @@ def decide_scored(
     force no longer has it).
     """
     policies = snapshot.policies
-    tiers = policies.tiers
+    tiers = snapshot.tiers
     degraded = scored.abuse_score is None
     abuse_score = 0.0 if scored.abuse_score is None else scored.abuse_score
     # A pin the tiers file in force no longer has is ignored (checked only when pinned: `names`

@@ -465,7 +465,7 @@ class Service:
             raise NotFoundError(f"customer {customer_id!r} is not in the event store")
         # As a decision at `when` would see it: the latest monthly snapshot before it.
         loss = self.tiers.score(snapshot.models, customer_id, when)
-        tier = customer_tier(snapshot.policies.tiers, loss)
+        tier = customer_tier(snapshot.tiers, loss)
         return CustomerTierOut(
             customer_id=customer_id,
             tier=tier.name,

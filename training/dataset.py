@@ -62,7 +62,10 @@ def plan_split(
 ) -> TimeSplit:
     """Put `deploy_at` at the start of the last `test_months` whole months of requests."""
     if requested_at.empty:
-        raise DataValidationError("no refund requests to split")
+        raise DataValidationError(
+            "there are no refund requests to train on: import the shop's refund requests "
+            "(`refund-risk data import`) or generate a world (`refund-risk data generate`)"
+        )
     data_end = pd.Timestamp(requested_at.max())
     deploy_at = (data_end - pd.DateOffset(months=test_months)).to_period("M").to_timestamp()
     deploy_at = deploy_at + pd.DateOffset(months=1)
@@ -70,8 +73,11 @@ def plan_split(
     calibration_start = deploy_at - pd.DateOffset(months=calibration_months)
     if calibration_start <= pd.Timestamp(requested_at.min()):
         raise DataValidationError(
-            "the data is too short for a train, calibration and test period: "
-            f"requests span {requested_at.min()} to {data_end}"
+            "the data is too short for a train, calibration and test period: requests span "
+            f"{pd.Timestamp(requested_at.min()).date()} to {data_end.date()}, and the abuse "
+            f"model needs {test_months} test month(s), {calibration_months} calibration "
+            "month(s) before them and at least one month of requests before those to learn "
+            "from; import a longer history, or use fewer test months (--test-months)"
         )
     return TimeSplit(calibration_start, label_cutoff, deploy_at, data_end, label_delay_days)
 
@@ -113,6 +119,17 @@ def build_abuse_dataset(
         raise DataValidationError(f"feature table lacks columns: {', '.join(missing)}")
     known = labels_as_of(outcomes, split.deploy_at).set_index("refund_id")["is_abusive"]
     at = rows["requested_at"]
+    if known.empty:
+        learnable = int((at < split.label_cutoff).sum())
+        raise DataValidationError(
+            f"the abuse model learns from outcomes (which refund requests were found abusive), "
+            f"and no outcome is known before {split.deploy_at.date()}: the {learnable:,} refund "
+            f"requests before {split.label_cutoff.date()} have none ({len(outcomes):,} outcomes "
+            "in the data). Record outcomes (warehouse checks, carrier proofs, reviewers' "
+            "decisions, exported by `refund-risk events export`) and import them, then train "
+            "again. Until then train the credit-tier model (`refund-risk train tier --promote`): "
+            "the service decides with tiers and the rules-only policy"
+        )
 
     def period(mask: pd.Series) -> pd.DataFrame:
         part = rows.loc[mask].drop(columns=list(LABEL_COLUMNS))
@@ -132,9 +149,37 @@ def build_abuse_dataset(
         truth = oracle_refunds.set_index("refund_id").reindex(test["refund_id"])
         test["is_abusive_true"] = truth["is_abusive_true"].to_numpy(dtype=bool)
         test["true_abuse_probability"] = truth["true_abuse_probability"].to_numpy()
-    for name, frame in (("train", train), ("calibration", calibration), ("test", test)):
+    periods = {
+        "train": (train, f"requests before {split.calibration_start.date()}"),
+        "calibration": (
+            calibration,
+            f"requests from {split.calibration_start.date()} to {split.label_cutoff.date()}",
+        ),
+    }
+    for name, (frame, when) in periods.items():
         if frame.empty:
-            raise DataValidationError(f"the {name} period has no usable refund requests")
+            raise DataValidationError(
+                f"the {name} period ({when}) has no refund request with an outcome known "
+                f"before {split.deploy_at.date()} ({len(known):,} refund requests in all have "
+                "one): record and import outcomes of earlier requests, or use fewer test months "
+                "(--test-months) so more of them count"
+            )
+        positives = int(frame["label"].sum())
+        if positives in (0, len(frame)):
+            kind = "abusive" if positives == 0 else "found not abusive"
+            raise DataValidationError(
+                f"the {name} period ({when}) has {len(frame):,} refund requests with a known "
+                f"outcome and none {kind}: the abuse model needs both kinds to learn what "
+                "abuse looks like. Record outcomes that find abuse (warehouse checks of swapped "
+                "or empty returns, false not-received claims, reviewers' decisions) and import "
+                "them, or use a longer history; the credit-tier model needs no outcome "
+                "(`refund-risk train tier --promote`)"
+            )
+    if test.empty:
+        raise DataValidationError(
+            f"the test period (requests from {split.deploy_at.date()}) has no refund request: "
+            "use fewer test months (--test-months)"
+        )
     return AbuseDataset(split, train, calibration, test.reset_index(drop=True))
 
 

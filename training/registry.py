@@ -9,6 +9,7 @@ service loads: a raw booster loads in milliseconds, an MLflow model in seconds.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import tempfile
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from refund_risk.errors import NotFoundError
+from refund_risk.errors import ConfigurationError, NotFoundError
 from refund_risk.settings import Settings
 
 ABUSE_MODEL = "refund-abuse"
@@ -25,6 +26,8 @@ EXPERIMENT = "refund-risk"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 SCORING_DIR = "scoring"
+CUTOFFS = "cutoffs"
+"""Key of a tier card holding the fitted cut-offs: tier name to upper score bound, best first."""
 
 
 def client_for(settings: Settings) -> Any:
@@ -86,6 +89,29 @@ def download_scoring(client: Any, name: str, alias: str, into: Path | None = Non
     return ScoringCard(name, str(version.version), version.run_id, local / "model.txt", card)
 
 
+def card_cutoffs(card: dict[str, Any], label: str = TIER_MODEL) -> dict[str, float] | None:
+    """The tier cut-offs a tier card stores, best tier first; None for a card without any.
+
+    A card registered before cut-offs were stored has none: the tiers file's own bounds then
+    apply. Cut-offs that are not numbers rising to 1.0 are refused (ConfigurationError).
+    """
+    raw = card.get(CUTOFFS)
+    if raw is None:
+        return None
+    try:
+        cutoffs = {str(k): float(v) for k, v in dict(raw).items()}
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"{label}: its cut-offs are not numbers by tier name") from None
+    bounds = list(cutoffs.values())
+    rising = all(b > a for a, b in itertools.pairwise(bounds))
+    if not bounds or not rising or bounds[0] <= 0.0 or bounds[-1] != 1.0:
+        raise ConfigurationError(
+            f"{label}: its cut-offs {cutoffs} must rise from the best tier to the worst, which "
+            "must be 1.0"
+        )
+    return cutoffs
+
+
 def finite_metrics(metrics: dict[str, float]) -> dict[str, float]:
     """Drop NaN and infinite values: MLflow stores them, but comparisons on them mislead."""
     return {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(v)}
@@ -104,8 +130,10 @@ class GateResult:
 
     def describe(self) -> str:
         """One paragraph for the console."""
-        if self.champion_value is None:
+        if self.champion_value is None and self.promoted:
             return f"no champion yet: the new version becomes champion ({self.new_value:.4f})"
+        if self.champion_value is None:
+            return f"no champion yet, but the new version is kept as {CHALLENGER}: {self.how}"
         verdict = "promoted to champion" if self.promoted else f"kept as {CHALLENGER}"
         return (
             f"{self.metric} on the same test months ({self.how}): new {self.new_value:.4f} vs "

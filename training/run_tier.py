@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -16,10 +16,12 @@ from features.batch import (
 )
 from features.definitions import FEATURE_VERSION
 from policy.model import Tiers
+from refund_risk.errors import DataValidationError
 from refund_risk.settings import Settings
 from training.data_source import TrainingInputs
 from training.registry import (
     CHAMPION,
+    CUTOFFS,
     TIER_MODEL,
     GateResult,
     client_for,
@@ -30,10 +32,13 @@ from training.registry import (
     set_alias,
 )
 from training.tier import (
+    LOSS_DEFINITIONS,
     MONOTONE,
     TierTrainingResult,
     default_cutoff,
     has_history,
+    history_needed,
+    loss_labels,
     train_tier_model,
 )
 
@@ -61,6 +66,11 @@ def tier_card(result: TierTrainingResult) -> dict[str, Any]:
         "history_feature": "customer_orders_all_time",
         "split": result.split.describe(),
         "monotone": {k: v[0] for k, v in MONOTONE.items()},
+        "loss": {"name": result.loss, "counts": LOSS_DEFINITIONS[result.loss]},
+        # The service puts these bounds in force with the tiers file's privileges.
+        CUTOFFS: dict(result.cutoffs),
+        "tier_shares": dict(zip(result.tiers.names, result.tiers.shares or (), strict=False)),
+        "tiers_version": result.tiers.version,
     }
 
 
@@ -82,7 +92,15 @@ def build_snapshots(
     inputs: TrainingInputs, dates: list[pd.Timestamp] | None = None
 ) -> pd.DataFrame:
     """The monthly customer snapshots of the world (all months, or `dates`), in one frame."""
-    return pd.concat(list(build_credit_snapshots(inputs.tables, dates=dates)), ignore_index=True)
+    frames = list(build_credit_snapshots(inputs.tables, dates=dates))
+    if not frames:
+        orders = len(inputs.tables["orders"])
+        raise DataValidationError(
+            f"there is no monthly customer snapshot to train on: the data holds {orders:,} "
+            "orders, and snapshots start at the first month after the first order; import the "
+            f"shop's orders (`refund-risk data import`). {history_needed(2)}"
+        )
+    return pd.concat(frames, ignore_index=True)
 
 
 def _champion_value(client: Any, result: TierTrainingResult, snapshots: pd.DataFrame) -> GateResult:
@@ -104,9 +122,18 @@ def _champion_value(client: Any, result: TierTrainingResult, snapshots: pd.DataF
         test = test[has_history(test)]
         X = test.loc[:, champion.card["features"]].to_numpy(dtype=np.float64)
         scores = score_with_card(champion.model_file, champion.card, X)
-        value = safe_auc(test["target_has_loss_90d"].to_numpy(bool), scores)
+        value = safe_auc(loss_labels(test, result.loss), scores)
         how = "champion re-scored on these customer-months"
     return GateResult(GATE_METRIC, new_value, value, champion.version, bool(new_value > value), how)
+
+
+def held_back_if_disordered(gate: GateResult | None, problem: str | None) -> GateResult | None:
+    """The gate's verdict, kept from promoting a model whose tiers' realised loss does not rise
+    from the best to the worst (`problem` says how): such tiers would hand privileges to
+    riskier customers, whatever the model's ranking figure."""
+    if gate is None or not gate.promoted or problem is None:
+        return gate
+    return replace(gate, promoted=False, how=problem)
 
 
 def run_tier_training(
@@ -115,8 +142,13 @@ def run_tier_training(
     tiers: Tiers,
     promote: bool,
     test_months: int = 2,
+    loss: str = "auto",
 ) -> TierRun:
-    """Fit the tier model on monthly snapshots, log it to MLflow, register it, run the gate."""
+    """Fit the tier model on monthly snapshots, log it to MLflow, register it, run the gate.
+
+    The card stores the tiers' cut-offs fitted at the tiers file's shares, and the loss
+    definition trained on; both are also run parameters (`cutoff.<tier>`, `loss`).
+    """
     import mlflow
     import mlflow.lightgbm
 
@@ -129,6 +161,7 @@ def run_tier_training(
         seed=settings.seed,
         tiers=tiers,
         oracle_customers=inputs.oracle_customers,
+        loss=loss,
     )
     client = client_for(settings)
     exp = experiment_id(client, settings)
@@ -141,6 +174,8 @@ def run_tier_training(
                 "seed": settings.seed,
                 "tiers_version": tiers.version,
                 "feature_version": FEATURE_VERSION,
+                "loss": result.loss,
+                **{f"cutoff.{k}": v for k, v in result.cutoffs.items()},
             }
         )
         mlflow.log_metrics(
@@ -161,6 +196,7 @@ def run_tier_training(
             result.model.predict_raw(example),
         )
         gate = _champion_value(client, result, snapshots) if promote else None
+        gate = held_back_if_disordered(gate, result.ordering_problem)
         if gate is not None:
             mlflow.set_tag("gate", gate.describe())
         set_alias(client, TIER_MODEL, version, promoted=bool(gate and gate.promoted))

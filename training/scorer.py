@@ -23,6 +23,7 @@ from training.registry import (
     CHAMPION,
     TIER_MODEL,
     ScoringCard,
+    card_cutoffs,
     client_for,
     download_scoring,
 )
@@ -118,6 +119,19 @@ def snapshot_tier_scores(
     return joined.sort_values("position")["tier_score"].to_numpy(dtype=float)
 
 
+def tiers_by_cutoffs(scores: np.ndarray, cutoffs: dict[str, float]) -> np.ndarray:
+    """Tier names by a tier model's cut-offs (best first; a score at a bound is in its tier, as
+    `policy.model.assign_tier` has it); None where there is no score (the default tier)."""
+    bounds = np.asarray(list(cutoffs.values()), dtype=np.float64)
+    names = np.asarray(list(cutoffs), dtype=object)
+    scores = np.asarray(scores, dtype=np.float64)
+    out = np.full(len(scores), None, dtype=object)
+    known = ~np.isnan(scores)
+    index = np.minimum(np.searchsorted(bounds, scores[known], side="left"), len(bounds) - 1)
+    out[known] = names[index]
+    return out
+
+
 def score_requests(
     inputs: TrainingInputs,
     abuse: ScoringCard,
@@ -151,6 +165,9 @@ def score_requests(
     out["contributions"] = pd.Series(top_contributions(explainer, X), dtype=object)
     if tier is not None:
         out["tier_loss_probability"] = snapshot_tier_scores(inputs, tier, out)
+        cutoffs = card_cutoffs(tier.card, f"{TIER_MODEL} v{tier.version}")
+        if cutoffs is not None:  # the tiers the service gives: by the model's own cut-offs
+            out["tier"] = tiers_by_cutoffs(out["tier_loss_probability"].to_numpy(), cutoffs)
     labels = rows["label_is_abusive_final"].astype("boolean").fillna(False)
     out["is_abusive"] = labels.to_numpy(dtype=bool)
     if inputs.oracle_refunds is not None:

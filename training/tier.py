@@ -1,11 +1,26 @@
 """The credit-tier model: a customer's probability of causing a refund loss in the next 90 days.
 
 Trained on monthly customer snapshots (`features.batch.build_credit_snapshots`): one row per
-customer and snapshot date, the customer and linked-account features as of that date, and the
-target `target_has_loss_90d` (a refund requested in the 90 days after the snapshot was confirmed
-abusive, or was refunded without the goods coming back). The calibrated score maps to the named
-tiers of the credit-tiers file (`policy/tiers.yaml`) through `policy.model.assign_tier`; the
-thresholds live in that file, never here.
+customer and snapshot date, the customer and linked-account features as of that date, and a
+target saying whether the customer caused a refund loss in the 90 days after the snapshot.
+
+What counts as a loss (`LOSS_DEFINITIONS`). No shop knows its true losses; these are proxies:
+
+* `kept` (the default whenever the data has such losses): a refund the latest outcome says was
+  abusive (which is how a return whose goods never came back, or came back swapped, is
+  recorded), or a refund-only claim on delivered goods, where the customer kept goods and money
+  (`target_has_loss_90d` of the snapshots). Needs no outcome at all for the second kind.
+* `refunds`: any refund request, returns and cancellations included: each costs the shop
+  handling, shipping and the sale. The proxy of a shop whose export holds neither outcomes nor
+  refund-only claims on delivered goods (cancellations and returns alone).
+
+`auto` takes `kept` when the fit months hold such a loss, else `refunds`, and says which.
+
+Tiers are shares of the shop's customers. The tiers file gives each tier a `share` of the scored
+population; the cut-offs (each tier's upper score bound) are fitted at those percentiles of the
+scores of the latest months the model was trained on (the calibration month, else the fit
+months), stored with the model, and put in force by the service through `policy.model.with_bounds`.
+The tier is then `policy.model.assign_tier` of the score, the one definition of it.
 
 Time, and what was known when. A model fitted at `train_end` may learn only from snapshots whose
 90-day target window had closed by then:
@@ -30,19 +45,17 @@ with `train_end` 2025-09-01, 1 of the 836 loss refunds requested before the cuto
 between the labels known at the cutoff and the final ones. A strict version needs targets built
 from `features.labels.labels_as_of(outcomes, train_end)` in the snapshot builder.
 
-What the target counts. Every refund-only request is a loss, cancellations before shipping
-included: on the default world those are about 40% of the loss refunds. They follow how often a
-customer orders more than how far the customer can be trusted, so among the lowest-scored
-customers the realised loss rate is nearly flat, and the two best tiers are told apart by a few
-tenths of a percentage point.
+What `kept` counts on the generated world. Refund-only claims on delivered goods are most of
+the losses; they follow how often a customer orders more than how far the customer can be
+trusted, so among the lowest-scored customers the realised loss rate is nearly flat, and the two
+best tiers are told apart by a few tenths of a percentage point.
 
 New customers. A customer with no order before the snapshot date has nothing to be judged on: the
 score is NaN (not a number the model made up), and `assign_tier` puts a missing score in the
 default tier, as it does for customers absent from the snapshot.
 
 `python -m training.tier [--customers N] [--seed S] [--tiers FILE]` generates a world, trains,
-and prints the test months' figures and tier table, and upper bounds suggested from the
-calibration month's score quantiles.
+and prints the test months' figures and tier table.
 """
 
 from __future__ import annotations
@@ -63,12 +76,63 @@ from sklearn.metrics import brier_score_loss
 
 from features.batch import CREDIT_TARGET_COLUMNS, CREDIT_TARGET_DAYS
 from features.definitions import FEATURES, Entity, Feature
-from policy.model import Tiers, assign_tier, parse_tiers
+from policy.model import Tiers, assign_tier, with_bounds
 from refund_risk.errors import DataValidationError
 from training.metrics import expected_calibration_error, safe_ap, safe_auc
 
 TARGET = "target_has_loss_90d"
-"""What the model predicts: a refund loss (confirmed abuse, or goods kept) in the next 90 days."""
+"""The `kept` loss of a snapshot: confirmed abuse, or goods kept, in the next 90 days."""
+
+REFUND_REQUESTS = "target_refund_requests_90d"
+"""Refund requests of any kind in the 90 days after a snapshot (the `refunds` loss)."""
+
+LOSS_DEFINITIONS: dict[str, str] = {
+    "kept": "a refund an outcome found abusive (goods never returned or swapped included), or a "
+    "refund-only claim on delivered goods (the customer kept goods and money)",
+    "refunds": "any refund request, returns and cancellations included (each costs the shop "
+    "handling, shipping and the sale)",
+}
+"""What counts as a refund loss, by name; `auto` picks `kept` when the data has such losses."""
+
+LOSS_CHOICES: tuple[str, ...] = ("auto", *LOSS_DEFINITIONS)
+
+
+def loss_labels(frame: pd.DataFrame, loss: str) -> np.ndarray:
+    """Per snapshot row: whether the customer caused a loss of kind `loss` in the next 90 days."""
+    if loss == "kept":
+        return frame[TARGET].to_numpy(dtype=bool)
+    if loss == "refunds":
+        return frame[REFUND_REQUESTS].to_numpy(dtype=np.float64) > 0
+    raise DataValidationError(
+        f"unknown loss definition {loss!r}; choose one of {', '.join(LOSS_DEFINITIONS)}"
+    )
+
+
+def choose_loss(fit_rows: pd.DataFrame, loss: str, fit_dates: Sequence[pd.Timestamp]) -> str:
+    """The loss definition to train on: `loss` itself, or for `auto` the first of `kept`,
+    `refunds` that the fit months hold; a DataValidationError saying what is missing if none."""
+    if loss != "auto" and loss not in LOSS_DEFINITIONS:
+        loss_labels(fit_rows.head(0), loss)  # raises, naming the choices
+    candidates = list(LOSS_DEFINITIONS) if loss == "auto" else [loss]
+    for name in candidates:
+        if len(fit_rows) and loss_labels(fit_rows, name).any():
+            return name
+    months = f"{fit_dates[0].date()} to {fit_dates[-1].date()}" if fit_dates else "(none)"
+    if fit_rows.empty:
+        raise DataValidationError(
+            f"the fit months' snapshots ({months}) hold no customer who had ordered before "
+            "them: the tier model learns from customers with a history; import the orders of "
+            "earlier months, or use a longer history"
+        )
+    counted = " or ".join(LOSS_DEFINITIONS[n] for n in candidates)
+    raise DataValidationError(
+        f"the fit months ({months}, {len(fit_rows):,} customer-months) hold no customer with a "
+        f"refund loss, counted as {counted}. The tier model learns who causes such losses: "
+        "import the shop's refund requests (cancellations and returns included, with their "
+        "refund_type and order_stage) and outcomes if any"
+        + ("; or train with --loss auto or --loss refunds" if loss == "kept" else "")
+    )
+
 
 HISTORY_FEATURE = "customer_orders_all_time"
 """A customer with no order before the snapshot is new: no score, the default tier."""
@@ -374,18 +438,69 @@ def suggest_thresholds(
 
 def with_thresholds(tiers: Tiers, thresholds: Mapping[str, float]) -> Tiers:
     """The same tiers with other upper bounds, validated again as a tiers file would be."""
-    raw = {
-        "version": tiers.version,
-        "default_tier": tiers.default.name,
-        "tiers": [
-            {
-                **t.model_dump(mode="json"),
-                "max_loss_probability": thresholds.get(t.name, t.max_loss_probability),
-            }
-            for t in tiers.tiers
-        ],
-    }
-    return parse_tiers(raw, source=f"{tiers.source} (thresholds replaced)")
+    return with_bounds(tiers, thresholds, source=f"{tiers.source} (thresholds replaced)")
+
+
+def fit_cutoffs(scores: np.ndarray, tiers: Tiers) -> dict[str, float]:
+    """Each tier's upper score bound, at the tiers' cumulative shares of `scores`, best first.
+
+    `scores` are the training population's (NaN, customers with no history, are left out: they
+    take the default tier whatever the bounds). A bound is the score below which the tier's
+    share (and the better tiers') of customers lie: `np.quantile` with the "inverted_cdf"
+    method, an actual score, and a tier holds the scores at or below it. Where many customers
+    share one score a tier can hold more or less than its share; a bound equal to the previous
+    one is nudged up by the smallest step so bounds still rise (the tier is then empty). The
+    worst tier's bound is 1.0 (it takes every customer). Without shares in the tiers file the
+    file's own bounds are returned.
+    """
+    shares = tiers.shares
+    if shares is None:
+        return {t.name: t.max_loss_probability for t in tiers.tiers}
+    known = np.asarray(scores, dtype=np.float64)
+    known = known[~np.isnan(known)]
+    if not len(known):
+        raise DataValidationError(
+            "no customer of the training months has a score to fit the tiers' cut-offs on"
+        )
+    cumulative = np.cumsum(shares)[:-1]
+    bounds: dict[str, float] = {}
+    previous = 0.0
+    for tier, q in zip(tiers.tiers[:-1], cumulative, strict=True):
+        bound = float(np.quantile(known, min(float(q), 1.0), method="inverted_cdf"))
+        bound = max(bound, float(np.nextafter(previous, 1.0)))
+        bounds[tier.name] = min(bound, float(np.nextafter(1.0, 0.0)))
+        previous = bounds[tier.name]
+    bounds[tiers.tiers[-1].name] = 1.0
+    return bounds
+
+
+def ordering_problem(table: pd.DataFrame, loss: str = "kept") -> str | None:
+    """None when realised loss rises strictly from the best tier to the worst; else a sentence
+    naming the first tiers out of order and what to try (`loss`: the definition trained on)."""
+    counts, rates = _ordering_columns(table)
+    names = list(table["tier"])
+    empty = [n for n, c in zip(names, counts, strict=True) if c == 0]
+    if empty:
+        what = f"tier(s) {', '.join(empty)} hold no scored test customer"
+    else:
+        i = next((k for k in range(len(rates) - 1) if not rates[k + 1] > rates[k]), None)
+        if i is None:
+            return None
+        what = (
+            f"tier '{names[i + 1]}' lost {rates[i + 1]:.2%} of its scored customers, not more "
+            f"than the better tier '{names[i]}' ({rates[i]:.2%})"
+        )
+    return (
+        f"realised loss does not rise strictly from the best tier to the worst on the test "
+        f"months: {what}. Try: fewer tiers or larger shares for the small ones in the tiers file "
+        "(a tier of a few hundred customers has a noisy loss rate), a longer history or more "
+        "test months (--test-months), or "
+        + (
+            "--loss kept if the data has outcomes or refund-only claims on delivered goods"
+            if loss == "refunds"
+            else "--loss refunds if few customers have a kept-goods loss"
+        )
+    )
 
 
 # --- time-ordered split ----------------------------------------------------------------------
@@ -416,6 +531,31 @@ class TierSplit:
         }
 
 
+def history_needed(test_months: int) -> str:
+    """How much order history a tier training run needs, in words, for error messages."""
+    window = math.ceil(CREDIT_TARGET_DAYS / 30)
+    # A month to the first snapshot; the training cutoff is the first month start after that
+    # snapshot's window closed (one more month, as 90 days outlast most three calendar months);
+    # then the test months, the last of whose windows must close before the data ends.
+    least = 1 + (window + 1) + (test_months - 1) + window
+    return (
+        f"The tier model needs about {least} months of orders: up to a month to the first "
+        f"monthly snapshot, {window + 1} more to the first month start after its "
+        f"{CREDIT_TARGET_DAYS}-day loss window closed (the training cutoff), then "
+        f"{test_months} test month(s), the last of whose windows must close before the data "
+        f"ends ({least + 1} months to also calibrate on a later month; fewer test months need "
+        "less: --test-months 1)"
+    )
+
+
+def _span(snapshots: pd.DataFrame) -> str:
+    """The snapshot months present, in words."""
+    dates = pd.DatetimeIndex(sorted(pd.unique(snapshots["snapshot_at"])))
+    if not len(dates):
+        return "there are no snapshot months"
+    return f"the data has {len(dates)} snapshot month(s), {dates[0].date()} to {dates[-1].date()}"
+
+
 def _window_end(dates: pd.Series | pd.DatetimeIndex) -> pd.Series:
     return pd.Series(dates) + pd.Timedelta(days=CREDIT_TARGET_DAYS)
 
@@ -434,18 +574,21 @@ def plan_tier_split(
             f"is before train_end {train_end}"
         )
     dates = pd.DatetimeIndex(sorted(pd.unique(snapshots["snapshot_at"])))
+    complete = snapshots.groupby("snapshot_at")["target_window_complete"].all()
+    test = [d for d in dates if d >= test_start and bool(complete.get(d, False))]
     closed = dates[(_window_end(dates) <= train_end).to_numpy()]
     if len(closed) == 0:
         raise DataValidationError(
-            f"no snapshot's {CREDIT_TARGET_DAYS}-day window had closed by {train_end.date()}"
+            f"no snapshot's {CREDIT_TARGET_DAYS}-day window had closed by the training cutoff "
+            f"{train_end.date()}, so there is nothing to learn from; {_span(snapshots)}. "
+            f"{history_needed(max(len(test), 1))}"
         )
     n_cal = calibration_months if len(closed) > calibration_months else 0
-    complete = snapshots.groupby("snapshot_at")["target_window_complete"].all()
-    test = [d for d in dates if d >= test_start and bool(complete.get(d, False))]
     if not test:
         raise DataValidationError(
             f"no snapshot from {test_start.date()} on has a complete {CREDIT_TARGET_DAYS}-day "
-            "window in the data"
+            f"window in the data, so nothing can be tested; {_span(snapshots)}. "
+            f"{history_needed(1)}"
         )
     return TierSplit(
         train_end=train_end,
@@ -464,9 +607,12 @@ def default_cutoff(snapshots: pd.DataFrame, test_months: int = 2) -> pd.Timestam
     """
     complete = snapshots.groupby("snapshot_at")["target_window_complete"].all()
     dates = pd.DatetimeIndex(complete.index[complete.to_numpy(dtype=bool)]).sort_values()
+    if test_months < 1:
+        raise DataValidationError(f"test months must be at least 1, got {test_months}")
     if len(dates) < test_months:
         raise DataValidationError(
-            f"{len(dates)} snapshot months have a complete window; {test_months} needed for test"
+            f"{len(dates)} snapshot month(s) have a complete {CREDIT_TARGET_DAYS}-day window; "
+            f"{test_months} needed for test; {_span(snapshots)}. {history_needed(test_months)}"
         )
     return pd.Timestamp(dates[-test_months])
 
@@ -484,8 +630,10 @@ def tier_table(
     """Per tier, best first: customer share, realised loss rate, mean score, latent types.
 
     Counts are customer-months (a customer appears once per test snapshot). `new_share` is the
-    share of the tier's customers with no history (always in the default tier). With the
-    oracle's `latent_type`, one `type_<name>` column per type holds its share of the tier.
+    share of the tier's customers with no history (always in the default tier); `scored` and
+    `scored_loss_rate` count only the customers the model scored, whom the cut-offs placed.
+    With the oracle's `latent_type`, one `type_<name>` column per type holds its share of the
+    tier.
     """
     frame = pd.DataFrame(
         {"tier": tier, "loss": np.asarray(loss, dtype=bool), "score": score, "new": np.isnan(score)}
@@ -503,6 +651,10 @@ def tier_table(
             "losses": int(part["loss"].sum()),
             "mean_score": float(part["score"].mean()) if part["score"].notna().any() else math.nan,
             "new_share": float(part["new"].mean()) if len(part) else math.nan,
+            "scored": int((~part["new"]).sum()),
+            "scored_loss_rate": (
+                float(part.loc[~part["new"], "loss"].mean()) if (~part["new"]).any() else math.nan
+            ),
         }
         if latent_type is not None:
             for t in LATENT_TYPES:
@@ -512,9 +664,20 @@ def tier_table(
 
 
 def rises_strictly(table: pd.DataFrame) -> bool:
-    """Whether every tier has customers and the realised loss rate rises from best to worst."""
-    rates = table["loss_rate"].to_numpy(dtype=np.float64)
-    return bool((table["customers"] > 0).all() and np.all(np.diff(rates) > 0))
+    """Whether every tier has scored customers and their realised loss rate rises from the best
+    tier to the worst.
+
+    Scored customers only: the cut-offs place them, while new customers are put in the default
+    tier by rule, whatever their loss (a tier table without the `scored` columns counts all).
+    """
+    counts, rates = _ordering_columns(table)
+    return bool((counts > 0).all() and np.all(np.diff(rates) > 0))
+
+
+def _ordering_columns(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    if "scored_loss_rate" in table:
+        return table["scored"].to_numpy(), table["scored_loss_rate"].to_numpy(dtype=np.float64)
+    return table["customers"].to_numpy(), table["loss_rate"].to_numpy(dtype=np.float64)
 
 
 def oracle_agreement(
@@ -626,6 +789,7 @@ class TierTrainingResult:
     features: tuple[str, ...]
     split: TierSplit
     tiers: Tiers
+    """The tiers in force: the file's, with the fitted cut-offs as upper bounds."""
     metrics: dict[str, float]
     tier_table: pd.DataFrame
     loss_rises_strictly: bool
@@ -634,6 +798,12 @@ class TierTrainingResult:
     calibration_scores: np.ndarray
     seconds: float
     figures: dict[str, Figure] = field(default_factory=dict)
+    loss: str = "kept"
+    """The loss definition trained on (a key of `LOSS_DEFINITIONS`)."""
+    cutoffs: dict[str, float] = field(default_factory=dict)
+    """Each tier's upper score bound, fitted at the tiers file's shares (or the file's own)."""
+    ordering_problem: str | None = None
+    """Why realised loss does not rise strictly across tiers, and what to try; None if it does."""
 
     def summary(self) -> dict[str, float]:
         """Every headline figure in one flat mapping, for logs and MLflow metrics."""
@@ -650,7 +820,8 @@ class TierTrainingResult:
 
 
 def _check_columns(snapshots: pd.DataFrame, features: Sequence[str]) -> None:
-    needed = ["snapshot_at", "customer_id", TARGET, "target_window_complete", *features]
+    needed = ["snapshot_at", "customer_id", TARGET, REFUND_REQUESTS, "target_window_complete"]
+    needed += list(features)
     missing = [c for c in needed if c not in snapshots.columns]
     if missing:
         raise DataValidationError(f"credit snapshots lack columns: {', '.join(missing)}")
@@ -669,6 +840,7 @@ def train_tier_model(
     oracle_customers: pd.DataFrame | None = None,
     calibration_months: int = 1,
     model: CreditTierModel | None = None,
+    loss: str = "auto",
 ) -> TierTrainingResult:
     """Fit the tier model on snapshots known at `train_end`; evaluate it from `test_start` on.
 
@@ -676,7 +848,10 @@ def train_tier_model(
     history are left out of fitting (their tier is the default, whatever a model would say) but
     kept in the test months' tier table, in the default tier. `oracle_customers` (customer_id,
     latent_type), for a synthetic world only, adds the latent-type figures; it never reaches the
-    model. `model` sets hyperparameters (its `random_state` is replaced by `seed`).
+    model. `model` sets hyperparameters (its `random_state` is replaced by `seed`). `loss` is a
+    key of `LOSS_DEFINITIONS` or `auto` (see the module docstring). When the tiers file gives
+    shares, the tiers' cut-offs are fitted at them on the calibration months' scores (the fit
+    months' without calibration) and `tiers` of the result holds them.
 
     Returns the model, its inputs, ROC-AUC / average precision / Brier / calibration error and
     base rates on the test months, the per-tier table, whether realised loss rises strictly from
@@ -693,28 +868,40 @@ def train_tier_model(
     fit_rows = snapshots[at.isin(split.fit_dates).to_numpy() & known]
     cal_rows = snapshots[at.isin(split.calibration_dates).to_numpy() & known]
     test_rows = snapshots[at.isin(split.test_dates)].reset_index(drop=True)
-    if fit_rows.empty or not fit_rows[TARGET].any():
-        raise DataValidationError("the fit months hold no customer with a refund loss")
+    loss_name = choose_loss(fit_rows, loss, split.fit_dates)
+    y_fit = loss_labels(fit_rows, loss_name)
+    if y_fit.all():
+        raise DataValidationError(
+            f"every customer of the fit months has a refund loss ({LOSS_DEFINITIONS[loss_name]})"
+            ": there is nobody to tell them apart from; train with --loss kept, or check that "
+            "the refund types and order stages were imported as they are"
+        )
 
     estimator.fit(
         fit_rows,
-        fit_rows[TARGET].to_numpy(dtype=bool),
+        y_fit,
         cal_rows if len(cal_rows) else None,
-        cal_rows[TARGET].to_numpy(dtype=bool) if len(cal_rows) else None,
+        loss_labels(cal_rows, loss_name) if len(cal_rows) else None,
     )
     calibration_scores = estimator.predict_proba(cal_rows)[:, 1] if len(cal_rows) else np.zeros(0)
+    # The cut-offs come from the latest months known at training, as the model then scores them.
+    population = calibration_scores if len(cal_rows) else estimator.predict_proba(fit_rows)[:, 1]
+    cutoffs = fit_cutoffs(population, tiers)
+    tiers = with_bounds(tiers, cutoffs)
     score = score_customers(estimator, test_rows)
-    loss = test_rows[TARGET].to_numpy(dtype=bool)
+    loss_of_test = loss_labels(test_rows, loss_name)
     tier = tiers_for(score, tiers)
     scored = ~np.isnan(score)
     metrics = {
-        "roc_auc": safe_auc(loss[scored], score[scored]),
-        "average_precision": safe_ap(loss[scored], score[scored]),
-        "brier": float(brier_score_loss(loss[scored], score[scored])),
-        "calibration_error": expected_calibration_error(loss[scored], score[scored]),
+        "roc_auc": safe_auc(loss_of_test[scored], score[scored]),
+        "average_precision": safe_ap(loss_of_test[scored], score[scored]),
+        "brier": float(brier_score_loss(loss_of_test[scored], score[scored])),
+        "calibration_error": expected_calibration_error(loss_of_test[scored], score[scored]),
         "mean_score": float(score[scored].mean()),
-        "loss_rate": float(loss[scored].mean()),
-        "loss_rate_new_customers": float(loss[~scored].mean()) if (~scored).any() else math.nan,
+        "loss_rate": float(loss_of_test[scored].mean()),
+        "loss_rate_new_customers": (
+            float(loss_of_test[~scored].mean()) if (~scored).any() else math.nan
+        ),
         "new_customer_share": float((~scored).mean()),
         "fit_rows": float(len(fit_rows)),
         "calibration_rows": float(len(cal_rows)),
@@ -726,7 +913,7 @@ def train_tier_model(
             "customer_id": test_rows["customer_id"].to_numpy(),
             "score": score,
             "tier": tier,
-            "loss": loss,
+            "loss": loss_of_test,
         }
     )
     latent: np.ndarray | None = None
@@ -736,11 +923,11 @@ def train_tier_model(
         latent = types.reindex(test["customer_id"]).to_numpy(dtype=object)
         test["latent_type"] = latent
         oracle = oracle_agreement(score, tier, latent, tiers)
-    table = tier_table(tiers, tier, loss, score, latent)
+    table = tier_table(tiers, tier, loss_of_test, score, latent)
     if latent is not None:
         groups, order = latent, LATENT_TYPES
     else:
-        groups = np.where(loss, "loss in 90 days", "no loss")
+        groups = np.where(loss_of_test, "loss in 90 days", "no loss")
         order = ("no loss", "loss in 90 days")
     figures = {
         "tier_loss": _tier_loss_figure(table),
@@ -759,6 +946,9 @@ def train_tier_model(
         calibration_scores=calibration_scores,
         seconds=time.perf_counter() - started,
         figures=figures,
+        loss=loss_name,
+        cutoffs=cutoffs,
+        ordering_problem=ordering_problem(table, loss_name),
     )
 
 
@@ -775,11 +965,7 @@ def _main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--test-months", type=int, default=2)
     parser.add_argument("--tiers", default=None, help="credit tiers file (default: shipped)")
-    parser.add_argument(
-        "--quantiles",
-        default="0.3,0.5,0.9,0.98",
-        help="calibration-month score quantiles at which to suggest the tiers' upper bounds",
-    )
+    parser.add_argument("--loss", choices=LOSS_CHOICES, default="auto")
     args = parser.parse_args(argv)
 
     world = generate_world(args.customers, seed=args.seed)
@@ -793,32 +979,21 @@ def _main(argv: Sequence[str] | None = None) -> None:
         seed=args.seed,
         tiers=tiers,
         oracle_customers=world.oracle_customers,
+        loss=args.loss,
     )
     print(f"split: {result.split.describe()}")
     print(f"fitted in {result.seconds:.1f} s")
     for key, value in {**result.metrics, **result.oracle}.items():
         print(f"{key:36s} {value:10.4f}")
     columns = ["tier", "customers", "share", "loss_rate", "mean_score", "new_share"]
+    columns += ["scored", "scored_loss_rate"]
     columns += [c for c in result.tier_table.columns if c.startswith("type_")]
     print(result.tier_table[columns].round(4).to_string(index=False))
     print(f"realised loss rises strictly from best to worst: {result.loss_rises_strictly}")
-    quantiles = [float(q) for q in args.quantiles.split(",")]
-    suggested = suggest_thresholds(result.calibration_scores, tiers, quantiles)
-    print(f"upper bounds at calibration-month score quantiles {quantiles}: {suggested}")
-    if suggested != {t.name: t.max_loss_probability for t in tiers.tiers}:
-        table = tier_table(
-            with_thresholds(tiers, suggested),
-            tiers_for(result.test["score"].to_numpy(), with_thresholds(tiers, suggested)),
-            result.test["loss"].to_numpy(),
-            result.test["score"].to_numpy(),
-        )
-        print("with those bounds:")
-        print(
-            table[["tier", "customers", "share", "loss_rate", "mean_score"]]
-            .round(4)
-            .to_string(index=False)
-        )
-        print(f"realised loss rises strictly: {rises_strictly(table)}")
+    print(f"loss: {result.loss} ({LOSS_DEFINITIONS[result.loss]})")
+    print(f"cut-offs fitted at the tiers' shares: {result.cutoffs}")
+    if result.ordering_problem:
+        print(result.ordering_problem)
 
 
 if __name__ == "__main__":

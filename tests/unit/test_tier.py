@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.base import clone
 
 from features.batch import CREDIT_TARGET_COLUMNS, CREDIT_TARGET_DAYS
 from features.definitions import CUSTOMER_FEATURES, FEATURES, Entity
 from policy.model import PolicyError, Tiers, parse_tiers
 from refund_risk.errors import DataValidationError
+from training.registry import GateResult
+from training.run_tier import held_back_if_disordered
 from training.tier import (
     HISTORY_FEATURE,
     MONOTONE,
     CreditTierModel,
+    choose_loss,
     customer_tiers,
     default_cutoff,
+    fit_cutoffs,
     monotone_constraints,
+    ordering_problem,
     plan_tier_split,
     rises_strictly,
     score_customers,
@@ -35,7 +43,10 @@ from training.tier import (
 FEATURE_NAMES = tier_feature_names()
 
 
-def ladder(bounds: tuple[float, float, float] = (0.02, 0.05, 1.0)) -> Tiers:
+def ladder(
+    bounds: tuple[float, float, float] = (0.02, 0.05, 1.0),
+    shares: tuple[float, float, float] | None = None,
+) -> Tiers:
     """Three tiers, best first; the middle one is the default."""
     privileges = [(True, 200.0, 500.0), (False, 0.0, 0.0), (False, 0.0, 0.0)]
     return parse_tiers(
@@ -49,9 +60,10 @@ def ladder(bounds: tuple[float, float, float] = (0.02, 0.05, 1.0)) -> Tiers:
                     "refund_before_return_allowed": rbr,
                     "auto_approve_limit": limit,
                     "max_outstanding_unreturned": outstanding,
+                    **({} if shares is None else {"share": shares[i]}),
                 }
-                for name, bound, (rbr, limit, outstanding) in zip(
-                    ("best", "middle", "worst"), bounds, privileges, strict=True
+                for i, (name, bound, (rbr, limit, outstanding)) in enumerate(
+                    zip(("best", "middle", "worst"), bounds, privileges, strict=True)
                 )
             ],
         }
@@ -278,6 +290,8 @@ def test_tier_table_and_strict_rise() -> None:
     np.testing.assert_allclose(table["share"], [0.4, 0.4, 0.2])
     np.testing.assert_allclose(table["loss_rate"], [0.25, 0.5, 1.0])
     np.testing.assert_allclose(table["new_share"], [0.0, 0.25, 0.0])
+    assert list(table["scored"]) == [4, 3, 2]
+    np.testing.assert_allclose(table["scored_loss_rate"], [0.25, 2 / 3, 1.0])
     np.testing.assert_allclose(table["type_swapper"], [0.0, 0.0, 1.0])
     assert rises_strictly(table)
     flat = tier_table(tiers, tier, np.array([0, 1] * 5, dtype=bool), score)
@@ -286,13 +300,33 @@ def test_tier_table_and_strict_rise() -> None:
     assert not rises_strictly(empty)
 
 
+def test_the_order_of_tiers_is_judged_on_the_customers_the_cutoffs_placed() -> None:
+    # New customers without a loss dilute the default tier's rate below the best tier's; the
+    # scored customers the cut-offs put there still lose more than the best tier's.
+    tiers = ladder()
+    tier = np.array(["best"] * 4 + ["middle"] * 5 + ["worst"] * 2)
+    score = np.array([0.01] * 4 + [np.nan] * 3 + [0.03, 0.04] + [0.5, 0.6])
+    loss = np.array([0, 0, 0, 1, 0, 0, 0, 1, 0, 1, 1], dtype=bool)
+    table = tier_table(tiers, tier, loss, score)
+    assert table["loss_rate"].iloc[1] < table["loss_rate"].iloc[0]
+    assert rises_strictly(table)
+    assert not rises_strictly(table.drop(columns=["scored", "scored_loss_rate"]))
+    # Equal rates in two tiers are no rise: the worse tier would be no riskier.
+    even = np.array([0, 0, 1, 1, 0, 0, 0, 1, 0, 1, 1], dtype=bool)
+    tied = tier_table(tiers, tier, even, score)
+    assert tied["scored_loss_rate"].iloc[0] == tied["scored_loss_rate"].iloc[1]
+    assert not rises_strictly(tied)
+    assert "not more than the better tier 'best'" in str(ordering_problem(tied))
+
+
 def test_a_target_column_cannot_be_made_a_feature() -> None:
     frame, loss = customers(100, seed=8)
     frame["snapshot_at"] = pd.Timestamp("2025-02-01")
     frame["target_has_loss_90d"] = loss
+    frame["target_refund_requests_90d"] = loss.astype(np.int64)
     frame["target_window_complete"] = True
     leaky = CreditTierModel(features=[*FEATURE_NAMES, "target_has_loss_90d"])
-    with pytest.raises(DataValidationError, match="target"):
+    with pytest.raises(DataValidationError, match="targets or oracle columns among features"):
         train_tier_model(
             frame,
             train_end=pd.Timestamp("2025-06-01"),
@@ -301,3 +335,142 @@ def test_a_target_column_cannot_be_made_a_feature() -> None:
             tiers=ladder(),
             model=leaky,
         )
+
+
+# --- tiers as shares of the shop's customers -------------------------------------------------
+
+
+@st.composite
+def shares_and_scores(draw: st.DrawFn) -> tuple[tuple[float, float, float], np.ndarray]:
+    """Three tier shares adding up to 1 and a population of scores (ties and NaN included)."""
+    first = draw(st.integers(1, 98))
+    second = draw(st.integers(1, 99 - first))
+    shares = (first / 100, second / 100, (100 - first - second) / 100)
+    n = draw(st.integers(1, 400))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    scores = rng.beta(0.5, 20.0, n)
+    if draw(st.booleans()):  # many customers with one score, as few-leaf trees give
+        scores = np.round(scores, draw(st.integers(1, 3)))
+    scores[rng.random(n) < 0.1] = np.nan  # new customers
+    return shares, np.clip(scores, 1e-6, 1.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(shares_and_scores())
+def test_cutoffs_give_every_tier_its_share_of_the_training_customers(
+    drawn: tuple[tuple[float, float, float], np.ndarray],
+) -> None:
+    shares, scores = drawn
+    tiers = ladder(shares=shares)
+    known = scores[~np.isnan(scores)]
+    if not len(known):
+        with pytest.raises(DataValidationError, match="no customer"):
+            fit_cutoffs(scores, tiers)
+        return
+    cutoffs = fit_cutoffs(scores, tiers)
+    bounds = list(cutoffs.values())
+    assert list(cutoffs) == list(tiers.names)
+    assert all(b > a for a, b in itertools.pairwise(bounds)) and bounds[-1] == 1.0
+    fitted = with_thresholds(tiers, cutoffs)  # valid as a tiers file
+    names = tiers_for(known, fitted)
+    below = np.cumsum([np.mean(names == name) for name in fitted.names])
+    n, distinct = len(known), len(np.unique(known)) == len(known)
+    for k, target in enumerate(np.cumsum(shares)[:-1]):
+        # At least the share lies at or below its bound; with distinct scores, at most one
+        # customer more than the share (the bound is an actual score).
+        assert below[k] >= target - 1e-9
+        if distinct:
+            assert below[k] <= target + 1.0 / n + 1e-9
+    assert set(tiers_for(scores[np.isnan(scores)], fitted)) <= {"middle"}
+
+
+def test_without_shares_the_files_own_bounds_are_kept() -> None:
+    tiers = ladder()
+    assert fit_cutoffs(np.array([0.1, 0.2]), tiers) == {"best": 0.02, "middle": 0.05, "worst": 1.0}
+
+
+def test_shares_must_be_given_for_every_tier_and_add_up_to_one() -> None:
+    with pytest.raises(PolicyError, match="add up to 1"):
+        ladder(shares=(0.5, 0.4, 0.2))
+    raw = {
+        "version": 1,
+        "default_tier": "b",
+        "tiers": [
+            {
+                "name": "a",
+                "max_loss_probability": 0.1,
+                "share": 0.5,
+                "refund_before_return_allowed": False,
+                "auto_approve_limit": 0.0,
+                "max_outstanding_unreturned": 0.0,
+            },
+            {
+                "name": "b",
+                "max_loss_probability": 1.0,
+                "refund_before_return_allowed": False,
+                "auto_approve_limit": 0.0,
+                "max_outstanding_unreturned": 0.0,
+            },
+        ],
+    }
+    with pytest.raises(PolicyError, match=r"missing for \['b'\]"):
+        parse_tiers(raw)
+
+
+def loss_frame(kept: list[bool], refunds: list[int]) -> pd.DataFrame:
+    return pd.DataFrame({"target_has_loss_90d": kept, "target_refund_requests_90d": refunds})
+
+
+def test_auto_loss_takes_kept_goods_first_then_any_refund() -> None:
+    dates = [pd.Timestamp("2025-02-01")]
+    assert choose_loss(loss_frame([False, True], [0, 1]), "auto", dates) == "kept"
+    assert choose_loss(loss_frame([False, False], [0, 2]), "auto", dates) == "refunds"
+    with pytest.raises(DataValidationError) as caught:
+        choose_loss(loss_frame([False, False], [0, 0]), "auto", dates)
+    message = str(caught.value)
+    assert "no customer with a refund loss" in message
+    assert "refund-only claim on delivered goods" in message  # what a loss is
+    assert "returns and cancellations" in message
+    assert "import the shop's refund requests" in message  # what to do
+    with pytest.raises(DataValidationError, match="--loss refunds"):
+        choose_loss(loss_frame([False, False], [0, 2]), "kept", dates)
+    with pytest.raises(DataValidationError, match="unknown loss definition"):
+        choose_loss(loss_frame([True], [1]), "money", dates)
+
+
+def test_a_tier_order_problem_names_the_tiers_and_what_to_try() -> None:
+    tiers = ladder()
+    tier = np.array(["best"] * 4 + ["middle"] * 4 + ["worst"] * 2)
+    score = np.array([0.01] * 4 + [0.03] * 4 + [0.5, 0.6])
+    rising = np.array([0, 0, 0, 1, 0, 0, 1, 1, 1, 1], dtype=bool)
+    assert ordering_problem(tier_table(tiers, tier, rising, score)) is None
+    falling = np.array([0, 1, 1, 1, 0, 0, 0, 1, 1, 1], dtype=bool)
+    problem = ordering_problem(tier_table(tiers, tier, falling, score), "kept")
+    assert problem is not None
+    assert "tier 'middle' lost 25.00% of its scored" in problem and "'best' (75.00%)" in problem
+    assert "Try:" in problem and "--loss refunds" in problem
+    empty = tier_table(tiers, np.array(["best", "worst"]), np.array([False, True]), score[:2])
+    assert "middle hold no scored test customer" in str(ordering_problem(empty, "refunds"))
+
+
+def test_too_short_a_history_says_how_much_is_needed() -> None:
+    six_months = snapshot_frame(months=5, complete_until=2)
+    with pytest.raises(DataValidationError) as caught:
+        plan_tier_split(six_months, pd.Timestamp("2025-03-01"), pd.Timestamp("2025-03-01"))
+    message = str(caught.value)
+    assert "no snapshot's 90-day window had closed" in message
+    assert "needs about" in message and "months of orders" in message
+    assert "5 snapshot month(s), 2025-02-01 to 2025-06-01" in message
+    with pytest.raises(DataValidationError, match="months of orders"):
+        default_cutoff(snapshot_frame(months=5, complete_until=1), test_months=2)
+
+
+def test_a_model_whose_tiers_do_not_order_loss_is_not_promoted() -> None:
+    first = GateResult("roc_auc", 0.7, None, None, True, "first version")
+    problem = "realised loss does not rise strictly: tier 'silver' lost less than 'gold'"
+    held = held_back_if_disordered(first, problem)
+    assert held is not None and not held.promoted
+    assert "kept as challenger" in held.describe() and problem in held.describe()
+    assert held_back_if_disordered(first, None) is first
+    assert held_back_if_disordered(None, problem) is None

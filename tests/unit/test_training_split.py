@@ -8,6 +8,7 @@ import pytest
 
 from data.generator import World, generate_world
 from features.batch import build_refund_features
+from refund_risk.errors import DataValidationError
 from training.abuse import AbuseRiskModel, train_abuse
 from training.dataset import AbuseDataset, build_abuse_dataset, feature_matrix, plan_split
 
@@ -95,3 +96,30 @@ def test_too_short_data_is_refused() -> None:
 
     with pytest.raises(DataValidationError, match="too short"):
         plan_split(pd.Series(pd.date_range("2025-01-01", periods=30, freq="D")))
+
+
+def test_without_outcomes_the_abuse_model_says_what_is_missing_and_what_to_do(
+    world: World,
+) -> None:
+    rows = build_refund_features(world.tables)
+    split = plan_split(rows["requested_at"])
+    no_outcomes = world.tables["outcomes"].iloc[:0]
+    with pytest.raises(DataValidationError) as caught:
+        build_abuse_dataset(rows, no_outcomes, split)
+    message = str(caught.value)
+    learnable = int((rows["requested_at"] < split.label_cutoff).sum())
+    assert f"the {learnable:,} refund requests before" in message  # they exist, unlabelled
+    assert "no outcome is known" in message
+    assert "refund-risk events export" in message and "refund-risk train tier" in message
+
+
+def test_outcomes_that_never_find_abuse_are_refused_with_what_to_record(world: World) -> None:
+    rows = build_refund_features(world.tables)
+    split = plan_split(rows["requested_at"])
+    honest = world.tables["outcomes"].assign(is_abusive=False)
+    with pytest.raises(DataValidationError) as caught:
+        build_abuse_dataset(rows, honest, split)
+    message = str(caught.value)
+    assert message.startswith("the train period (requests before")
+    assert "none abusive" in message and "needs both kinds" in message
+    assert "Record outcomes that find abuse" in message
