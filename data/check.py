@@ -246,10 +246,17 @@ def _tier_readiness(tables: dict[str, pd.DataFrame], end: pd.Timestamp | None) -
         )
     n_cal = need.TIER_CALIBRATION_MONTHS if len(closed) > need.TIER_CALIBRATION_MONTHS else 0
     fit = closed[: len(closed) - n_cal]
-    losses = _fit_losses(tables, fit, horizon)
+    # As `train tier --loss auto`: goods kept (by outcome or refund-only after delivery) first,
+    # any refund request when the data holds none of those.
+    losses = _fit_losses(tables, fit, horizon, kept_only=True)
+    proxy = "kept goods or abuse found"
+    if losses < need.TIER_MIN_FIT_LOSSES:
+        losses = _fit_losses(tables, fit, horizon, kept_only=False)
+        proxy = "any refund request (no refund-only claim on delivered goods, no abuse found)"
     detail = (
         f"fit on {len(fit)} snapshot month(s) from {fit[0]:%Y-%m-%d}, tested from "
-        f"{cutoff:%Y-%m-%d}; {losses:,} customer-months with a refund loss to learn from"
+        f"{cutoff:%Y-%m-%d}; {losses:,} customer-months with a refund loss to learn from "
+        f"(a loss counted as {proxy})"
     )
     if losses < need.TIER_MIN_FIT_LOSSES:
         return ModelReadiness(
@@ -260,27 +267,36 @@ def _tier_readiness(tables: dict[str, pd.DataFrame], end: pd.Timestamp | None) -
                 f"the credit-tier model needs at least {need.TIER_MIN_FIT_LOSSES} customer-month "
                 f"with a refund loss in its fit months ({fit[0]:%Y-%m-%d} to "
                 f"{fit[-1] + horizon:%Y-%m-%d}): you have 0. A loss is a refund found abusive "
-                "by an outcome, or a refund-only request after delivery (the customer kept "
-                f"the goods); you have {len(refunds):,} refund requests"
+                "by an outcome, a refund-only request after delivery (the customer kept the "
+                "goods) or, when the data has neither, any refund request; you have "
+                f"{len(refunds):,} refund requests, none by a customer with earlier orders in "
+                "those months"
             ],
-            "import outcomes, or the refund_type and order_stage of each request as the shop "
-            "knows them",
+            "import the shop's refund requests (cancellations and returns included) and the "
+            "orders before them",
         )
     return ModelReadiness(name, True, detail)
 
 
 def _fit_losses(
-    tables: dict[str, pd.DataFrame], fit: list[pd.Timestamp], horizon: pd.Timedelta
+    tables: dict[str, pd.DataFrame],
+    fit: list[pd.Timestamp],
+    horizon: pd.Timedelta,
+    kept_only: bool = True,
 ) -> int:
     """Customer-months in the fit snapshots whose customer had ordered before the snapshot and
-    made a loss in the window after it (the tier target, `target_has_loss_90d`)."""
+    made a loss in the window after it: goods kept or abuse found (the tier target,
+    `target_has_loss_90d`), or with `kept_only` off any refund request."""
     orders, refunds = tables["orders"], tables["refund_requests"]
-    final = _final_labels(tables["outcomes"]).reindex(refunds["refund_id"])
-    abusive = final.fillna(False).astype(bool).to_numpy()
-    kept = (
-        (refunds["refund_type"] == "refund_only") & (refunds["order_stage"] == "delivered")
-    ).to_numpy()
-    loss = refunds.loc[abusive | kept, ["customer_id", "requested_at"]]
+    if kept_only:
+        final = _final_labels(tables["outcomes"]).reindex(refunds["refund_id"])
+        abusive = final.fillna(False).astype(bool).to_numpy()
+        kept = (
+            (refunds["refund_type"] == "refund_only") & (refunds["order_stage"] == "delivered")
+        ).to_numpy()
+        loss = refunds.loc[abusive | kept, ["customer_id", "requested_at"]]
+    else:
+        loss = refunds[["customer_id", "requested_at"]]
     first_order = orders.groupby("customer_id")["ordered_at"].min()
     count = 0
     for at in fit:

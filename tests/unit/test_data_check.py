@@ -125,7 +125,7 @@ def test_without_outcomes_the_abuse_model_says_what_is_missing() -> None:
 @pytest.mark.parametrize("months", [5, 6, 7, 8, 12])
 def test_tier_months_verdict_agrees_with_the_training_split(months: int) -> None:
     from features.batch import build_credit_snapshots
-    from training.tier import default_cutoff, plan_tier_split
+    from training.tier import choose_loss, default_cutoff, plan_tier_split
 
     tables = world(months)
     verdict = model(tables, "credit-tier model")
@@ -134,14 +134,23 @@ def test_tier_months_verdict_agrees_with_the_training_split(months: int) -> None
         cutoff = default_cutoff(snapshots)
         split = plan_tier_split(snapshots, cutoff, cutoff)
         fit = snapshots[snapshots["snapshot_at"].isin(split.fit_dates)]
-        fits = bool(fit["target_has_loss_90d"].any())
+        choose_loss(fit, "auto", split.fit_dates)  # as `train tier` does by default
+        fits = True
     except DataValidationError:
         fits = False
     assert verdict.ready is fits, verdict
 
 
-def test_no_refund_loss_makes_the_tier_model_say_what_a_loss_is() -> None:
+def test_with_no_goods_kept_any_refund_counts_as_the_loss_as_training_does() -> None:
     verdict = model(world(12, refund_only=False), "credit-tier model")
+    assert verdict.ready, verdict
+    assert "any refund request" in verdict.detail
+
+
+def test_no_refund_at_all_makes_the_tier_model_say_what_a_loss_is() -> None:
+    tables = world(12, refund_only=False)
+    tables["refund_requests"] = tables["refund_requests"].head(0)
+    verdict = model(tables, "credit-tier model")
     assert not verdict.ready
     assert "with a refund loss in its fit months" in verdict.missing[0]
     assert "A loss is a refund found abusive by an outcome" in verdict.missing[0]
