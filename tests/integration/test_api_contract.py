@@ -79,9 +79,11 @@ def test_a_declared_body_over_the_limit_is_refused_before_the_key_is_checked(
     assert error["code"] == "too_large" and "1,048,576 bytes" in error["message"]
 
 
-def test_a_streamed_body_is_cut_off_once_it_passes_the_limit(own_settings: Any) -> None:
-    """A body sent in chunks declares no length: the service stops reading at the limit."""
-    app = create_app(own_settings, freeze_gc=False)
+def test_a_body_over_the_limit_is_not_read_past_it(world: World, client: TestClient) -> None:
+    """A declared length over the limit is answered before a byte is read; a body sent in
+    chunks (no length declared) is read only up to the limit. Both on the decision route's
+    direct path (a scorer's key, JSON) and through the framework."""
+    app = client.app
     chunk = b" " * (64 * 1024)
     pulled = 0
     sent: list[dict[str, Any]] = []
@@ -94,9 +96,8 @@ def test_a_streamed_body_is_cut_off_once_it_passes_the_limit(own_settings: Any) 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    for path in ("/v1/refund-decisions", "/v1/refund-decisions/batch"):
-        pulled, sent = 0, []
-        scope = {
+    def scope_of(path: str, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+        return {
             "type": "http",
             "asgi": {"version": "3.0"},
             "http_version": "1.1",
@@ -106,14 +107,24 @@ def test_a_streamed_body_is_cut_off_once_it_passes_the_limit(own_settings: Any) 
             "raw_path": path.encode(),
             "root_path": "",
             "query_string": b"",
-            "headers": [(b"content-type", b"application/json"), (b"x-api-key", b"rr_a_b")],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"x-api-key", world.keys["scorer"].encode()),
+                *headers,
+            ],
             "server": ("127.0.0.1", 80),
             "client": ("127.0.0.1", 1),
         }
-        app.state.service = None
-        asyncio.run(app(scope, receive, send))
-        assert sent[0]["status"] == 413, sent
-        assert pulled <= LIMIT // len(chunk) + 1  # 64 MB offered, 1 MiB read
+
+    for path in ("/v1/refund-decisions", "/v1/refund-decisions/batch", "/v1/events"):
+        pulled, sent = 0, []
+        declared = scope_of(path, [(b"content-length", str(64 << 20).encode())])
+        asyncio.run(app(declared, receive, send))  # type: ignore[arg-type]
+        assert sent[0]["status"] == 413 and pulled == 0, (path, sent)
+        pulled, sent = 0, []
+        asyncio.run(app(scope_of(path, []), receive, send))  # type: ignore[arg-type]
+        assert sent[0]["status"] == 413, (path, sent)
+        assert pulled <= LIMIT // len(chunk) + 1, path  # 64 MB offered, 1 MiB read
 
 
 @pytest.mark.parametrize(
