@@ -113,6 +113,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "No API key, or an unknown or revoked one."},
     403: {"model": ErrorResponse, "description": "The key's role may not do this."},
     422: {"model": ErrorResponse, "description": "Invalid request; `fields` names each."},
+    503: {
+        "model": ErrorResponse,
+        "description": "The database did not answer; retry after `Retry-After` seconds.",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+    },
 }
 _BODY_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {

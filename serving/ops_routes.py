@@ -203,6 +203,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorResponse, "description": "The key's role may not do this."},
     404: {"model": ErrorResponse, "description": "No such case."},
     422: {"model": ErrorResponse, "description": "Invalid request; `fields` names each."},
+    503: {
+        "model": ErrorResponse,
+        "description": "The database did not answer; retry after `Retry-After` seconds.",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+    },
 }
 PathId = Annotated[str, Path(min_length=1, max_length=64)]
 """An id in a URL path (a case, customer or decision id)."""

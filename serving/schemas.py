@@ -434,8 +434,9 @@ class BatchDecisionRequest(_In):
 
     requests: list[Any] = Field(
         min_length=1,
+        max_length=1000,
         description="Refund decision requests (each as in POST /v1/refund-decisions); at most "
-        "the service's batch limit (50 by default).",
+        "the service's batch limit (50 by default, `REFUND_RISK_BATCH_LIMIT`, at most 1000).",
     )
 
 
