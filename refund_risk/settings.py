@@ -77,6 +77,13 @@ class Settings(BaseSettings):
         "is answered 503, and a retry with the same refund id returns the decision if it was "
         "recorded meanwhile.",
     )
+    max_body_bytes: int = Field(
+        default=1 << 20,
+        ge=1024,
+        le=1 << 30,
+        description="Largest request body the service reads, in bytes; a larger one is "
+        "answered 413 before it is read whole.",
+    )
     preload_events: bool = Field(
         default=True,
         description="Read the whole event store into memory at service start (fast requests).",

@@ -16,11 +16,10 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Security
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import APIKeyHeader
 from pydantic import ValidationError
 from starlette.types import Message, Receive, Scope, Send
@@ -30,6 +29,7 @@ from serving import alerts, ops_routes
 from serving.auth import Role
 from serving.errors import (
     AuthenticationError,
+    BodyTooLargeError,
     PermissionDeniedError,
     http_error,
     install_error_handlers,
@@ -48,6 +48,7 @@ from serving.schemas import (
     ReloadIn,
     ReloadOut,
     StoredDecisionOut,
+    UtcTime,
 )
 from serving.service import Service
 
@@ -113,7 +114,26 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "No API key, or an unknown or revoked one."},
     403: {"model": ErrorResponse, "description": "The key's role may not do this."},
     422: {"model": ErrorResponse, "description": "Invalid request; `fields` names each."},
+    503: {
+        "model": ErrorResponse,
+        "description": "The database did not answer; retry after `Retry-After` seconds.",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+    },
 }
+_BODY_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {
+        "model": ErrorResponse,
+        "description": "The body is not JSON (`malformed_json`); the message names the line "
+        "and column.",
+    },
+    413: {
+        "model": ErrorResponse,
+        "description": "The body is larger than the service's limit (1 MiB by default, "
+        "`REFUND_RISK_MAX_BODY_BYTES`); refused before it is read whole.",
+    },
+    **_ERRORS,
+}
+"""What a route taking a JSON body may answer besides its own result."""
 _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     503: {
         "model": ErrorResponse,
@@ -163,7 +183,20 @@ class RefundRiskAPI(FastAPI):
     to the full stack, which answers it as it always has.
     """
 
+    body_limit: int = 1 << 20
+    """Largest request body in bytes (`Settings.max_body_bytes`); larger ones get 413."""
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            # First of all, before any body is read or any key checked: a body over the limit
+            # is refused by its declared length, or as soon as its streamed chunks pass it.
+            declared = _content_length(scope)
+            if declared is not None and declared > self.body_limit:
+                await http_error(BodyTooLargeError(self.body_limit), 0).response()(
+                    scope, receive, send
+                )
+                return
+            receive = _limited(receive, self.body_limit)
         service: Service | None = self.state.service
         if (
             scope["type"] != "http"
@@ -174,7 +207,11 @@ class RefundRiskAPI(FastAPI):
             await super().__call__(scope, receive, send)
             return
         started = time.perf_counter()
-        received, request, raw = await _read_decision_request(service, scope, receive)
+        try:
+            received, request, raw = await _read_decision_request(service, scope, receive)
+        except BodyTooLargeError as exc:
+            await http_error(exc, 0).response()(scope, receive, send)
+            return
         if request is None:
             await super().__call__(scope, _replaying(received, receive), send)
             return
@@ -237,6 +274,34 @@ async def _read_decision_request(
         return received, None, b""
 
 
+def _content_length(scope: Scope) -> int | None:
+    """The body length a request declares, if it declares a readable one."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _limited(receive: Receive, limit: int) -> Receive:
+    """`receive`, raising `BodyTooLargeError` once the body's chunks pass `limit` bytes (a
+    body sent in chunks declares no length)."""
+    total = 0
+
+    async def counted() -> Message:
+        nonlocal total
+        message = await receive()
+        if message["type"] == "http.request":
+            total += len(message.get("body", b""))
+            if total > limit:
+                raise BodyTooLargeError(limit)
+        return message
+
+    return counted
+
+
 def _replaying(received: list[Message], receive: Receive) -> Receive:
     """`receive`, giving back first the messages already read."""
     pending = list(received)
@@ -254,7 +319,7 @@ router.add_api_route(
     create_decision,
     methods=["POST"],
     response_model=DecisionOut,
-    responses={**_ERRORS, **_UNAVAILABLE},
+    responses={**_BODY_ERRORS, **_UNAVAILABLE},
     tags=["decisions"],
     summary="Decide one refund request",
 )
@@ -263,7 +328,7 @@ router.add_api_route(
 @router.post(
     "/v1/refund-decisions/batch",
     response_model=BatchDecisionOut,
-    responses={**_ERRORS, **_UNAVAILABLE},
+    responses={**_BODY_ERRORS, **_UNAVAILABLE},
     tags=["decisions"],
     summary="Decide several refund requests",
 )
@@ -319,7 +384,7 @@ async def get_customer_tier(
     customer_id: ops_routes.PathId,
     service: AsTierReader,
     as_of: Annotated[
-        datetime | None,
+        UtcTime | None,
         Query(
             description="The tier of the latest monthly snapshot before this moment; default: now."
         ),
@@ -333,7 +398,7 @@ async def get_customer_tier(
 @router.post(
     "/v1/events",
     response_model=EventsOut,
-    responses={**_ERRORS, **_UNAVAILABLE},
+    responses={**_BODY_ERRORS, **_UNAVAILABLE},
     tags=["events"],
     summary="Append orders, deliveries, outcomes and identity links",
 )
@@ -347,7 +412,7 @@ async def post_events(body: EventsIn, service: AsScorer) -> EventsOut:
     "/v1/admin/reload",
     response_model=ReloadOut,
     responses={
-        **_ERRORS,
+        **_BODY_ERRORS,
         409: {"model": ErrorResponse, "description": "Refused; what is in use is kept."},
     },
     tags=["admin"],
@@ -369,21 +434,38 @@ async def healthz() -> dict[str, str]:
 @router.get(
     "/readyz",
     response_model=ReadinessOut,
-    responses={503: {"model": ReadinessOut, "description": "Degraded or unavailable."}},
+    responses={
+        200: {"description": "Ready: decisions are made and recorded (perhaps degraded)."},
+        503: {
+            "model": ReadinessOut,
+            "description": "Not ready: decisions cannot be recorded (no database, the "
+            "recorder has not answered for a while, or the last few groups failed).",
+        },
+    },
     tags=["health"],
-    summary="Readiness: database, decision log, models, policy",
+    summary="Readiness: can it decide and record, and with what",
 )
 async def readyz(service: ServiceDep) -> Response:
-    """200 when the database answers, decisions are being recorded and the abuse model is
-    loaded; 503 with the reasons otherwise (degraded: deciding with the rules-only policy;
-    unavailable: no database, the recorder has not answered for a while, or the last few groups
-    of decisions could not be recorded)."""
+    """200 when the instance can decide and record decisions, also when degraded (no abuse
+    model: the rules-only policy decides, and `degraded` says so); 503 only when decisions
+    cannot be recorded. The body names the models (name, version, alias) and the policy in
+    use, and each check. Liveness is `/healthz`."""
     readiness = service.readiness()
-    status = 200 if readiness.status == "ready" else 503
-    return JSONResponse(readiness.model_dump(), status_code=status)
+    return JSONResponse(readiness.model_dump(), status_code=200 if readiness.ready else 503)
 
 
-@router.get("/metrics", tags=["health"], summary="Prometheus metrics")
+@router.get(
+    "/metrics",
+    tags=["health"],
+    summary="Prometheus metrics",
+    response_class=PlainTextResponse,
+    responses={
+        200: {
+            "description": "Prometheus text exposition format.",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
+)
 async def metrics(service: ServiceDep) -> Response:
     """Request latency by route, decisions by action, models and policy in use."""
     return Response(service.metrics.render(), media_type=CONTENT_TYPE)
@@ -443,6 +525,7 @@ def create_app(
         ),
         lifespan=lifespan,
     )
+    app.body_limit = settings.max_body_bytes
     app.state.service = None
     app.state.alerts = alerts.load_alerts(settings.alerts)
     secret = None if settings.alert_secret is None else settings.alert_secret.get_secret_value()

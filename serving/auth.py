@@ -131,6 +131,16 @@ def revoke_key(engine: Engine, key_id: str) -> ApiKey:
     raise NotFoundError(f"no API key with id {key_id!r}; `refund-risk keys list` shows them")
 
 
+def revocation_notice(cache_seconds: float) -> str:
+    """When a revoked key stops working in a running service, in words."""
+    return (
+        f"A running service refuses it within {cache_seconds:g} s (REFUND_RISK_API_KEY_CACHE_"
+        "SECONDS: how long it trusts its copy of the keys); its ops-page sessions end with it. "
+        "While the service cannot reach its database it keeps the keys it last read, so the "
+        f"key is refused within {cache_seconds:g} s of the database answering again."
+    )
+
+
 class KeyRing:
     """The keys in memory, re-read from the database when older than `max_age` seconds."""
 

@@ -123,8 +123,8 @@ def list_() -> None:
 @keys_app.command("revoke")
 @reports_errors
 def revoke(key_id: Annotated[str, typer.Argument(help="The key's id (see `keys list`).")]) -> None:
-    """Revoke a key; the service refuses it within `api_key_cache_seconds`."""
-    from serving.auth import revoke_key
+    """Revoke a key; a running service refuses it within `api_key_cache_seconds`."""
+    from serving.auth import revocation_notice, revoke_key
 
     engine = _engine()
     try:
@@ -132,6 +132,7 @@ def revoke(key_id: Annotated[str, typer.Argument(help="The key's id (see `keys l
     finally:
         engine.dispose()
     typer.echo(f"revoked {key.key_id} ({key.role.value}) at {key.revoked_at}")
+    typer.echo(revocation_notice(load_settings().api_key_cache_seconds))
 
 
 def export_events(database_url: str, directory: Path, schema: str | None = None) -> dict[str, int]:

@@ -60,6 +60,18 @@ class RequestTooLargeError(DataValidationError):
         self.field = field
 
 
+class BodyTooLargeError(StarletteHTTPException):
+    """A request body over the service's limit (`max_body_bytes`).
+
+    An HTTP exception, not a domain error: it is raised while the framework reads the body,
+    which passes HTTP exceptions through and turns anything else into a 400.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body is larger than the limit of {limit:,} bytes")
+        self.limit = limit
+
+
 # Where a database error means "not available right now" (retry), rather than a bug.
 _UNAVAILABLE = (
     sa.exc.OperationalError,
@@ -92,20 +104,74 @@ def _field_path(loc: Sequence[int | str]) -> str:
     return ".".join(str(p) for p in parts) or "body"
 
 
+MAX_MESSAGE_CHARS = 300
+"""Longest message of one bad field: a message quoting the caller's value quotes a prefix."""
+
+# Pydantic prefixes the messages of a validator's own errors with their kind; the caller
+# needs the sentence alone.
+_PREFIXES = ("Value error, ", "Assertion failed, ")
+# Messages that name an internal class ("a valid dictionary or instance of OrderDetails").
+_OBJECT_KINDS = frozenset({"model_type", "model_attributes_type", "dict_type"})
+
+
+def plain_message(kind: str, message: str) -> str:
+    """Pydantic's message for one problem, in the words a caller reads."""
+    if kind == "extra_forbidden":
+        return "unknown field"
+    if kind == "missing":
+        return "field required"
+    if kind in _OBJECT_KINDS:
+        return "must be a JSON object"
+    for prefix in _PREFIXES:
+        message = message.removeprefix(prefix)
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[: MAX_MESSAGE_CHARS - 1] + "…"
+    return message
+
+
 def validation_fields(errors: Sequence[Any]) -> list[ErrorDetail]:
     """Pydantic's error list as bad fields, one per problem."""
     fields = []
     for err in errors:
-        message = str(err.get("msg", "invalid"))
         kind = str(err.get("type", "value_error"))
-        if kind == "extra_forbidden":
-            message = "unknown field"
-        elif kind == "missing":
-            message = "field required"
+        message = plain_message(kind, str(err.get("msg", "invalid")))
         fields.append(
             ErrorDetail(field=_field_path(err.get("loc", ())), message=message, type=kind)
         )
     return fields
+
+
+def _line_and_column(document: Any, position: int) -> tuple[int, int]:
+    """1-based line and column of a character position in a JSON document."""
+    text = document.decode("utf-8", "replace") if isinstance(document, bytes) else str(document)
+    before = text[:position]
+    line = before.count("\n") + 1
+    return line, position - (before.rfind("\n") + 1) + 1
+
+
+def malformed_json(exc: RequestValidationError) -> HttpError | None:
+    """The answer to a body that is not JSON at all (None if the body parsed)."""
+    for err in exc.errors():
+        if err.get("type") != "json_invalid":
+            continue
+        loc = err.get("loc", ())
+        position = loc[-1] if loc and isinstance(loc[-1], int) else 0
+        line, column = _line_and_column(exc.body, position)
+        reason = str((err.get("ctx") or {}).get("error", "not valid JSON"))
+        return malformed_json_error(f"{reason} at line {line}, column {column}")
+    return None
+
+
+def malformed_json_error(detail: str) -> HttpError:
+    """A 400 for a body that is not a JSON document; `detail` says where and why."""
+    return HttpError(
+        400,
+        ErrorBody(
+            code="malformed_json",
+            message=f"the request body is not valid JSON: {detail}",
+            fields=[ErrorDetail(field="body", message=detail, type="json_invalid")],
+        ),
+    )
 
 
 def _invalid(fields: list[ErrorDetail]) -> ErrorBody:
@@ -119,7 +185,9 @@ def _invalid(fields: list[ErrorDetail]) -> ErrorBody:
 
 def http_error(exc: BaseException, retry_after: int) -> HttpError:
     """The HTTP answer for any error (the catch-all logs what it did not expect)."""
-    if isinstance(exc, RequestValidationError | ValidationError):
+    if isinstance(exc, RequestValidationError):
+        return malformed_json(exc) or HttpError(422, _invalid(validation_fields(exc.errors())))
+    if isinstance(exc, ValidationError):
         return HttpError(422, _invalid(validation_fields(exc.errors())))
     if isinstance(exc, RequestTooLargeError):
         detail = ErrorDetail(field=exc.field, message=str(exc), type="too_long")
@@ -153,6 +221,9 @@ def http_error(exc: BaseException, retry_after: int) -> HttpError:
         return HttpError(422, ErrorBody(code="invalid_data", message=str(exc)))
     if isinstance(exc, ConfigurationError):
         return HttpError(409, ErrorBody(code="configuration_error", message=str(exc)))
+    if isinstance(exc, StarletteHTTPException) and exc.status_code == 400:
+        # The framework's only 400: a body it could not read as JSON (not UTF-8, say).
+        return malformed_json_error("it could not be read as JSON text in UTF-8")
     if isinstance(exc, StarletteHTTPException):
         codes = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
         code = codes.get(exc.status_code, "http_error")

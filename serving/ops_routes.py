@@ -65,13 +65,27 @@ from serving.reviews import (
 )
 from serving.schemas import DecisionOut, ErrorResponse, Privileges
 from serving.service import Service
-from serving.sessions import COOKIE_NAME, COOKIE_PATH, Session, SessionSigner
+from serving.sessions import (
+    COOKIE_NAME,
+    COOKIE_PATH,
+    SIGN_IN_COOKIE,
+    SIGN_IN_PATH,
+    SIGN_IN_SECONDS,
+    Session,
+    SessionSigner,
+)
 
 HERE = FilePath(__file__).resolve().parent
 TEMPLATES_DIR = HERE / "templates"
 STATIC_DIR = HERE / "static"
 API_KEY_HEADER = "X-API-Key"
 PAGE_SIZE = 50
+MAX_OFFSET = 1_000_000
+"""Deepest a page of cases may start; filters narrow a longer queue better than paging."""
+MAX_AGE_HOURS = 24.0 * 366 * 100
+"""Largest case age a filter may name (a century): larger ones cannot be a moment in time."""
+MAX_AMOUNT = 1e9
+"""Largest amount a filter may name, as large as any refund may be."""
 DASHBOARD_DAYS = (7, 14, 30, 90)
 
 _key_header = APIKeyHeader(
@@ -193,6 +207,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorResponse, "description": "The key's role may not do this."},
     404: {"model": ErrorResponse, "description": "No such case."},
     422: {"model": ErrorResponse, "description": "Invalid request; `fields` names each."},
+    503: {
+        "model": ErrorResponse,
+        "description": "The database did not answer; retry after `Retry-After` seconds.",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+    },
 }
 PathId = Annotated[str, Path(min_length=1, max_length=64)]
 """An id in a URL path (a case, customer or decision id)."""
@@ -264,10 +283,14 @@ async def list_cases(
         str | None, Query(max_length=64, description="Reason or detailed reason.")
     ] = None,
     category: Annotated[str | None, Query(max_length=64)] = None,
-    min_amount: Annotated[float | None, Query(ge=0)] = None,
-    max_amount: Annotated[float | None, Query(ge=0)] = None,
-    min_age_hours: Annotated[float | None, Query(ge=0)] = None,
-    max_age_hours: Annotated[float | None, Query(ge=0)] = None,
+    min_amount: Annotated[float | None, Query(ge=0, le=MAX_AMOUNT, allow_inf_nan=False)] = None,
+    max_amount: Annotated[float | None, Query(ge=0, le=MAX_AMOUNT, allow_inf_nan=False)] = None,
+    min_age_hours: Annotated[
+        float | None, Query(ge=0, le=MAX_AGE_HOURS, allow_inf_nan=False)
+    ] = None,
+    max_age_hours: Annotated[
+        float | None, Query(ge=0, le=MAX_AGE_HOURS, allow_inf_nan=False)
+    ] = None,
     sort: Annotated[
         CaseSort, Query(description="age (oldest first), risk or amount (highest first).")
     ] = CaseSort.AGE,
@@ -275,7 +298,7 @@ async def list_cases(
         str | None, Query(pattern="^(asc|desc)$", description="Reverse the natural order.")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = PAGE_SIZE,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> CasePageOut:
     """Cases, filtered, sorted and one page at a time. Roles: reviewer, admin."""
     query = _query(
@@ -589,18 +612,61 @@ async def ops_home() -> RedirectResponse:
     return _redirect("/ops/queue")
 
 
+def _login_page(
+    request: Request, next_path: str, error: str | None = None, status_code: int = 200
+) -> HTMLResponse:
+    """The sign-in form, with a fresh form token and the short-lived cookie vouching for it."""
+    signer: SessionSigner = request.app.state.ops_sessions
+    token, vouch = signer.sign_in_token()
+    response = _render(
+        request,
+        None,
+        "login.html",
+        status_code=status_code,
+        next=next_path,
+        error=error,
+        sign_in_token=token,
+    )
+    response.set_cookie(
+        SIGN_IN_COOKIE,
+        vouch,
+        max_age=int(SIGN_IN_SECONDS),
+        path=SIGN_IN_PATH,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    return response
+
+
 @pages.get("/ops/login")
 async def login_page(request: Request, next: str | None = None) -> HTMLResponse:
     """The sign-in form."""
-    return _render(request, None, "login.html", next=_safe_next(next), error=None)
+    return _login_page(request, _safe_next(next))
 
 
 @pages.post("/ops/login")
 async def login(request: Request) -> Response:
-    """Open a session for a reviewer or admin key, then go where the reviewer was going."""
+    """Open a session for a reviewer or admin key, then go where the reviewer was going.
+
+    The form must carry the token its page was served with (and the cookie vouching for it):
+    a sign-in posted from another site would otherwise sign the browser in to the poster's
+    key, and what the reviewer then does would be recorded under it.
+    """
     form = await request.form()
-    token = str(form.get("api_key", "")).strip()
     target = _safe_next(str(form.get("next", "")))
+    signer: SessionSigner = request.app.state.ops_sessions
+    posted = form.get("csrf")
+    if not signer.sign_in_ok(
+        request.cookies.get(SIGN_IN_COOKIE), posted if isinstance(posted, str) else None
+    ):
+        return _login_page(
+            request,
+            target,
+            "The sign-in form was stale or not from this site; please sign in again.",
+            status_code=403,
+        )
+    token = str(form.get("api_key", "")).strip()
     service = _service(request)
     principal = service.keys.authenticate(token) if token else None
     error = None
@@ -609,8 +675,7 @@ async def login(request: Request) -> Response:
     elif principal.role not in OPS_ROLES:
         error = f"A {principal.role.value} key cannot open the ops pages; use a reviewer key."
     if principal is None or error is not None:
-        return _render(request, None, "login.html", status_code=401, next=target, error=error)
-    signer: SessionSigner = request.app.state.ops_sessions
+        return _login_page(request, target, error, status_code=401)
     _, cookie = signer.open(principal.key_id, principal.role.value)
     response = _redirect(target)
     response.set_cookie(
@@ -622,6 +687,7 @@ async def login(request: Request) -> Response:
         samesite="strict",
         secure=request.url.scheme == "https",
     )
+    response.delete_cookie(SIGN_IN_COOKIE, path=SIGN_IN_PATH)
     return response
 
 
@@ -634,12 +700,20 @@ async def logout(request: Request, caller: AsPageUser) -> Response:
     return response
 
 
-def _float(value: str | None) -> float | None:
+def _float(value: str | None, limit: float = MAX_AMOUNT) -> float | None:
+    """A number typed into a page's form; None if empty, not a number, or out of bounds."""
     try:
         number = float(value) if value not in (None, "") else None
     except ValueError:
         return None
-    return number if number is None or math.isfinite(number) else None
+    return number if number is None or (math.isfinite(number) and abs(number) <= limit) else None
+
+
+def _whole(value: str | None) -> int | None:
+    """A whole number typed into a page or form (at most 12 digits); None if it is not one."""
+    if value is None or not value.isdecimal() or len(value) > 12:
+        return None
+    return int(value)
 
 
 def band_of(service: Service, score: float | None) -> str | None:
@@ -657,7 +731,9 @@ async def queue_page(request: Request, caller: AsPageUser) -> HTMLResponse:
         sort = CaseSort(params.get("sort") or CaseSort.AGE)
     except ValueError:
         status, sort = CaseStatus.OPEN, CaseSort.AGE
-    page_no = max(int(params.get("page") or 1) if (params.get("page") or "1").isdigit() else 1, 1)
+    raw_page = params.get("page") or "1"
+    last_page = MAX_OFFSET // PAGE_SIZE + 1
+    page_no = min(max(_whole(raw_page) or 1, 1), last_page)
     query = _query(
         status,
         params.get("tier"),
@@ -665,8 +741,8 @@ async def queue_page(request: Request, caller: AsPageUser) -> HTMLResponse:
         params.get("category"),
         _float(params.get("min_amount")),
         _float(params.get("max_amount")),
-        _float(params.get("min_age_hours")),
-        _float(params.get("max_age_hours")),
+        _float(params.get("min_age_hours"), MAX_AGE_HOURS),
+        _float(params.get("max_age_hours"), MAX_AGE_HOURS),
         sort,
         params.get("order") if params.get("order") in ("asc", "desc") else None,
         PAGE_SIZE,
@@ -783,7 +859,7 @@ async def resolve_form(request: Request, case_id: PathId, caller: AsPageUser) ->
             decision=form.get("decision", ""),  # type: ignore[arg-type]
             amount=_float(form.get("amount")),
             note=form.get("note", ""),
-            expected_version=int(form["version"]) if form.get("version", "").isdigit() else None,
+            expected_version=_whole(form.get("version")),
         )
         record = caller.service.reviews.resolve(
             case_id, caller.who, body.decision, body.note, body.amount, body.expected_version
@@ -806,7 +882,8 @@ async def dashboard_page(request: Request, caller: AsPageUser) -> HTMLResponse:
     """Per day: requests, actions, automation, queue, reviewers, abuse caught, drift."""
     service = caller.service
     raw_days = request.query_params.get("days") or "14"
-    days = int(raw_days) if raw_days.isdigit() and int(raw_days) in DASHBOARD_DAYS else 14
+    days = _whole(raw_days) or 14
+    days = days if days in DASHBOARD_DAYS else 14
     abuse = service.snapshot.models.abuse
     reference = None if abuse is None else abuse.card.get("drift_reference")
     names = service.keys.names()

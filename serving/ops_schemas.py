@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from serving.reviews import Resolution
-from serving.schemas import DecisionOut, Identifier, Privileges, UtcTime
+from serving.schemas import DecisionOut, Identifier, Money, Privileges, UtcOut, UtcTime
+
+MAX_VERSION = 2**31 - 1
+"""Largest case version a caller may send (a case changes a handful of times)."""
 
 
 class _In(BaseModel):
@@ -23,7 +25,7 @@ CASE_EXAMPLE: dict[str, Any] = {
     "case_id": "0193a1b2c3d4e5f60718293a4b5c6d7e",
     "refund_id": "r00000003",
     "customer_id": "c0000042",
-    "opened_at": "2026-11-22T10:15:00",
+    "opened_at": "2026-11-22T10:15:00Z",
     "age_hours": 5.2,
     "status": "open",
     "claimed_by": None,
@@ -53,14 +55,14 @@ class CaseOut(_Out):
     case_id: str = Field(description="The id of the decision that opened the case.")
     refund_id: str
     customer_id: str
-    opened_at: datetime
+    opened_at: UtcOut
     age_hours: float = Field(description="Hours since the case was opened.")
     status: str = Field(description="`open` or `resolved`.")
     claimed_by: str | None = Field(description="Key id of the reviewer holding the claim.")
-    claimed_until: datetime | None = Field(description="When the claim lapses.")
+    claimed_until: UtcOut | None = Field(description="When the claim lapses.")
     claimed: bool = Field(description="Whether a claim is in force now.")
     over_sla: bool = Field(description="Open for longer than the review SLA.")
-    resolved_at: datetime | None
+    resolved_at: UtcOut | None
     abuse_score: float | None
     tier: str
     amount_requested: float
@@ -112,13 +114,14 @@ class ResolveIn(_In):
         description="approve (refund in full), approve_partial (with `amount`), require_return, "
         "or reject_abuse."
     )
-    amount: float | None = Field(
-        default=None, gt=0, le=1e9, description="Refunded amount; required for approve_partial."
+    amount: Money | None = Field(
+        default=None, description="Refunded amount; required for approve_partial."
     )
     note: str = Field(default="", max_length=2000, description="Why; kept with the resolution.")
-    expected_version: int | None = Field(
+    expected_version: StrictInt | None = Field(
         default=None,
         ge=0,
+        le=MAX_VERSION,
         description="Resolve only if the case is still at this version (as last read).",
     )
 
@@ -132,14 +135,14 @@ class ResolutionOut(_Out):
     amount: float | None
     note: str
     reviewer: str = Field(description="Key id of the reviewer.")
-    resolved_at: datetime
+    resolved_at: UtcOut
     outcome_id: str = Field(description="The outcome appended to the event store (reviewer).")
 
 
 class TimelineEventOut(_Out):
     """One thing in the customer's history."""
 
-    at: datetime
+    at: UtcOut
     kind: str
     text: str
     ref: str | None
@@ -159,7 +162,7 @@ class SimilarCaseOut(_Out):
     """A past request like this one and how it ended."""
 
     refund_id: str
-    at: datetime
+    at: UtcOut
     amount_requested: float
     abuse_score: float | None
     ended: str
@@ -222,8 +225,8 @@ class TierPinOut(_Out):
     tier: str
     reason: str
     created_by: str
-    created_at: datetime
-    expires_at: datetime
+    created_at: UtcOut
+    expires_at: UtcOut
 
 
 class WatchIn(_In):
@@ -248,8 +251,8 @@ class WatchOut(_Out):
     customer_id: str
     reason: str
     created_by: str
-    created_at: datetime
-    until: datetime | None
+    created_at: UtcOut
+    until: UtcOut | None
 
 
 class OverridesOut(_Out):

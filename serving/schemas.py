@@ -2,12 +2,16 @@
 
 Requests refuse unknown fields and name every bad field; responses say exactly what a decision
 carries. Times are UTC: a time with an offset is converted, one without is taken as UTC, and the
-service stores them without an offset, as the raw tables do. The examples are what /docs shows.
+service stores them without an offset, as the raw tables do; every time it answers carries its
+zone (`Z`). A time must be ISO 8601 text (a bare number is refused, not taken for an epoch);
+numbers, counts and yes/no fields take JSON numbers and booleans only, never text or each other.
+The examples are what /docs shows.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -15,12 +19,16 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
+    StrictInt,
     ValidationInfo,
     WithJsonSchema,
     field_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from data.schema import (
     CATEGORIES,
@@ -39,17 +47,49 @@ MAX_EVENT_ROWS = 5_000
 """Most rows of one table in one events call; more should be sent in several calls."""
 
 
+EARLIEST_YEAR = 1970
+LATEST_YEAR = 2199
+"""Times outside these years are refused: none is a refund's, and date arithmetic near the
+ends of the calendar would overflow."""
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
+
+
+def _iso_text(value: Any) -> Any:
+    """A time arrives as ISO 8601 text; a bare number (an epoch? milliseconds?) is refused
+    rather than guessed."""
+    if isinstance(value, datetime) or (isinstance(value, str) and _ISO_DATE.match(value)):
+        return value
+    raise PydanticCustomError(
+        "datetime_format", "must be an ISO 8601 date and time, e.g. 2025-02-11T09:30:00Z"
+    )
+
+
 def _utc_naive(value: datetime) -> datetime:
     """Convert to UTC and drop the offset; a time without an offset is UTC already."""
     if value.tzinfo is not None:
         value = value.astimezone(UTC).replace(tzinfo=None)
+    if not EARLIEST_YEAR <= value.year <= LATEST_YEAR:
+        raise PydanticCustomError(
+            "datetime_range", f"must be in the years {EARLIEST_YEAR} to {LATEST_YEAR}"
+        )
     return value
+
+
+def _aware_utc(value: datetime) -> datetime:
+    """A time the service stored (naive UTC) as UTC with its zone, for an answer."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def quoted(value: object, limit: int = 40) -> str:
+    """A caller's value for an error message: its repr, cut to a short prefix."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
 
 
 def _one_of(name: str, allowed: tuple[str, ...]) -> Callable[[str], str]:
     def check(value: str) -> str:
         if value not in allowed:
-            raise ValueError(f"unknown {name} {value!r}; known: {', '.join(allowed)}")
+            raise ValueError(f"unknown {name} {quoted(value)}; known: {', '.join(allowed)}")
         return value
 
     return check
@@ -60,11 +100,18 @@ def _listed(allowed: tuple[str, ...]) -> WithJsonSchema:
     return WithJsonSchema({"type": "string", "enum": list(allowed)})
 
 
-UtcTime = Annotated[datetime, AfterValidator(_utc_naive)]
+UtcTime = Annotated[
+    datetime,
+    BeforeValidator(_iso_text),
+    AfterValidator(_utc_naive),
+]
+"""A time in a request."""
+UtcOut = Annotated[datetime, AfterValidator(_aware_utc)]
+"""A time in an answer: UTC, written with its zone (`Z`)."""
 Identifier = Annotated[
     str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$")
 ]
-Money = Annotated[float, Field(gt=0, le=1e9, allow_inf_nan=False)]
+Money = Annotated[float, Field(gt=0, le=1e9, allow_inf_nan=False, strict=True)]
 Category = Annotated[str, AfterValidator(_one_of("category", CATEGORIES)), _listed(CATEGORIES)]
 PaymentMethod = Annotated[
     str, AfterValidator(_one_of("payment method", PAYMENT_METHODS)), _listed(PAYMENT_METHODS)
@@ -126,7 +173,7 @@ class OrderDetails(_In):
     ordered_at: UtcTime
     category: Category
     amount: Money = Field(description="Order value paid.")
-    item_count: int = Field(ge=1, le=100_000)
+    item_count: StrictInt = Field(ge=1, le=100_000)
     payment_method: PaymentMethod
     device_id: Identifier | None = Field(
         default=None,
@@ -195,7 +242,7 @@ class OutcomeEvent(_In):
 
     outcome_id: Identifier
     refund_id: Identifier
-    is_abusive: bool
+    is_abusive: StrictBool
     known_at: UtcTime
     source: OutcomeSource
 
@@ -242,7 +289,7 @@ class RefundDecisionRequest(_In):
     reason: Reason
     reason_detail: ReasonDetail
     amount_requested: Money = Field(description="Money asked back.")
-    photo_count: int = Field(default=0, ge=0, le=1_000, description="Photos attached.")
+    photo_count: StrictInt = Field(default=0, ge=0, le=1_000, description="Photos attached.")
     order_stage: OrderStage = Field(description="Where the order was when the request came.")
     order: OrderDetails
     customer: CustomerDetails | None = Field(
@@ -254,7 +301,9 @@ class RefundDecisionRequest(_In):
     def _detail_of_reason(cls, value: str, info: ValidationInfo) -> str:
         reason = info.data.get("reason")
         if reason is not None and REASON_DETAILS.get(value) != reason:
-            raise ValueError(f"{value!r} is a detail of {REASON_DETAILS[value]!r}, not {reason!r}")
+            raise ValueError(
+                f"{value!r} is a detail of {REASON_DETAILS[value]!r}, not {quoted(reason)}"
+            )
         return value
 
     @field_validator("order")
@@ -381,7 +430,7 @@ class DecisionOut(_Out):
         "conservative rules-only policy decided."
     )
     versions: ModelVersions
-    decided_at: datetime
+    decided_at: UtcOut
     timing: Timing
 
 
@@ -394,8 +443,9 @@ class BatchDecisionRequest(_In):
 
     requests: list[Any] = Field(
         min_length=1,
+        max_length=1000,
         description="Refund decision requests (each as in POST /v1/refund-decisions); at most "
-        "the service's batch limit (50 by default).",
+        "the service's batch limit (50 by default, `REFUND_RISK_BATCH_LIMIT`, at most 1000).",
     )
 
 
@@ -510,7 +560,7 @@ class CustomerTierOut(_Out):
     outstanding_unreturned_value: float = Field(
         description="Refunded before return, goods not back yet."
     )
-    as_of: datetime
+    as_of: UtcOut
     tier_model: str | None
     tiers_version: int
 
@@ -562,10 +612,53 @@ class CheckOut(_Out):
     detail: str
 
 
-class ReadinessOut(_Out):
-    """Whether the service can decide with its models, and what is missing if not."""
+class ModelInUseOut(_Out):
+    """A registered model the service decides with."""
 
-    status: Literal["ready", "degraded", "unavailable"]
+    name: str = Field(description="Registered model name, e.g. `refund-abuse`.")
+    version: str = Field(description="Its version in the registry.")
+    alias: str = Field(description="The alias it was loaded by, e.g. `champion`.")
+
+
+class ReadinessOut(_Out):
+    """Whether the service can decide and record decisions, with what, and what is missing."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "status": "degraded",
+                    "ready": True,
+                    "degraded": True,
+                    "models": [],
+                    "policy": "default v1 (c4b998ead23b)",
+                    "checks": {
+                        "database": {"ok": True, "detail": "sqlite"},
+                        "abuse_model": {
+                            "ok": False,
+                            "detail": "no refund-abuse@champion; deciding with the "
+                            "rules-only policy (degraded)",
+                        },
+                        "decision_log": {
+                            "ok": True,
+                            "detail": "decisions are recorded in the recorder process",
+                        },
+                    },
+                }
+            ]
+        },
+    )
+
+    status: Literal["ready", "degraded", "unavailable"] = Field(
+        description="`ready`: deciding with the models; `degraded`: deciding with the "
+        "rules-only policy (no abuse model), still ready; `unavailable`: cannot record "
+        "decisions (database or recorder), not ready."
+    )
+    ready: bool = Field(description="Whether the instance can decide and record decisions.")
+    degraded: bool = Field(description="Deciding without the abuse model (rules-only policy).")
+    models: list[ModelInUseOut] = Field(description="The models in use (none when degraded).")
+    policy: str = Field(description="The policy in use: name, version and content hash.")
     checks: dict[str, CheckOut]
 
 
@@ -579,7 +672,7 @@ class ReloadIn(_In):
         pattern=r"^[A-Za-z0-9_\-]+$",
         description="Registry alias to load (default: the service's configured alias).",
     )
-    policy: bool = Field(default=True, description="Also re-read the policy and tiers files.")
+    policy: StrictBool = Field(default=True, description="Also re-read the policy and tiers files.")
 
 
 class ReloadOut(_Out):

@@ -56,6 +56,7 @@ from serving.schemas import (
     DecisionOut,
     EventsIn,
     EventsOut,
+    ModelInUseOut,
     Privileges,
     ReadinessOut,
     RefundDecisionRequest,
@@ -405,6 +406,9 @@ class Service:
                 valid.append((index, RefundDecisionRequest.model_validate(item)))
             except ValidationError as exc:
                 error = http_error(exc, self.settings.retry_after_seconds)
+                for bad in error.body.fields:
+                    if bad.field == "body":  # the item itself, not one of its fields
+                        bad.field = f"requests.{index}"
                 refund_id = item.get("refund_id") if isinstance(item, dict) else None
                 results[index] = BatchItemOut(
                     index=index,
@@ -507,8 +511,8 @@ class Service:
     # --- health and administration -----------------------------------------------------------
 
     def readiness(self) -> ReadinessOut:
-        """Database reachable, decisions being recorded, abuse model loaded, policy valid:
-        ready; else why not."""
+        """Whether decisions can be made and recorded (database reachable, recorder answering),
+        with which models and policy, whether degraded, and why not if not."""
         checks: dict[str, CheckOut] = {}
         try:
             db.ping(self.engine)
@@ -542,13 +546,24 @@ class Service:
         checks["decision_log"] = CheckOut(
             ok=unrecorded is None, detail=unrecorded or f"decisions are recorded {where}"
         )
-        if not checks["database"].ok or not checks["decision_log"].ok:
-            status = "unavailable"
-        elif not checks["abuse_model"].ok:
-            status = "degraded"
-        else:
-            status = "ready"
-        return ReadinessOut(status=status, checks=checks)  # type: ignore[arg-type]
+        # Ready means able to decide and record: degraded (rules-only) is still ready, so an
+        # orchestrator keeps the fallback serving instead of taking the instance away.
+        ready = checks["database"].ok and checks["decision_log"].ok
+        degraded = not checks["abuse_model"].ok
+        status = "unavailable" if not ready else "degraded" if degraded else "ready"
+        policies = self.snapshot.policies
+        return ReadinessOut(
+            status=status,  # type: ignore[arg-type]
+            ready=ready,
+            degraded=degraded,
+            models=[
+                ModelInUseOut(name=m.name, version=m.version, alias=m.alias)
+                for m in (models.abuse, models.tier)
+                if m is not None
+            ],
+            policy=(policies.degraded_policy if degraded else policies.policy).label,
+            checks=checks,
+        )
 
     async def reload(self, alias: str | None, policy: bool) -> ReloadOut:
         """Load models by alias (and the policy files) and switch to them at once.

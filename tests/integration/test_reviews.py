@@ -445,6 +445,12 @@ def test_roles_are_checked_on_the_queue_overrides_and_pages(
     assert forced.status_code == 403
 
 
+def sign_in_token(client: TestClient) -> str:
+    """The token of a freshly served sign-in form (its cookie is now in the client's jar)."""
+    page = client.get("/ops/login")
+    return page.text.split('name="csrf" value="')[1].split('"')[0]
+
+
 def test_pages_need_a_session_or_key_and_forms_need_the_session_token(
     world: World, client: TestClient
 ) -> None:
@@ -452,13 +458,23 @@ def test_pages_need_a_session_or_key_and_forms_need_the_session_token(
     anonymous = TestClient(client.app)
     first = anonymous.get("/ops/queue", follow_redirects=False)
     assert first.status_code == 303 and first.headers["location"].startswith("/ops/login")
-    refused = anonymous.post("/ops/login", data={"api_key": world.keys["scorer"]})
+    unvouched = anonymous.post("/ops/login", data={"api_key": world.keys["reviewer"]})
+    assert unvouched.status_code == 403 and "sign in again" in unvouched.text
+    refused = anonymous.post(
+        "/ops/login", data={"api_key": world.keys["scorer"], "csrf": sign_in_token(anonymous)}
+    )
     assert refused.status_code == 401 and "reviewer key" in refused.text
-    wrong = anonymous.post("/ops/login", data={"api_key": "rr_nope_nope"})
+    wrong = anonymous.post(
+        "/ops/login", data={"api_key": "rr_nope_nope", "csrf": sign_in_token(anonymous)}
+    )
     assert wrong.status_code == 401
     signed = anonymous.post(
         "/ops/login",
-        data={"api_key": world.keys["reviewer"], "next": f"/ops/cases/{case_id}"},
+        data={
+            "api_key": world.keys["reviewer"],
+            "next": f"/ops/cases/{case_id}",
+            "csrf": sign_in_token(anonymous),
+        },
         follow_redirects=False,
     )
     assert signed.status_code == 303 and signed.headers["location"] == f"/ops/cases/{case_id}"
@@ -497,7 +513,11 @@ def test_pages_need_a_session_or_key_and_forms_need_the_session_token(
     assert f"Unpinned {customer}" in ended.text
     evil = anonymous.post(
         "/ops/login",
-        data={"api_key": world.keys["reviewer"], "next": "https://evil.example"},
+        data={
+            "api_key": world.keys["reviewer"],
+            "next": "https://evil.example",
+            "csrf": sign_in_token(anonymous),
+        },
         follow_redirects=False,
     )
     assert evil.headers["location"] == "/ops/queue"
