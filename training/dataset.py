@@ -98,7 +98,7 @@ class AbuseDataset:
     def summary(self) -> dict[str, int]:
         """Row and positive counts per period, for logs."""
         out: dict[str, int] = {}
-        for name in ("train", "calibration", "test"):
+        for name in ("train", "calibration", "fitting", "test"):
             frame = getattr(self, name)
             out[f"{name}_rows"] = len(frame)
             out[f"{name}_positives"] = int(frame["label"].sum())
