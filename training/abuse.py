@@ -126,11 +126,11 @@ class AbuseRiskModel(ClassifierMixin, BaseEstimator):
     def __init__(
         self,
         n_estimators: int = 200,
-        learning_rate: float = 0.03,
+        learning_rate: float = 0.06,
         num_leaves: int = 3,
         min_child_samples: int = 40,
         feature_fraction: float = 0.8,
-        l2_regularisation: float = 1.0,
+        l2_regularisation: float = 30.0,
         evidence_rounds: int = 30,
         evidence_learning_rate: float = 0.05,
         evidence_min_child_samples: int = 5,
@@ -178,6 +178,8 @@ class AbuseRiskModel(ClassifierMixin, BaseEstimator):
             "learning_rate": self.evidence_learning_rate,
             "num_leaves": 2,
             "min_data_in_leaf": self.evidence_min_child_samples,
+            # Leaves of a few requests: the trees' shrinkage would leave them little say.
+            "lambda_l2": 3.0,
             # One evidence column per tree, so each gets its own say and none hides another.
             "feature_fraction": 1.0 / len(EVIDENCE),
             "bagging_fraction": 1.0,

@@ -49,7 +49,7 @@ class AbuseRun:
 def scoring_card(result: AbuseTrainingResult) -> dict[str, Any]:
     """The JSON card stored beside the booster: enough to score without MLflow."""
     a, b = result.model.calibration_
-    X = feature_matrix(result.dataset.train)
+    X = feature_matrix(result.dataset.fitting)
     if len(X) > 20_000:  # the tables need a sample, not every row
         X = X[np.random.default_rng(0).choice(len(X), 20_000, replace=False)]
     tables = fit_contribution_tables(FEATURE_NAMES, X, result.model.contributions(X))

