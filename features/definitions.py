@@ -606,6 +606,18 @@ def _customer_history() -> list[Feature]:
                 empty=float("nan"),
             ),
         ]
+    feats.append(
+        Feature(
+            "customer_not_received_claims_on_delivered_all_time",
+            cust,
+            Aggregation.COUNT,
+            "refund_requests",
+            "Claims that a parcel never arrived although the carrier had marked it delivered "
+            "before the claim, ever before this request.",
+            filters=(not_received, Filter("days_from_delivery_to_claim", present=True)),
+            integer=True,
+        )
+    )
     abusive, resolved = "customer_confirmed_abusive_refunds", "customer_refunds_with_known_outcome"
     feats += [
         Feature(

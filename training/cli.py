@@ -65,6 +65,11 @@ def train_abuse_command(
     console.print(table)
     slices = run.result.evaluations[0].slices
     console.print(slices.round(3).to_string(index=False))
+    typer.echo(
+        "\nfeature families: share of split gain; mean contribution (log-odds) on test requests "
+        "where the family is non-zero (rows) and where it is zero"
+    )
+    typer.echo(run.families.round(3).to_string(index=False))
     typer.echo(f"trained in {run.seconds:.1f} s; MLflow run {run.run_id}")
     if run.gate is not None:
         typer.echo(f"gate: {run.gate.describe()}")

@@ -9,6 +9,10 @@ it. Everything it learns from must have been known before `deploy_at`:
 * train: requests before `calibration_start`, with the labels known before `deploy_at`;
 * calibration: requests in `[calibration_start, deploy_at - label delay)`, later than the
   training requests, with the labels known before `deploy_at`;
+* fitting: train and calibration together, in time order: every request whose label could be
+  known at `deploy_at`. The abuse model is fitted on all of them and calibrated on
+  cross-fitted scores over them (`training.abuse.AbuseRiskModel`): a year holds a few hundred
+  abusive labels, too few to leave two months of them to calibration alone;
 * test: requests from `deploy_at` on, judged by the latest labels in the data (and, for a
   synthetic world, by the oracle's truth).
 
@@ -91,10 +95,16 @@ class AbuseDataset:
     calibration: pd.DataFrame
     test: pd.DataFrame
 
+    @property
+    def fitting(self) -> pd.DataFrame:
+        """Train and calibration rows together, in time order: what the model is fitted on."""
+        both = pd.concat([self.train, self.calibration], ignore_index=True)
+        return both.sort_values(["requested_at", "refund_id"], kind="stable").reset_index(drop=True)
+
     def summary(self) -> dict[str, int]:
         """Row and positive counts per period, for logs."""
         out: dict[str, int] = {}
-        for name in ("train", "calibration", "test"):
+        for name in ("train", "calibration", "fitting", "test"):
             frame = getattr(self, name)
             out[f"{name}_rows"] = len(frame)
             out[f"{name}_positives"] = int(frame["label"].sum())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ import pandas as pd
 
 from features.definitions import FEATURE_VERSION
 from refund_risk.settings import Settings
-from training.abuse import MONOTONE_UP, AbuseTrainingResult, train_abuse
+from training.abuse import EVIDENCE, MONOTONE_UP, AbuseTrainingResult, family_figures, train_abuse
 from training.dataset import FEATURE_NAMES, AbuseDataset, feature_matrix
 from training.drift import references
 from training.explain import fit_contribution_tables
@@ -42,12 +43,13 @@ class AbuseRun:
     version: str
     gate: GateResult | None
     seconds: float
+    families: pd.DataFrame
 
 
 def scoring_card(result: AbuseTrainingResult) -> dict[str, Any]:
     """The JSON card stored beside the booster: enough to score without MLflow."""
     a, b = result.model.calibration_
-    X = feature_matrix(result.dataset.train)
+    X = feature_matrix(result.dataset.fitting)
     if len(X) > 20_000:  # the tables need a sample, not every row
         X = X[np.random.default_rng(0).choice(len(X), 20_000, replace=False)]
     tables = fit_contribution_tables(FEATURE_NAMES, X, result.model.contributions(X))
@@ -56,6 +58,7 @@ def scoring_card(result: AbuseTrainingResult) -> dict[str, Any]:
         "features": list(FEATURE_NAMES),
         "feature_version": FEATURE_VERSION,
         "calibration": {"method": "platt", "slope": a, "intercept": b},
+        "evidence": list(EVIDENCE),
         "split": result.dataset.split.describe(),
         "monotone_increasing": sorted(MONOTONE_UP),
         "explainer": tables.to_json(),
@@ -149,6 +152,16 @@ def run_abuse_training(
             plots.calibration_figure(y, result.test_scores[labelled], "Calibration (labels)"),
             "plots/calibration.png",
         )
+        families = family_figures(result.model, feature_matrix(test))
+        mlflow.log_text(families.to_csv(index=False), "evaluation/feature_families.csv")
+        # MLflow keys allow no quotes: each family in plain letters and underscores.
+        keys = [re.sub(r"[^a-z0-9]+", "_", str(f)).strip("_") for f in families["family"]]
+        shares = families["gain_share"].to_numpy(dtype=float)
+        mlflow.log_metrics(
+            finite_metrics(
+                {f"family_gain_share.{k}": float(v) for k, v in zip(keys, shares, strict=True)}
+            )
+        )
         gains = result.model.booster_.feature_importance(importance_type="gain")
         mlflow.log_figure(
             plots.importance_figure(list(FEATURE_NAMES), np.asarray(gains)),
@@ -168,4 +181,4 @@ def run_abuse_training(
             gate = _gate(client, dataset, result.champion_metric)
             mlflow.set_tag("gate", gate.describe())
         set_alias(client, ABUSE_MODEL, version, promoted=bool(gate and gate.promoted))
-    return AbuseRun(result, run.info.run_id, version, gate, seconds)
+    return AbuseRun(result, run.info.run_id, version, gate, seconds, families)

@@ -63,11 +63,34 @@ def test_no_label_or_oracle_column_is_a_feature(dataset: AbuseDataset) -> None:
     assert not [n for n in FEATURE_NAMES if any(word in n for word in forbidden)]
 
 
+def test_the_model_is_fitted_on_every_month_labelled_before_the_delay_gap(
+    dataset: AbuseDataset,
+) -> None:
+    fitting = dataset.fitting
+    assert len(fitting) == len(dataset.train) + len(dataset.calibration)
+    assert fitting["requested_at"].is_monotonic_increasing
+    assert fitting["requested_at"].max() < dataset.split.label_cutoff
+    assert not set(fitting["refund_id"]) & set(dataset.test["refund_id"])
+
+
+def test_calibration_scores_come_from_boosters_that_never_saw_the_row(
+    dataset: AbuseDataset,
+) -> None:
+    fitting = dataset.fitting
+    X, y = feature_matrix(fitting), fitting["label"].to_numpy(bool)
+    model = AbuseRiskModel(n_estimators=40, calibration_folds=3, random_state=3)
+    scores = model.cross_fitted_raw(X, y)
+    first_block = np.arange(len(X)) < len(np.array_split(np.arange(len(X)), 3)[0])
+    flipped = np.where(first_block, ~y, y)  # other labels for the first block only
+    again = model.cross_fitted_raw(X, flipped)
+    np.testing.assert_array_equal(scores[first_block], again[first_block])
+    assert not np.array_equal(scores[~first_block], again[~first_block])
+
+
 def test_same_seed_same_model_bit_for_bit(dataset: AbuseDataset) -> None:
-    X, y = feature_matrix(dataset.train), dataset.train["label"].to_numpy(bool)
-    Xc, yc = feature_matrix(dataset.calibration), dataset.calibration["label"].to_numpy(bool)
-    first = AbuseRiskModel(random_state=3).fit(X, y, Xc, yc)
-    second = AbuseRiskModel(random_state=3).fit(X, y, Xc, yc)
+    X, y = feature_matrix(dataset.fitting), dataset.fitting["label"].to_numpy(bool)
+    first = AbuseRiskModel(random_state=3).fit(X, y)
+    second = AbuseRiskModel(random_state=3).fit(X, y)
     assert first.booster_.model_to_string() == second.booster_.model_to_string()
     assert first.calibration_ == second.calibration_
     X_test = feature_matrix(dataset.test)
