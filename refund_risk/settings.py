@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from data.facts import DEFAULT_MAX_CLOCK_SKEW_SECONDS
 from refund_risk.errors import ConfigurationError
 
 
@@ -76,6 +77,13 @@ class Settings(BaseSettings):
         description="Longest a decision request waits for its decision to be recorded; then it "
         "is answered 503, and a retry with the same refund id returns the decision if it was "
         "recorded meanwhile.",
+    )
+    max_clock_skew_seconds: float = Field(
+        default=DEFAULT_MAX_CLOCK_SKEW_SECONDS,
+        ge=0.0,
+        le=86_400.0,
+        description="How far in the future a refund request's requested_at may be (the "
+        "caller's clock may run a little ahead); later ones are refused.",
     )
     preload_events: bool = Field(
         default=True,
