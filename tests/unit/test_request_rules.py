@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,6 +21,7 @@ from data.facts import (
     stage_problem,
 )
 from data.generator import generate_world
+from data.importer import import_directory
 from data.schema import ORDER_STAGES
 from refund_risk.errors import IdempotencyConflictError
 from serving.idempotency import canonical_request, check_retry, differing_fields, fingerprint
@@ -283,3 +286,63 @@ def test_the_same_request_written_otherwise_is_the_same_request(
     sent = canonical_request(RefundDecisionRequest.model_validate_json(json.dumps(shuffled)))
     assert fingerprint(sent) == fingerprint(canonical_request(BASE))
     check_retry(BASE.refund_id, None, canonical_request(BASE), sent)  # no conflict
+
+
+# --- the importer obeys the same rules ------------------------------------------------------
+
+
+def test_the_importer_rejects_a_contradicted_stage_and_a_request_from_the_future(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "shop"
+    source.mkdir()
+    order = {
+        "order_id": "o1",
+        "customer_id": "c1",
+        "ordered_at": "2024-02-01 10:00:00",
+        "category": "apparel",
+        "amount": "50.00",
+        "item_count": "1",
+        "payment_method": "card",
+        "device_id": "d1",
+        "address_id": "a1",
+        "payment_fingerprint": "p1",
+        "shipped_at": "2024-02-02 10:00:00",
+        "delivered_at": "2024-02-04 10:00:00",
+        "delivery_evidence": "photo",
+    }
+    refund = {
+        "refund_id": "r-good",
+        "order_id": "o1",
+        "customer_id": "c1",
+        "requested_at": "2024-02-06 10:00:00",
+        "refund_type": "return_and_refund",
+        "reason": "not_as_described",
+        "reason_detail": "wrong_size",
+        "amount_requested": "50",
+        "photo_count": "0",
+        "order_stage": "delivered",
+    }
+    future = (datetime.now() + timedelta(days=30)).strftime("%Y-%m-%d %H:%M:%S")
+    refunds = [
+        refund,
+        {**refund, "refund_id": "r-said-unshipped", "order_stage": "not_shipped"},
+        {**refund, "refund_id": "r-in-transit", "requested_at": "2024-02-03 10:00:00"},
+        {**refund, "refund_id": "r-future", "requested_at": future},
+    ]
+    tables = {
+        "customers": [{"customer_id": "c1", "signup_at": "2024-01-01 00:00:00", "region": "n"}],
+        "orders": [order],
+        "refund_requests": refunds,
+    }
+    for name, rows in tables.items():
+        pd.DataFrame(rows).to_csv(source / f"{name}.csv", index=False)
+    report = import_directory(source, tmp_path / "raw", tmp_path / "rejects")
+    assert report.tables["refund_requests"].accepted == 1
+    assert report.tables["refund_requests"].reasons == {"in_the_future": 1, "stage_mismatch": 2}
+    rejects = pd.read_csv(tmp_path / "rejects" / "refund_requests.rejects.csv")
+    reasons = dict(zip(rejects["refund_id"], rejects["reasons"], strict=True))
+    assert "'not_shipped'" in reasons["r-said-unshipped"]
+    assert "'delivered'" in reasons["r-said-unshipped"]
+    assert "'in_transit'" in reasons["r-in-transit"]
+    assert "future" in reasons["r-future"]
