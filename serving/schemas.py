@@ -579,7 +579,9 @@ class CustomerTierOut(_Out):
 
 class EventsIn(_In):
     """New events for the event store. Rows already stored are written again unchanged
-    (duplicates are ignored); an order sent again replaces the stored one (shipped, delivered)."""
+    (duplicates are ignored); an order sent again replaces the stored one when it only
+    progresses (shipped, delivered): one naming another customer's order or changing an
+    order's fixed facts refuses the whole call (409 `order_conflict`)."""
 
     model_config = ConfigDict(
         extra="forbid",
