@@ -178,7 +178,10 @@ def test_an_order_of_another_customer_is_refused_and_left_alone(service: Service
     counts = service.store.counts()
     with pytest.raises(FactConflictError) as caught:
         decide(service, request("r-thief", customer_id="c-thief"))
-    assert caught.value.fields[0][0] == "customer_id"
+    assert [(f, kind) for f, _, kind in caught.value.fields] == [
+        ("customer_id", "order_of_another_customer")
+    ]
+    assert "belongs to another customer" in caught.value.fields[0][1]
     assert "o000000017" in str(caught.value) and "c0000042" not in str(caught.value)
     assert stored_order(service, "o000000017") == before  # the order still belongs to c0000042
     assert service.store.counts() == counts  # no links, account or refund of the thief
