@@ -13,7 +13,9 @@ the decision and append the refund request, in one transaction -> answer.
 Idempotency has three layers: a request whose refund id is being decided right now waits for
 that decision; one this process recorded lately is read back from the log; any other goes on,
 and the log's unique refund id decides at write time (a decision already recorded, by an older
-run or another process, is kept and returned instead). Only the first two skip the work.
+run or another process, is kept and returned instead). Only the first two skip the work. In
+each, the refund id is bound to its request (`serving.idempotency`): a different request under
+it is refused with the fields that differ, never given the other request's answer.
 """
 
 from __future__ import annotations
