@@ -38,6 +38,7 @@ import csv
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,7 @@ import pandas as pd
 import pyarrow as pa
 
 from data import storage
+from data.facts import future_problem, stage_problem
 from data.mapping import ValueMapping
 from data.schema import REASON_DETAILS, TABLES, Column, Kind, Table, empty_frame
 from refund_risk.errors import DataValidationError, ImportRejectedError, NotFoundError
@@ -796,6 +798,7 @@ def _refund_rules(
         + " above order amount "
         + order_amount.astype("str"),
     )
+    _stage_and_clock_rules(refunds, orders, failures)
     parent_reason = refunds["reason_detail"].map(REASON_DETAILS)
     failures.add(
         "reason_mismatch",
@@ -808,6 +811,39 @@ def _refund_rules(
         + _quoted(parent_reason)
         + ")",
     )
+
+
+def _stage_and_clock_rules(
+    refunds: pd.DataFrame, orders: pd.DataFrame, failures: _Failures
+) -> None:
+    """The order's stage comes from its own times, and no request is from the future: the
+    service's rules (`data.facts`), row by row, against the import's own clock."""
+    shipped = _lookup(refunds["order_id"], orders, "order_id", "shipped_at")
+    delivered = _lookup(refunds["order_id"], orders, "order_id", "delivered_at")
+    known = refunds["order_id"].isin(orders["order_id"])
+    now = datetime.now(UTC).replace(tzinfo=None)
+    stage_messages, future_messages = {}, {}
+    rows = zip(
+        refunds.index,
+        refunds["order_stage"],
+        refunds["requested_at"],
+        shipped,
+        delivered,
+        known,
+        strict=True,
+    )
+    for index, stage, requested, shipped_at, delivered_at, has_order in rows:
+        if requested is pd.NaT or not isinstance(stage, str):
+            continue  # already rejected as empty or unreadable
+        future = future_problem(requested, now)
+        if future is not None:
+            future_messages[index] = future.message
+        problem = stage_problem(stage, requested, shipped_at, delivered_at) if has_order else None
+        if problem is not None:
+            stage_messages[index] = problem.message
+    for kind, messages in (("stage_mismatch", stage_messages), ("in_the_future", future_messages)):
+        texts = pd.Series(messages, index=list(messages), dtype="str")
+        failures.add(kind, refunds.index.to_series().isin(texts.index), texts)
 
 
 def _outcome_rules(

@@ -233,6 +233,9 @@ REFUND_REQUESTS = Table(
         "requested_at must not be before the order's ordered_at",
         "amount_requested must be positive and not above the order's amount",
         "reason_detail must belong to reason",
+        "order_stage must be what the order's times give at requested_at: delivered if "
+        "delivered_at is at or before it, else in_transit if shipped_at is, else not_shipped",
+        "requested_at must not be in the future (beyond 5 minutes of clock difference)",
     ),
     columns=(
         Column("refund_id", Kind.ID, "Refund request id.", example="r00000003"),

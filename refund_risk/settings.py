@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from data.facts import DEFAULT_MAX_CLOCK_SKEW_SECONDS
 from refund_risk.errors import ConfigurationError
 
 
@@ -83,6 +84,13 @@ class Settings(BaseSettings):
         le=1 << 30,
         description="Largest request body the service reads, in bytes; a larger one is "
         "answered 413 before it is read whole.",
+    )
+    max_clock_skew_seconds: float = Field(
+        default=DEFAULT_MAX_CLOCK_SKEW_SECONDS,
+        ge=0.0,
+        le=86_400.0,
+        description="How far in the future a refund request's requested_at may be (the "
+        "caller's clock may run a little ahead); later ones are refused.",
     )
     preload_events: bool = Field(
         default=True,

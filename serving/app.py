@@ -36,6 +36,10 @@ from serving.errors import (
 )
 from serving.metrics import CONTENT_TYPE, LatencyMiddleware, Metrics
 from serving.schemas import (
+    FACT_CONFLICT_EXAMPLE,
+    IDEMPOTENCY_CONFLICT_EXAMPLE,
+    ORDER_CONFLICT_EXAMPLE,
+    STAGE_ERROR_EXAMPLE,
     BatchDecisionOut,
     BatchDecisionRequest,
     CustomerTierOut,
@@ -134,6 +138,62 @@ _BODY_ERRORS: dict[int | str, dict[str, Any]] = {
     **_ERRORS,
 }
 """What a route taking a JSON body may answer besides its own result."""
+_DECISION_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_BODY_ERRORS,
+    409: {
+        "model": ErrorResponse,
+        "description": "`idempotency_conflict`: the refund id was used before for a different "
+        "request (`fields` names what differs; nothing of the stored decision is shown). "
+        "`order_conflict`: the order belongs to another customer, or the request contradicts "
+        "the order's recorded facts (customer, time, category, amount, item count, payment, "
+        "fingerprints; shipping and delivery times may only be filled in or move later); "
+        "nothing is written.",
+        "content": {
+            "application/json": {
+                "examples": {
+                    "idempotency_conflict": {"value": IDEMPOTENCY_CONFLICT_EXAMPLE},
+                    "order_of_another_customer": {"value": ORDER_CONFLICT_EXAMPLE},
+                    "fixed_fact": {"value": FACT_CONFLICT_EXAMPLE},
+                }
+            }
+        },
+    },
+    422: {
+        "model": ErrorResponse,
+        "description": "Invalid request; `fields` names each field to change (also a stage "
+        "the order's own times contradict, an amount above the order's, a requested_at in the "
+        "future beyond the clock-skew allowance).",
+        "content": {"application/json": {"examples": {"stage": {"value": STAGE_ERROR_EXAMPLE}}}},
+    },
+}
+_EVENT_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_BODY_ERRORS,
+    409: {
+        "model": ErrorResponse,
+        "description": "An order row names another customer's order, or contradicts an "
+        "order's recorded facts (`fields` names each, as `orders.<index>.<field>`); nothing of "
+        "the call is written.",
+        "content": {
+            "application/json": {
+                "examples": {
+                    "order_of_another_customer": {
+                        "value": {
+                            "error": {
+                                **ORDER_CONFLICT_EXAMPLE["error"],
+                                "fields": [
+                                    {
+                                        **ORDER_CONFLICT_EXAMPLE["error"]["fields"][0],
+                                        "field": "orders.0.customer_id",
+                                    }
+                                ],
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    },
+}
 _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     503: {
         "model": ErrorResponse,
@@ -151,8 +211,11 @@ router = APIRouter()
 async def create_decision(body: RefundDecisionRequest, service: AsScorer) -> Response:
     """Decide a refund request and store the decision before answering.
 
-    The refund id is the idempotency key: the same id again returns the stored decision,
-    unchanged, with the header `Idempotent-Replay: true`. Role: scorer.
+    The refund id is the idempotency key, bound to the request: the same id with the same
+    request (compared in canonical form: time zones, key order, spacing and omitted defaults
+    do not matter) returns the stored decision, unchanged, with the header
+    `Idempotent-Replay: true`; with a different request, 409 `idempotency_conflict` naming
+    the fields that differ. Role: scorer.
     """
     return await _decision_response(service, body)
 
@@ -319,7 +382,7 @@ router.add_api_route(
     create_decision,
     methods=["POST"],
     response_model=DecisionOut,
-    responses={**_BODY_ERRORS, **_UNAVAILABLE},
+    responses={**_DECISION_ERRORS, **_UNAVAILABLE},
     tags=["decisions"],
     summary="Decide one refund request",
 )
@@ -336,7 +399,9 @@ async def create_decisions(body: BatchDecisionRequest, service: AsScorer) -> Any
     """Decide up to the batch limit of requests; each is answered or refused on its own.
 
     Each result carries its own status: 200 with the decision (`replayed` if it was stored
-    before), 422 with the bad fields, or 503 if it could not be recorded. The whole call is
+    before), 422 with the bad fields, 409 if its refund id was used for a different request
+    (`idempotency_conflict`) or it contradicts its order's recorded facts (`order_conflict`),
+    or 503 if it could not be recorded. The whole call is
     answered 503 only when no request could be recorded. Role: scorer.
     """
     results = await service.decide_batch(body.requests)
@@ -398,13 +463,16 @@ async def get_customer_tier(
 @router.post(
     "/v1/events",
     response_model=EventsOut,
-    responses={**_BODY_ERRORS, **_UNAVAILABLE},
+    responses={**_EVENT_ERRORS, **_UNAVAILABLE},
     tags=["events"],
     summary="Append orders, deliveries, outcomes and identity links",
 )
 async def post_events(body: EventsIn, service: AsScorer) -> EventsOut:
     """Append events so features stay fresh; rows sent twice are ignored, an order sent again
-    (shipped, delivered) replaces the stored one. Visible to the next decision. Role: scorer."""
+    (shipped, delivered) replaces the stored one, but only its shipping and delivery may
+    progress: a row naming another customer's order or changing an order's fixed facts is
+    answered 409 and nothing of the call is written. Visible to the next decision.
+    Role: scorer."""
     return service.append_events(body)
 
 

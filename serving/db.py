@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from alembic import command
@@ -65,8 +65,12 @@ DECISIONS = sa.Table(
     sa.Column("response", sa.Text(), nullable=False),
     sa.Column("request", sa.Text(), nullable=False),
     sa.Column("features", sa.Text(), nullable=False),
+    sa.Column("request_hash", sa.String(64), nullable=True),
 )
-"""One row per decided refund request. `features` is a JSON array of the values in the order
+"""One row per decided refund request. `request` is the request in its canonical form and
+`request_hash` its SHA-256 (`serving.idempotency`): the refund id is bound to that request
+(NULL only in a row written without it; its stored request is then hashed when needed).
+`features` is a JSON array of the values in the order
 of `FEATURE_SETS.names` for the row's feature version: names are stored once per version, not
 in every row (they would triple its size, and on this kind of disk bytes written cost time)."""
 
@@ -348,6 +352,14 @@ def ping(engine: Engine) -> None:
         connection.execute(sa.text("SELECT 1")).scalar_one()
 
 
+class StoredRequest(NamedTuple):
+    """What the log holds for a refund id, to tell a retry from a conflicting request."""
+
+    response: str
+    request_hash: str | None
+    request: str
+
+
 class DecisionLog:
     """Reads and writes of the decision log (statements built once: building costs more than
     running them)."""
@@ -371,6 +383,9 @@ class DecisionLog:
         self._by_refund = sa.select(DECISIONS.c.response).where(
             DECISIONS.c.refund_id == sa.bindparam("refund_id")
         )
+        self._stored_by_refund = sa.select(
+            DECISIONS.c.response, DECISIONS.c.request_hash, DECISIONS.c.request
+        ).where(DECISIONS.c.refund_id == sa.bindparam("refund_id"))
 
     def insert_new(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> set[str]:
         """Record the rows whose refund id is not recorded yet (of rows that share one, one
@@ -416,6 +431,31 @@ class DecisionLog:
             DECISIONS.c.refund_id.in_(ids)
         )
         return {r.refund_id: r.response for r in connection.execute(query)}
+
+    def stored_requests(
+        self, connection: Connection, refund_ids: Iterable[str]
+    ) -> dict[str, StoredRequest]:
+        """The stored response, request fingerprint and canonical request of these refund
+        requests, by refund id."""
+        ids = sorted(set(refund_ids))
+        if not ids:
+            return {}
+        query = sa.select(
+            DECISIONS.c.refund_id,
+            DECISIONS.c.response,
+            DECISIONS.c.request_hash,
+            DECISIONS.c.request,
+        ).where(DECISIONS.c.refund_id.in_(ids))
+        return {
+            r.refund_id: StoredRequest(r.response, r.request_hash, r.request)
+            for r in connection.execute(query)
+        }
+
+    def stored_for(self, refund_id: str) -> StoredRequest | None:
+        """The stored response, request fingerprint and canonical request of one refund
+        request, if it was decided."""
+        row = self.reader.execute(self._stored_by_refund, {"refund_id": refund_id}).first()
+        return None if row is None else StoredRequest(row.response, row.request_hash, row.request)
 
     def response_for(self, refund_id: str) -> str | None:
         """The stored response body of one refund request, if it was decided."""
@@ -507,10 +547,12 @@ def decision_row(
     response: str,
     request: str | bytes,
     features: str,
+    request_hash: str | None = None,
 ) -> dict[str, Any]:
     """A decision-log row; keyword-only, so a column can never be filled by position. A
-    `request` in bytes is the body it was read from, written out when it is recorded
-    (`serving.recorder.record_group`)."""
+    `request` in bytes is the body it was read from, written out in its canonical form when it
+    is recorded (`serving.recorder.record_group`), which also fills in a missing
+    `request_hash`."""
     return {
         "decision_id": decision_id,
         "refund_id": refund_id,
@@ -529,4 +571,5 @@ def decision_row(
         "response": response,
         "request": request,
         "features": features,
+        "request_hash": request_hash,
     }

@@ -24,6 +24,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from refund_risk.errors import (
     ConfigurationError,
     DataValidationError,
+    FactConflictError,
+    FieldsError,
+    IdempotencyConflictError,
+    InvalidFieldsError,
     NotFoundError,
     RefundRiskError,
 )
@@ -183,12 +187,25 @@ def _invalid(fields: list[ErrorDetail]) -> ErrorBody:
     )
 
 
+def _named(exc: FieldsError) -> list[ErrorDetail]:
+    return [ErrorDetail(field=f, message=m, type=t) for f, m, t in exc.fields]
+
+
 def http_error(exc: BaseException, retry_after: int) -> HttpError:
     """The HTTP answer for any error (the catch-all logs what it did not expect)."""
     if isinstance(exc, RequestValidationError):
         return malformed_json(exc) or HttpError(422, _invalid(validation_fields(exc.errors())))
     if isinstance(exc, ValidationError):
         return HttpError(422, _invalid(validation_fields(exc.errors())))
+    if isinstance(exc, InvalidFieldsError):
+        return HttpError(422, _invalid(_named(exc)))
+    if isinstance(exc, IdempotencyConflictError):
+        body = ErrorBody(code="idempotency_conflict", message=str(exc), fields=_named(exc))
+        return HttpError(409, body)
+    if isinstance(exc, FactConflictError):
+        return HttpError(
+            409, ErrorBody(code="order_conflict", message=str(exc), fields=_named(exc))
+        )
     if isinstance(exc, RequestTooLargeError):
         detail = ErrorDetail(field=exc.field, message=str(exc), type="too_long")
         return HttpError(422, ErrorBody(code="too_many_items", message=str(exc), fields=[detail]))

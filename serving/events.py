@@ -6,7 +6,8 @@ the builder's memory is updated by the same call that writes, as it always is.
 
 `OrderTracker` answers "does the event store hold exactly this order?" so a decision request
 appends its order only when it is new or changed (shipped, delivered): re-writing a known order
-would make the builder recompute that customer's history on the next request.
+would make the builder recompute that customer's history on the next request. For an order that
+changed it gives the stored row, which the change must respect (`data.facts.order_changes`).
 """
 
 from __future__ import annotations
@@ -142,6 +143,21 @@ class OrderTracker:
         else:
             self._known.move_to_end(order_id)
         return known == self._values(order)
+
+    def stored(self, order_id: str) -> dict[str, Any] | None:
+        """The order's row as the store holds it; None if it holds no such order (preloaded,
+        that is known without a read)."""
+        if self._complete is not None and order_id not in self._complete:
+            return None
+        known = None if self._complete is not None else self._known.get(order_id)
+        if known is None:
+            row = self.reader.execute(self._select, {"order_id": order_id}).first()
+            if row is None:
+                return None
+            known = tuple(row)
+            if self._complete is None:
+                self._remember(order_id, known)
+        return dict(zip(ORDER_COLUMNS, known, strict=True))
 
     def remember(self, orders: Iterable[Mapping[str, Any]]) -> None:
         """These orders were just written."""

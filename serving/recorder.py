@@ -34,7 +34,7 @@ import signal
 import struct
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection as Pipe
 from typing import Any
 
@@ -42,7 +42,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from features.store import EventStore, create_store_engine
+from refund_risk.errors import IdempotencyConflictError
 from serving.db import Checkpointer, DecisionLog, tune_sqlite
+from serving.idempotency import check_retry, fingerprint
 from serving.schemas import RefundDecisionRequest
 
 log = logging.getLogger(__name__)
@@ -63,7 +65,11 @@ class Outcome:
     """Decision ids this group recorded."""
     stored: dict[str, str]
     """Response bodies recorded for the refund ids of the other decisions, by refund id
-    (recorded before, by a racing writer, or by another decision of the group)."""
+    (recorded before, by a racing writer, or by another decision of the group), when their
+    request was the same."""
+    conflicts: dict[str, list[str]] = field(default_factory=dict)
+    """The fields that differ, by refund id, for decisions whose refund id was recorded for a
+    different request (answered `idempotency_conflict`)."""
 
 
 @dataclass(frozen=True)
@@ -95,23 +101,42 @@ def record_group(
     """Record decision-log `rows` and, for those recorded, their `refund_rows` (same order), in
     the open transaction of `connection`.
 
-    A row's `request` given as the bytes the request was read from is stored as the request
-    schema writes it (as `RefundDecisionRequest.model_dump_json` on the event loop would).
+    A row's `request` given as the bytes the request was read from is stored in its canonical
+    form (as `RefundDecisionRequest.model_dump_json` on the event loop would), with its
+    fingerprint. A decision whose refund id was recorded before is answered with the stored
+    response if its request is the same, else with the fields that differ.
     """
-    rows = [
-        {**row, "request": stored_request(row["request"])}
-        if isinstance(row["request"], bytes)
-        else row
-        for row in rows
-    ]
+    rows = [_canonical(row) for row in rows]
     inserted = decisions.insert_new(connection, rows)
-    losers = [r["refund_id"] for r in rows if r["decision_id"] not in inserted]
-    stored = decisions.responses(connection, losers)
+    losers = [r for r in rows if r["decision_id"] not in inserted]
+    found = decisions.stored_requests(connection, (r["refund_id"] for r in losers))
+    stored: dict[str, str] = {}
+    conflicts: dict[str, list[str]] = {}
+    for row in losers:
+        refund_id = row["refund_id"]
+        if refund_id not in found:
+            continue
+        earlier = found[refund_id]
+        try:
+            check_retry(refund_id, earlier.request_hash, earlier.request, row["request"])
+        except IdempotencyConflictError as exc:
+            conflicts[refund_id] = [f for f, _, _ in exc.fields]
+        else:
+            stored[refund_id] = earlier.response
     pairs = zip(rows, refund_rows, strict=True)
     winners = [refund for r, refund in pairs if r["decision_id"] in inserted]
     if winners:
         store.write({"refund_requests": winners}, connection)
-    return Outcome(frozenset(inserted), stored)
+    return Outcome(frozenset(inserted), stored, conflicts)
+
+
+def _canonical(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A decision-log row with its request in canonical form and its fingerprint."""
+    request = row["request"]
+    if isinstance(request, bytes):
+        request = stored_request(request)
+    request_hash = row.get("request_hash") or fingerprint(request)
+    return {**row, "request": request, "request_hash": request_hash}
 
 
 def stored_request(raw: bytes) -> str:

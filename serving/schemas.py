@@ -165,7 +165,11 @@ ORDER_EXAMPLE: dict[str, Any] = {
 
 
 class OrderDetails(_In):
-    """An order as the shop knows it now (send it again when it ships or is delivered)."""
+    """An order as the shop knows it now (send it again when it ships or is delivered).
+
+    Once recorded, an order's customer, time, category, amount, item count, payment method and
+    fingerprints are fixed; its shipped_at and delivered_at may be filled in or move later,
+    never be emptied or move back (409 `order_conflict`)."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [ORDER_EXAMPLE]})
 
@@ -273,24 +277,37 @@ DECISION_REQUEST_EXAMPLE: dict[str, Any] = {
 
 
 class RefundDecisionRequest(_In):
-    """One refund request and the order it is about. `refund_id` is the idempotency key."""
+    """One refund request and the order it is about. `refund_id` is the idempotency key.
+
+    Rules across fields (the amount within the order's, the order placed before the request,
+    the stage the order's own times give, no request from the future) are the service's
+    (`data.facts.refund_problems`), checked when the request is decided.
+    """
 
     model_config = ConfigDict(
         extra="forbid", json_schema_extra={"examples": [DECISION_REQUEST_EXAMPLE]}
     )
 
     refund_id: Identifier = Field(
-        description="The refund request's id; asking again with the "
-        "same id returns the stored decision."
+        description="The refund request's id, bound to this request: asking again with the "
+        "same id and the same request returns the stored decision; with a different request, "
+        "409 `idempotency_conflict`."
     )
     customer_id: Identifier
-    requested_at: UtcTime = Field(description="When the customer asked.")
+    requested_at: UtcTime = Field(
+        description="When the customer asked; not later than the service's clock plus its "
+        "clock-skew allowance (5 minutes by default)."
+    )
     refund_type: RefundType
     reason: Reason
     reason_detail: ReasonDetail
     amount_requested: Money = Field(description="Money asked back.")
     photo_count: StrictInt = Field(default=0, ge=0, le=1_000, description="Photos attached.")
-    order_stage: OrderStage = Field(description="Where the order was when the request came.")
+    order_stage: OrderStage = Field(
+        description="Where the order was when the request came; must be what the order's own "
+        "times give at requested_at (delivered_at at or before it: delivered; else shipped_at "
+        "at or before it: in_transit; else not_shipped)."
+    )
     order: OrderDetails
     customer: CustomerDetails | None = Field(
         default=None, description="The account, if the service may not have seen it yet."
@@ -305,19 +322,6 @@ class RefundDecisionRequest(_In):
                 f"{value!r} is a detail of {REASON_DETAILS[value]!r}, not {quoted(reason)}"
             )
         return value
-
-    @field_validator("order")
-    @classmethod
-    def _order_fits_request(cls, order: OrderDetails, info: ValidationInfo) -> OrderDetails:
-        requested = info.data.get("requested_at")
-        amount = info.data.get("amount_requested")
-        if requested is not None and order.ordered_at > requested:
-            raise ValueError("the order was placed after the refund was requested")
-        if amount is not None and amount > order.amount + 1e-9:
-            raise ValueError(
-                f"amount_requested {amount:.2f} is more than the order's amount {order.amount:.2f}"
-            )
-        return order
 
     def refund_row(self) -> dict[str, Any]:
         """The refund_requests row of the event store."""
@@ -492,12 +496,79 @@ class ErrorResponse(_Out):
     error: ErrorBody
 
 
+IDEMPOTENCY_CONFLICT_EXAMPLE: dict[str, Any] = {
+    "error": {
+        "code": "idempotency_conflict",
+        "message": "refund_id 'r00000003' was already used for a different request; a retry "
+        "must send the same request, a new request needs a new refund_id (differs: "
+        "amount_requested)",
+        "fields": [
+            {
+                "field": "amount_requested",
+                "message": "differs from the request first sent with this refund_id",
+                "type": "idempotency",
+            }
+        ],
+    }
+}
+
+ORDER_CONFLICT_EXAMPLE: dict[str, Any] = {
+    "error": {
+        "code": "order_conflict",
+        "message": "the request names an order of another customer (order 'o000000017'); "
+        "nothing was written",
+        "fields": [
+            {
+                "field": "customer_id",
+                "message": "order 'o000000017' belongs to another customer",
+                "type": "order_of_another_customer",
+            }
+        ],
+    }
+}
+
+FACT_CONFLICT_EXAMPLE: dict[str, Any] = {
+    "error": {
+        "code": "order_conflict",
+        "message": "the request contradicts facts already recorded of the order, which cannot "
+        "change (order 'o000000017'); nothing was written",
+        "fields": [
+            {
+                "field": "order.amount",
+                "message": "amount of order 'o000000017' is fixed when the order is placed and "
+                "cannot be changed",
+                "type": "fixed_fact",
+            }
+        ],
+    }
+}
+
+STAGE_ERROR_EXAMPLE: dict[str, Any] = {
+    "error": {
+        "code": "validation_error",
+        "message": "1 field is invalid",
+        "fields": [
+            {
+                "field": "order_stage",
+                "message": "order_stage is 'not_shipped' but the order's own times make it "
+                "'delivered' at requested_at 2025-02-16 20:05:00 (shipped_at 2025-02-12 "
+                "16:00:00, delivered_at 2025-02-14 11:10:00)",
+                "type": "stage_mismatch",
+            }
+        ],
+    }
+}
+
+
 class BatchItemOut(_Out):
     """One request of a batch: its decision, or why it was not decided."""
 
     index: int = Field(description="Position of the request in the batch.")
     refund_id: str | None
-    status: int = Field(description="200 decided, 422 invalid, 404/503 not decided.")
+    status: int = Field(
+        description="200 decided, 422 invalid, 409 refund id used for a different request or "
+        "order facts contradicted, 503 not recorded."
+    )
     replayed: bool = Field(default=False, description="True: the stored decision, returned again.")
     decision: DecisionOut | None = None
     error: ErrorBody | None = None
@@ -567,7 +638,9 @@ class CustomerTierOut(_Out):
 
 class EventsIn(_In):
     """New events for the event store. Rows already stored are written again unchanged
-    (duplicates are ignored); an order sent again replaces the stored one (shipped, delivered)."""
+    (duplicates are ignored); an order sent again replaces the stored one when it only
+    progresses (shipped, delivered): one naming another customer's order or changing an
+    order's fixed facts refuses the whole call (409 `order_conflict`)."""
 
     model_config = ConfigDict(
         extra="forbid",

@@ -13,7 +13,9 @@ the decision and append the refund request, in one transaction -> answer.
 Idempotency has three layers: a request whose refund id is being decided right now waits for
 that decision; one this process recorded lately is read back from the log; any other goes on,
 and the log's unique refund id decides at write time (a decision already recorded, by an older
-run or another process, is kept and returned instead). Only the first two skip the work.
+run or another process, is kept and returned instead). Only the first two skip the work. In
+each, the refund id is bound to its request (`serving.idempotency`): a different request under
+it is refused with the fields that differ, never given the other request's answer.
 """
 
 from __future__ import annotations
@@ -33,10 +35,16 @@ import sqlalchemy as sa
 from pydantic import ValidationError
 from sqlalchemy.engine import Engine
 
+from data.facts import order_changes, refund_problems
 from features.definitions import FEATURE_NAMES, FEATURE_VERSION
 from features.online import OnlineFeatureBuilder
 from features.store import create_store_engine
-from refund_risk.errors import ConfigurationError, NotFoundError
+from refund_risk.errors import (
+    ConfigurationError,
+    FactConflictError,
+    InvalidFieldsError,
+    NotFoundError,
+)
 from refund_risk.settings import Settings
 from serving import db
 from serving.auth import KeyRing
@@ -44,6 +52,7 @@ from serving.db import DecisionLog
 from serving.errors import RequestTooLargeError, http_error
 from serving.events import JoinableEventStore, OrderTracker, order_links, unique_rows
 from serving.exposure import ExposureLedger
+from serving.idempotency import canonical_request, check_retry
 from serving.metrics import Metrics
 from serving.models import ModelSet, load_models
 from serving.overrides import Overrides, tier_source
@@ -82,6 +91,17 @@ _JSON_OPTIONS = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
 
 RECENT_REFUND_IDS = 500_000
 """Refund ids this process recorded and remembers, so their retries skip the deciding."""
+
+
+class _InFlight:
+    """A refund id being decided right now: its request, and a future to share the answer
+    with a retry that comes in meanwhile (made only then: rare)."""
+
+    __slots__ = ("future", "request")
+
+    def __init__(self, request: RefundDecisionRequest) -> None:
+        self.request = request
+        self.future: asyncio.Future[str] | None = None
 
 
 class DecisionResult(NamedTuple):
@@ -144,7 +164,7 @@ class Service:
         self.snapshot = snapshot
         # The recorder process checkpoints the WAL of the database it writes; else a thread.
         self.checkpointer = None if recorder else db.Checkpointer.for_engine(self.engine)
-        self._inflight: dict[str, asyncio.Future[str] | None] = {}
+        self._inflight: dict[str, _InFlight] = {}
         self._recorded_ids: OrderedDict[str, None] = OrderedDict()
         self._reload_lock = asyncio.Lock()
         self._show_snapshot()
@@ -221,33 +241,56 @@ class Service:
     async def decide(self, request: RefundDecisionRequest, raw: bytes = b"") -> DecisionResult:
         """The decision for one refund request: the stored one if it was decided before.
 
+        The refund id is bound to its request: the same id with a different request raises
+        `IdempotencyConflictError` naming the fields that differ. A request whose fields break
+        a rule together (an amount above the order's, a stage the order's times contradict, a
+        time in the future) raises `InvalidFieldsError`; one that would rewrite an order's
+        recorded facts, or names another customer's order, `FactConflictError`.
+
         `raw` is the JSON body the request was read from, if at hand: the stored request is
         then written from it where the decision is recorded (`serving.recorder.record_group`;
         by default in the recorder process, off the event loop).
         """
         refund_id = request.refund_id
-        if refund_id in self._inflight:  # the same id is being decided right now: share it
-            running = self._inflight[refund_id]
-            if running is None:
-                running = self._inflight[refund_id] = asyncio.get_running_loop().create_future()
-            body = await asyncio.shield(running)
+        running = self._inflight.get(refund_id)
+        if running is not None:  # the same id is being decided right now: share it, if the same
+            check_retry(
+                refund_id, None, canonical_request(running.request), canonical_request(request)
+            )
+            if running.future is None:
+                running.future = asyncio.get_running_loop().create_future()
+            body = await asyncio.shield(running.future)
             self.metrics.replays.inc()
             return DecisionResult(body, replayed=True)
         if refund_id in self._recorded_ids:
-            stored = self.log.response_for(refund_id)
+            stored = self.log.stored_for(refund_id)
             if stored is not None:
+                check_retry(
+                    refund_id, stored.request_hash, stored.request, canonical_request(request)
+                )
                 self.metrics.replays.inc()
-                return DecisionResult(stored, replayed=True)
+                return DecisionResult(stored.response, replayed=True)
+        refund_row = request.refund_row()
+        order_row = request.order_row()
+        problems = refund_problems(
+            refund_row, order_row, _now(), self.settings.max_clock_skew_seconds
+        )
+        if problems:
+            raise InvalidFieldsError(
+                f"{len(problems)} field{'s are' if len(problems) != 1 else ' is'} invalid",
+                [(p.column, p.message, p.type) for p in problems],
+            )
         # Not recorded by this process lately. Looking it up in the database on every request
         # would cost as much as deciding; the unique refund id decides instead: if a decision
         # was recorded before (an older run, another process), the write keeps it and returns
-        # it as a replay. A future to share the answer is made only if the same id comes in
-        # meanwhile (rare).
-        self._inflight[refund_id] = None
+        # it as a replay (or, for a different request, the conflict). A future to share the
+        # answer is made only if the same id comes in meanwhile (rare).
+        entry = self._inflight[refund_id] = _InFlight(request)
         try:
-            recorded = await self._decide_new(request, raw)
+            recorded = await self._decide_new(request, raw, refund_row, order_row)
         except BaseException as exc:
-            future = self._inflight.pop(refund_id, None)
+            self._inflight.pop(refund_id, None)
+            future = entry.future
             if future is not None:
                 if isinstance(exc, asyncio.CancelledError):
                     future.cancel()
@@ -255,22 +298,38 @@ class Service:
                     future.set_exception(exc)
                     future.exception()  # nobody may be waiting: mark it seen
             raise
-        future = self._inflight.pop(refund_id, None)
-        if future is not None:
-            future.set_result(recorded.response)
+        self._inflight.pop(refund_id, None)
+        if entry.future is not None:
+            entry.future.set_result(recorded.response)
         if recorded.replayed:
             self.metrics.replays.inc()
         return DecisionResult(recorded.response, recorded.replayed)
 
-    async def _decide_new(self, request: RefundDecisionRequest, raw: bytes) -> Recorded:
+    async def _decide_new(
+        self,
+        request: RefundDecisionRequest,
+        raw: bytes,
+        refund_row: dict[str, Any],
+        order_row: dict[str, Any],
+    ) -> Recorded:
         # A decision of this customer still being recorded: its refund request is a feature of
         # this one (rare: the same customer twice within a few milliseconds).
         since = asyncio.get_running_loop().time()  # the request waits `record_timeout` at most
         await self.writer.settled(request.customer_id, since)
         snapshot = self.snapshot
         started = time.perf_counter()
-        self._append_order(request)
-        refund_row = request.refund_row()
+        try:
+            self._append_order(request, order_row)
+        except FactConflictError:
+            # A retry of a request decided by an older run, whose order has progressed since
+            # (shipped, delivered): the stored decision, not the conflict with today's order.
+            earlier = self.log.stored_for(request.refund_id)
+            if earlier is None:
+                raise
+            check_retry(
+                request.refund_id, earlier.request_hash, earlier.request, canonical_request(request)
+            )
+            return Recorded(earlier.response, replayed=True)
         row = self.builder.vector(refund_row)
         featured = time.perf_counter()
         tier = self.tiers.score(snapshot.models, request.customer_id, request.requested_at)
@@ -360,11 +419,25 @@ class Service:
         )
         return await self.writer.record(pending, since)
 
-    def _append_order(self, request: RefundDecisionRequest) -> None:
-        """Append the request's order (and account) unless the store already holds it as is."""
-        order = request.order_row()
+    def _append_order(self, request: RefundDecisionRequest, order: dict[str, Any]) -> None:
+        """Append the request's order (and account) unless the store already holds it as is.
+
+        An order the store holds may only progress (shipped, delivered): one of another
+        customer, or with other fixed facts, raises `FactConflictError` and nothing is written.
+        """
         if self.orders.is_stored(order):
             return
+        stored = self.orders.stored(order["order_id"])
+        if stored is not None:
+            problems = order_changes(stored, order)
+            if problems:
+                raise _order_conflict(
+                    repr(order["order_id"]),
+                    [
+                        (p.column if p.column == "customer_id" else f"order.{p.column}", p)
+                        for p in problems
+                    ],
+                )
         rows: dict[str, list[dict[str, Any]]] = {
             "orders": [order],
             "identity_links": order_links(order),
@@ -488,8 +561,15 @@ class Service:
     # --- events ------------------------------------------------------------------------------
 
     def append_events(self, events: EventsIn) -> EventsOut:
-        """Append new events to the store (upserts: sending a row twice changes nothing)."""
-        orders = unique_rows((o.model_dump() for o in events.orders), ("order_id",))
+        """Append new events to the store (upserts: sending a row twice changes nothing).
+
+        An order the store holds (or an earlier row of the call) may only progress: if any
+        row names another customer's order or changes an order's fixed facts, the whole call
+        raises `FactConflictError`, naming each such row's fields, and nothing is written.
+        """
+        sent = [o.model_dump() for o in events.orders]
+        self._check_orders(sent)
+        orders = unique_rows(sent, ("order_id",))
         links = [link.model_dump() for link in events.identity_links]
         for order in orders:
             links.extend(order_links(order))
@@ -507,6 +587,27 @@ class Service:
         self.orders.remember(orders)
         self.ledger.close(o["refund_id"] for o in rows.get("outcomes", ()))
         return EventsOut(written={name: len(table) for name, table in rows.items()})
+
+    def _check_orders(self, orders: Sequence[dict[str, Any]]) -> None:
+        """Raise `FactConflictError` if any order row would rewrite what is recorded of its
+        order (in the store, or in an earlier row of the same call)."""
+        latest: dict[str, dict[str, Any] | None] = {}
+        problems: list[tuple[str, Any]] = []
+        refused: dict[str, None] = {}
+        for index, order in enumerate(orders):
+            order_id = order["order_id"]
+            if order_id not in latest:
+                stored = self.orders.is_stored(order)
+                latest[order_id] = order if stored else self.orders.stored(order_id)
+            before = latest[order_id]
+            found = [] if before is None else order_changes(before, order)
+            if found:
+                refused[order_id] = None
+                problems.extend((f"orders.{index}.{p.column}", p) for p in found)
+            else:
+                latest[order_id] = order
+        if problems:
+            raise _order_conflict(", ".join(repr(o) for o in refused), problems)
 
     # --- health and administration -----------------------------------------------------------
 
@@ -603,6 +704,21 @@ class Service:
                 degraded=models.degraded,
                 problems=models.problems,
             )
+
+
+def _order_conflict(order_id: str, problems: Sequence[tuple[str, Any]]) -> FactConflictError:
+    """The error for rows that would rewrite an order's recorded facts; `problems` pairs each
+    field as the caller names it with its `data.facts.Problem`."""
+    other = any(p.type == "order_of_another_customer" for _, p in problems)
+    why = (
+        "names an order of another customer"
+        if other
+        else "contradicts facts already recorded of the order, which cannot change"
+    )
+    return FactConflictError(
+        f"the request {why} (order {order_id}); nothing was written",
+        [(field, p.message, p.type) for field, p in problems],
+    )
 
 
 def _redacted(url: str) -> str:

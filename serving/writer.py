@@ -8,10 +8,11 @@ heavy load, tens: the cost of a commit is shared.
 
 The transaction (`serving.recorder.record_group`) inserts each decision unless its refund id is
 already recorded (another process won a race), appends the winners' refund requests to the event
-store, and reads back the stored answers of the losers. Once it has committed, the winners'
-refund requests are taken into the online builder's memory, so the next request of the customer
-sees them. If it fails, every decision in it fails with `DatabaseUnavailableError`: nothing is
-returned that is not recorded.
+store, and reads back the stored answers of the losers (a loser whose refund id was recorded for
+a different request gets `IdempotencyConflictError`, naming the fields that differ). Once it
+has committed, the winners' refund requests are taken into the online builder's memory, so the
+next request of the customer sees them. If it fails, every decision in it fails with
+`DatabaseUnavailableError`: nothing is returned that is not recorded.
 
 By default the transaction runs in the service's recorder process (`RecorderProcess`): one
 group in flight at a time, the next group gathering meanwhile, so the event loop decides while
@@ -44,6 +45,7 @@ from features.online import OnlineFeatureBuilder
 from features.store import EventStore
 from serving.db import DecisionLog
 from serving.errors import DatabaseUnavailableError
+from serving.idempotency import conflict
 from serving.recorder import Failure, Outcome, RecorderProcess, failure_of, record_group
 
 log = logging.getLogger(__name__)
@@ -372,6 +374,12 @@ class DecisionWriter:
                 future.set_result(Recorded(decision.row["response"], replayed=False))
             elif decision.refund_id in outcome.stored:
                 future.set_result(Recorded(outcome.stored[decision.refund_id], replayed=True))
+            elif decision.refund_id in outcome.conflicts:
+                # Recorded before for a different request: nothing of it is returned.
+                future.set_exception(
+                    conflict(decision.refund_id, outcome.conflicts[decision.refund_id])
+                )
+                future.exception()  # retrieved here: a caller that went away is no leak
             else:  # cannot happen with a working unique constraint; never answer unrecorded
                 self._fail([(decision, future)])
 

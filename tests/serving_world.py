@@ -165,7 +165,11 @@ def review_body(world: World, refund: Any, refund_id: str, **changes: Any) -> di
     """A request the shipped policy sends to review: a held request asking back a large amount,
     under a refund id of the test's own (so tests sharing the world never meet)."""
     body = decision_body(world, refund, refund_id=refund_id)
-    body["order"] = {**body["order"], "amount": max(body["order"]["amount"], REVIEW_AMOUNT)}
+    order = body["order"]
+    if order["amount"] < REVIEW_AMOUNT:
+        # A recorded order's amount is fixed: a larger one is another order (of the test's own).
+        order = {**order, "order_id": f"{refund_id}-order", "amount": REVIEW_AMOUNT}
+    body["order"] = order
     body["amount_requested"] = REVIEW_AMOUNT
     body.update(changes)
     return body

@@ -3,6 +3,7 @@ answers (tests marked `postgres`)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from datetime import datetime
@@ -137,3 +138,24 @@ def test_of_twins_in_one_group_only_the_recorded_one_opens_a_review_case(
     assert cases == ([recorded] if stored.action == "manual_review" else [])
     winner = plain if recorded == plain[0]["decision_id"] else review
     assert outcome.stored == {"r4": winner[0]["response"]}  # the loser's answer is the winner's
+
+
+def test_a_loser_with_a_different_request_gets_the_fields_that_differ_not_the_answer(
+    logged: Logged,
+) -> None:
+    store, log = logged
+    first = _pair("r1", "auto_approve", '{"first": 1}')
+    _record(store, log, [first])
+    other = a_decision_row(
+        "r1",
+        response='{"other": 1}',
+        request=json.dumps({"refund_id": "r1", "note": "another request"}),
+    )
+    outcome = _record(store, log, [(other, first[1])])
+    assert outcome.inserted == frozenset() and outcome.stored == {}
+    assert outcome.conflicts == {"r1": ["note"]}
+    with store.engine.connect() as connection:
+        (fingerprint,) = connection.execute(
+            sa.select(db.DECISIONS.c.request_hash).where(db.DECISIONS.c.refund_id == "r1")
+        ).one()
+    assert fingerprint == hashlib.sha256(first[0]["request"].encode()).hexdigest()

@@ -583,6 +583,7 @@ def test_cases_of_decisions_logged_before_the_queue_existed_are_opened_by_the_mi
             abuse_score=0.2,
             amount_requested=1200.0,
         )
+        row.pop("request_hash")  # a column of a later migration
         connection.execute(
             sa.insert(db.DECISIONS),
             [row, {**row, "decision_id": "d2", "refund_id": "r2", "action": "auto_approve"}],

@@ -19,7 +19,14 @@ from serving_world import a_decision_row
 from features.definitions import CUSTOMER_FEATURES, FEATURE_NAMES, FEATURE_VERSION
 from features.store import create_store_engine
 from policy.evaluate import RequestContext
-from refund_risk.errors import ConfigurationError, DataValidationError, NotFoundError
+from refund_risk.errors import (
+    ConfigurationError,
+    DataValidationError,
+    FactConflictError,
+    IdempotencyConflictError,
+    InvalidFieldsError,
+    NotFoundError,
+)
 from serving import db
 from serving.auth import KeyRing, Role, create_key, list_keys, revoke_key, split_token
 from serving.errors import DatabaseUnavailableError, RequestTooLargeError, http_error
@@ -100,8 +107,6 @@ def test_times_with_an_offset_become_utc_without_one() -> None:
             {"order": {**DECISION_REQUEST_EXAMPLE["order"], "shipped_at": None}},
             ("order", "delivered_at"),
         ),
-        ({"amount_requested": 100.0}, ("order",)),
-        ({"requested_at": "2025-01-01T00:00:00"}, ("order",)),
         (
             {"order": {**DECISION_REQUEST_EXAMPLE["order"], "category": "cars"}},
             ("order", "category"),
@@ -133,6 +138,9 @@ def test_the_documented_example_is_valid() -> None:
         (NotFoundError("x"), 404, "not_found"),
         (DataValidationError("x"), 422, "invalid_data"),
         (RequestTooLargeError("x", field="requests"), 422, "too_many_items"),
+        (InvalidFieldsError("x", [("order_stage", "m", "t")]), 422, "validation_error"),
+        (IdempotencyConflictError("x", [("order.amount", "m", "t")]), 409, "idempotency_conflict"),
+        (FactConflictError("x", [("customer_id", "m", "t")]), 409, "order_conflict"),
         (ConfigurationError("x"), 409, "configuration_error"),
         (RuntimeError("boom"), 500, "internal_error"),
     ],

@@ -1,7 +1,7 @@
 """Alerts: which are firing, every one that fired, and each attempt to deliver it.
 
-Revision ID: 0003_alerts
-Revises: 0002_reviews
+Revision ID: 0004_alerts
+Revises: 0003_request_fingerprint
 Create Date: 2026-12-03
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003_alerts"
-down_revision = "0002_reviews"
+revision = "0004_alerts"
+down_revision = "0003_request_fingerprint"
 branch_labels = None
 depends_on = None
 
