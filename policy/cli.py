@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from policy.model import Tiers
+    from policy.simulate import Periods
 
 app = typer.Typer(
     help="The decision policy: validate, show, simulate on past requests, tune.",
@@ -33,6 +34,16 @@ ScoresOption = Annotated[
 CostsOption = Annotated[
     Path | None, typer.Option("--costs", help="YAML file overriding cost model figures.")
 ]
+ReportFromOption = Annotated[
+    str | None,
+    typer.Option(
+        "--report-from",
+        help=(
+            "Date (YYYY-MM-DD) from which past requests form the later, reported period "
+            "(default: the day by which half of them were made)."
+        ),
+    ),
+]
 LabelOption = Annotated[
     str,
     typer.Option(
@@ -45,6 +56,23 @@ def _tiers(path: Path | None) -> Tiers:
     from policy.model import DEFAULT_TIERS_PATH, load_tiers
 
     return load_tiers(path or DEFAULT_TIERS_PATH)
+
+
+def _periods(frame: pd.DataFrame, report_from: str | None) -> Periods:
+    import pandas as pd
+
+    from policy.simulate import split_periods
+    from refund_risk.errors import DataValidationError
+
+    cut = None
+    if report_from is not None:
+        try:
+            cut = pd.Timestamp(report_from)
+        except ValueError:
+            raise DataValidationError(
+                f"--report-from: {report_from!r} is not a date (YYYY-MM-DD)"
+            ) from None
+    return split_periods(frame, cut)
 
 
 def _scored_requests(ctx: typer.Context, scores: Path | None) -> pd.DataFrame:
@@ -74,7 +102,12 @@ def validate(
     file: Annotated[Path, typer.Argument(help="Policy YAML file to check.")],
     tiers: TiersOption = None,
 ) -> None:
-    """Check a policy file completely; print what is wrong, naming the rule and field."""
+    """Check a policy file completely; print what is wrong, naming the rule and field.
+
+    Also warns (without refusing the file) where the rules send a riskier abuse band to a more
+    lenient action than a safer band gets for the same request.
+    """
+    from policy.evaluate import lenience_inversions
     from policy.model import load_policy
 
     loaded_tiers = _tiers(tiers)
@@ -83,6 +116,8 @@ def validate(
         f"ok: {policy.label}, {len(policy.rules)} rules and a default, "
         f"{len(policy.bands)} bands, {len(policy.thresholds)} thresholds"
     )
+    for warning in lenience_inversions(policy, loaded_tiers):
+        console.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -146,9 +181,11 @@ def simulate(
     tiers: TiersOption = None,
     costs: CostsOption = None,
     label: LabelOption = "auto",
+    report_from: ReportFromOption = None,
     plot: Annotated[Path | None, typer.Option(help="Where to save the PNG chart.")] = None,
 ) -> None:
-    """Replay past requests through one or more policies and print their figures side by side."""
+    """Replay past requests through one or more policies and print their figures side by side,
+    for an earlier and a later period (the later one is where a tuned policy is judged)."""
     from policy.model import load_policy
     from policy.simulate import format_comparison, load_cost_model, plot_comparison
     from policy.simulate import simulate as run
@@ -158,7 +195,12 @@ def simulate(
     policies = [load_policy(p, tiers=loaded_tiers) for p in [policy, *(compare or [])]]
     cost_model = load_cost_model(costs)
     frame = _scored_requests(ctx, scores)
-    results = [run(frame, p, loaded_tiers, cost_model, label=label) for p in policies]
+    periods = _periods(frame, report_from)
+    typer.echo(f"earlier period (a tuned policy is fit here): {periods.describe()}")
+    earlier = [run(periods.fit, p, loaded_tiers, cost_model, label=label) for p in policies]
+    typer.echo(format_comparison(earlier))
+    typer.echo("\nlater period (out of sample for a policy tuned on the earlier one)")
+    results = [run(periods.report, p, loaded_tiers, cost_model, label=label) for p in policies]
     typer.echo(format_comparison(results))
     target = plot or load_settings().reports_dir / "policy_simulation.png"
     plot_comparison(results, target)
@@ -174,6 +216,7 @@ def tune(
     tiers: TiersOption = None,
     costs: CostsOption = None,
     label: LabelOption = "auto",
+    report_from: ReportFromOption = None,
     output: Annotated[
         Path | None,
         typer.Option(help="Where to write the tuned policy (default: reports folder)."),
@@ -193,7 +236,8 @@ def tune(
     ] = None,
     plot: Annotated[Path | None, typer.Option(help="Where to save the PNG chart.")] = None,
 ) -> None:
-    """Search the policy's thresholds for the lowest cost within the constraints; write it."""
+    """Search the policy's thresholds for the lowest cost within the constraints on an earlier
+    period; report it on a later one, out of sample; write it."""
     from policy.model import HANDWRITTEN_POLICY_PATH, load_policy
     from policy.simulate import format_comparison, load_cost_model, plot_comparison
     from policy.simulate import simulate as run
@@ -211,21 +255,40 @@ def tune(
         max_unchecked_abuse_share=max_unchecked_abuse,
     )
     frame = _scored_requests(ctx, scores)
+    periods = _periods(frame, report_from)
     with progress_bar("tuning policy") as progress:
         result = search(
-            frame, start, loaded_tiers, cost_model, constraints, label=label, progress=progress
+            periods.fit,
+            start,
+            loaded_tiers,
+            cost_model,
+            constraints,
+            label=label,
+            progress=progress,
         )
-    reference_result = run(frame, reference, loaded_tiers, cost_model, label=label)
+    fitted = [
+        result.start,
+        result.tuned,
+        run(periods.fit, reference, loaded_tiers, cost_model, label=label),
+    ]
+    results = [
+        run(periods.report, p, loaded_tiers, cost_model, label=label)
+        for p in (start, result.policy, reference)
+    ]
+    later = results[1]
     settings = load_settings()
     target = output or settings.reports_dir / f"{start.name}.v{result.policy.version}.yaml"
     header = (
-        f"Tuned from {start.label} on {result.tuned.requests:,} past requests.\n"
-        f"Total cost {result.start.total_cost:,.0f} -> {result.tuned.total_cost:,.0f}; "
-        f"decided without a person {result.tuned.automated_share:.1%}; "
-        f"abusive money paid without a check {result.tuned.unchecked_abuse_share:.1%}."
+        f"Tuned from {start.label}: {periods.describe()}.\n"
+        f"Later period: total cost {results[0].total_cost:,.0f} -> {later.total_cost:,.0f}; "
+        f"decided without a person {later.automated_share:.1%}; "
+        f"abusive money paid without a check {later.unchecked_abuse_share:.1%}; "
+        f"honest customers kept waiting {later.friction_share:.1%}."
     )
     write_policy(result.policy, target, header=header)
-    results = [result.start, result.tuned, reference_result]
+    typer.echo(f"earlier period, where the thresholds were fit: {periods.describe()}")
+    typer.echo(format_comparison(fitted))
+    typer.echo("\nlater period, out of sample: the figures to judge the tuned policy by")
     typer.echo(format_comparison(results))
     typer.echo("")
     for name, (before, after) in result.changes.items():

@@ -203,6 +203,12 @@ CONTEXT_FIELDS: dict[str, ContextField] = _fields(
     ),
     ContextField("watchlisted", FieldKind.BOOL, "The customer is on the analysts' watch list."),
     ContextField(
+        "customer_confirmed_abusive_refunds",
+        FieldKind.NUMBER,
+        "The customer's own earlier refunds confirmed abusive, by what was known at the request.",
+        Unit.COUNT,
+    ),
+    ContextField(
         "linked_abusive_accounts",
         FieldKind.NUMBER,
         "Other accounts linked to this customer with refunds confirmed abusive.",

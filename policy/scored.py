@@ -27,6 +27,9 @@ Optional columns (the value used when a column is absent or a cell empty)
     outstanding_unreturned_value  float   value refunded whose goods are not back yet (0)
     watchlisted                   bool    on the analysts' watch list (false)
     linked_abusive_accounts       int     linked accounts with confirmed abuse (0)
+    customer_confirmed_abusive_refunds
+                                  int     the customer's own earlier refunds confirmed
+                                          abusive, as known at the request (0)
     tier                          string  credit tier name (else from tier_loss_probability)
     tier_loss_probability         float   tier model's 90-day loss probability (else the
                                           tiers file's default tier)
@@ -65,6 +68,7 @@ OPTIONAL_COLUMNS: tuple[str, ...] = (
     "outstanding_unreturned_value",
     "watchlisted",
     "linked_abusive_accounts",
+    "customer_confirmed_abusive_refunds",
     "tier",
     "tier_loss_probability",
     "is_abusive_true",

@@ -208,6 +208,51 @@ def simulate(
     return simulate_replay(replay, policy, costs or CostModel())
 
 
+@dataclass(frozen=True)
+class Periods:
+    """Past requests cut in two by time: the earlier to fit a policy on, the later to report."""
+
+    fit: pd.DataFrame
+    report: pd.DataFrame
+    report_from: pd.Timestamp
+
+    def describe(self) -> str:
+        """One line saying where the periods are cut."""
+        return (
+            f"fit on {len(self.fit):,} requests before {self.report_from:%Y-%m-%d}, "
+            f"reported on {len(self.report):,} from then on (out of sample)"
+        )
+
+
+def split_periods(
+    frame: pd.DataFrame, report_from: pd.Timestamp | None = None, report_share: float = 0.5
+) -> Periods:
+    """Cut past requests by time: requests before `report_from` to fit on, the rest to report.
+
+    Without `report_from`, the cut is the first midnight at or after the time by which
+    `1 - report_share` of the requests were made, so both periods hold whole days. Fitting a
+    threshold and reporting its figures on the same requests flatters it; the later period is
+    what a shop would have seen after switching the policy on.
+    """
+    if not 0.0 < report_share < 1.0:
+        raise DataValidationError(f"report_share must be between 0 and 1, got {report_share}")
+    times = pd.to_datetime(frame["requested_at"])
+    if report_from is None:
+        ordered = np.sort(times.to_numpy(dtype="datetime64[ns]"))
+        cut = ordered[min(int(len(ordered) * (1.0 - report_share)), len(ordered) - 1)]
+        report_from = pd.Timestamp(cut).ceil("D")
+    report_from = pd.Timestamp(report_from)
+    later = (times >= report_from).to_numpy()
+    fit, report = frame[~later], frame[later]
+    if fit.empty or report.empty:
+        raise DataValidationError(
+            f"cutting at {report_from:%Y-%m-%d} leaves "
+            f"{'no earlier' if fit.empty else 'no later'} requests: past requests run from "
+            f"{times.min():%Y-%m-%d} to {times.max():%Y-%m-%d}"
+        )
+    return Periods(fit.reset_index(drop=True), report.reset_index(drop=True), report_from)
+
+
 def simulate_replay(replay: Replay, policy: Policy, costs: CostModel) -> SimulationResult:
     """Price a policy on requests already prepared (used by the tuner, which prices many)."""
     decisions = decide_arrays(replay.arrays, policy, replay.frame.index)

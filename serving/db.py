@@ -480,14 +480,24 @@ class DecisionLog:
     def open_exposures(self) -> list[tuple[str, str, float]]:
         """(customer, refund, amount) of refunds paid before return whose outcome is not known.
 
-        A refund paid before the goods are back stays open until any outcome about it arrives
-        (the warehouse check of the returned item, or a finding that closes the case).
+        A refund paid before the goods are back (`serving.exposure.pays_before_return`: a
+        refund before return, or an approval of a shipped order) stays open until any outcome
+        about it arrives (the warehouse check of the returned item, or a finding that closes
+        the case).
         """
         outcomes = EVENT_TABLES["outcomes"]
+        refunds = EVENT_TABLES["refund_requests"]
+        approved_shipped = sa.and_(
+            DECISIONS.c.action == "auto_approve",
+            sa.exists().where(
+                refunds.c.refund_id == DECISIONS.c.refund_id,
+                refunds.c.order_stage != "not_shipped",
+            ),
+        )
         query = sa.select(
             DECISIONS.c.customer_id, DECISIONS.c.refund_id, DECISIONS.c.amount_requested
         ).where(
-            DECISIONS.c.action == "refund_before_return",
+            sa.or_(DECISIONS.c.action == "refund_before_return", approved_shipped),
             ~sa.exists().where(outcomes.c.refund_id == DECISIONS.c.refund_id),
         )
         with self.engine.connect() as connection:

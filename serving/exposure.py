@@ -1,16 +1,30 @@
-"""Refunded before return, goods not back yet: each customer's open exposure.
+"""Refunded before the goods are back: each customer's open exposure.
 
 The policy limits how much a trusted customer may have outstanding at once
 (`tier.max_outstanding_unreturned`). Only the service knows what it paid before the goods came
-back, so it keeps the ledger: a `refund_before_return` decision opens an entry for its amount,
-and any outcome about that refund (the warehouse check of the returned item, or a finding that
-closes the case) closes it. It is rebuilt from the decision log and the event store at start-up
-and kept in memory, so reading it costs a dictionary look-up.
+back, so it keeps the ledger: a decision that pays before anything is back or checked opens an
+entry for its amount (`pays_before_return`), and any outcome about that refund (the warehouse
+check of the returned item, or a finding that closes the case) closes it. It is rebuilt from
+the decision log and the event store at start-up and kept in memory, so reading it costs a
+dictionary look-up.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+
+
+def pays_before_return(action: str, order_stage: str) -> bool:
+    """Whether a decision pays money while shipped goods are not back: a refund before return,
+    or an approval of a shipped order (which asks for no return, or does not await it).
+
+    An approval before shipping pays for goods that never left, so nothing is outstanding.
+    Every other such payment counts against the tier's limit, or reaching the limit would turn
+    a refund before return into an approval that the limit no longer sees.
+    """
+    if action == "refund_before_return":
+        return True
+    return action == "auto_approve" and order_stage != "not_shipped"
 
 
 class ExposureLedger:

@@ -629,7 +629,8 @@ class CustomerTierOut(_Out):
     )
     privileges: Privileges
     outstanding_unreturned_value: float = Field(
-        description="Refunded before return, goods not back yet."
+        description="Paid before the goods are back and checked (refunds before return, "
+        "approvals of shipped orders), with no outcome yet."
     )
     as_of: UtcOut
     tier_model: str | None

@@ -48,6 +48,7 @@ _POSITION = {name: i for i, name in enumerate(FEATURE_NAMES)}
 _DAYS_SINCE_DELIVERY = _POSITION["order_days_since_delivery"]
 _LINKED_ABUSIVE_REFUNDS = _POSITION["linked_accounts_confirmed_abusive_refunds_by_any"]
 _LINKED_ACCOUNTS = _POSITION["linked_accounts_by_any"]
+_CONFIRMED_ABUSIVE = _POSITION["customer_confirmed_abusive_refunds"]
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,7 @@ def request_context(
     linked = 0
     if refunds == refunds and accounts == accounts:  # both known (not NaN)
         linked = int(min(refunds, accounts))
+    confirmed = row[_CONFIRMED_ABUSIVE]
     order = request.order
     return {
         "order_stage": request.order_stage,
@@ -181,6 +183,7 @@ def request_context(
         "outstanding_unreturned_value": max(outstanding, 0.0),
         "watchlisted": watchlisted,
         "linked_abusive_accounts": max(linked, 0),
+        "customer_confirmed_abusive_refunds": int(confirmed) if confirmed == confirmed else 0,
     }
 
 

@@ -51,7 +51,7 @@ from serving.auth import KeyRing
 from serving.db import DecisionLog
 from serving.errors import RequestTooLargeError, http_error
 from serving.events import JoinableEventStore, OrderTracker, order_links, unique_rows
-from serving.exposure import ExposureLedger
+from serving.exposure import ExposureLedger, pays_before_return
 from serving.idempotency import canonical_request, check_retry
 from serving.metrics import Metrics
 from serving.models import ModelSet, load_models
@@ -460,7 +460,7 @@ class Service:
             row = decision.row
             recorded[row["refund_id"]] = None
             self.metrics.count_decision(row["action"], row["degraded"])
-            if row["action"] == "refund_before_return":
+            if pays_before_return(row["action"], decision.refund_row["order_stage"]):
                 self.ledger.open(row["customer_id"], row["refund_id"], row["amount_requested"])
         while len(recorded) > RECENT_REFUND_IDS:
             recorded.popitem(last=False)

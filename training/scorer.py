@@ -156,6 +156,9 @@ def score_requests(
             "linked_abusive_accounts": rows[
                 "linked_accounts_confirmed_abusive_refunds_by_any"
             ].to_numpy(dtype=np.int64),
+            "customer_confirmed_abusive_refunds": rows["customer_confirmed_abusive_refunds"]
+            .fillna(0)
+            .to_numpy(dtype=np.int64),
         }
     )
     for column, (feature, values) in _DECODE.items():

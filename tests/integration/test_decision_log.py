@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 from serving_world import a_decision_row
@@ -159,3 +160,41 @@ def test_a_loser_with_a_different_request_gets_the_fields_that_differ_not_the_an
             sa.select(db.DECISIONS.c.request_hash).where(db.DECISIONS.c.refund_id == "r1")
         ).one()
     assert fingerprint == hashlib.sha256(first[0]["request"].encode()).hexdigest()
+
+
+def test_open_exposure_is_every_payment_made_before_the_goods_are_back(logged: Logged) -> None:
+    # Rebuilt at start-up: refunds before return and approvals of shipped orders stay open
+    # until an outcome arrives; an approval before shipping, or a standard return, never opens.
+    store, log = logged
+    pairs = []
+    for refund_id, action, stage in [
+        ("rbr", "refund_before_return", "delivered"),
+        ("approved", "auto_approve", "delivered"),
+        ("in-transit", "auto_approve", "in_transit"),
+        ("unshipped", "auto_approve", "not_shipped"),
+        ("returned", "standard_return", "delivered"),
+        ("settled", "auto_approve", "delivered"),
+    ]:
+        row, refund = _pair(refund_id, action, "{}")
+        pairs.append((row, {**refund, "order_stage": stage}))
+    _record(store, log, pairs)
+    store.write_frames(
+        {
+            "outcomes": pd.DataFrame(
+                [
+                    {
+                        "outcome_id": "x1",
+                        "refund_id": "settled",
+                        "is_abusive": False,
+                        "known_at": DECIDED_AT,
+                        "source": "delivery_proof",
+                    }
+                ]
+            )
+        }
+    )
+    assert sorted(log.open_exposures()) == [
+        ("c1", "approved", 12.5),
+        ("c1", "in-transit", 12.5),
+        ("c1", "rbr", 12.5),
+    ]

@@ -65,7 +65,30 @@ def scores(tmp_path: Path) -> Path:
 def test_validate_accepts_the_shipped_policy() -> None:
     result = CliRunner().invoke(app, ["policy", "validate", str(DEFAULT_POLICY_PATH)])
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("ok: default v1")
+    assert result.output.startswith("ok: default v2")
+
+
+def test_validate_warns_when_a_riskier_band_is_treated_more_leniently(tmp_path: Path) -> None:
+    raw = yaml.safe_load(DEFAULT_POLICY_PATH.read_text())
+    raw["rules"].insert(
+        4,
+        {
+            "id": "small_high_risk_refunds",
+            "when": {"abuse_band": "high", "amount_requested": {"<=": 20}},
+            "action": "auto_approve",
+            "reason": "Small enough to pay.",
+        },
+    )
+    inverted = tmp_path / "inverted.yaml"
+    inverted.write_text(yaml.safe_dump(raw))
+    result = CliRunner().invoke(app, ["policy", "validate", str(inverted)])
+    assert result.exit_code == 0, result.output  # a warning, not a refusal
+    assert result.output.startswith("ok: ")
+    assert "warning: rule 'small_high_risk_refunds' sends band 'high' to auto_approve" in (
+        " ".join(result.output.split())
+    )
+    shipped = CliRunner().invoke(app, ["policy", "validate", str(DEFAULT_POLICY_PATH)])
+    assert "warning" not in shipped.output
 
 
 def test_validate_refuses_a_bad_policy_naming_rule_and_field(tmp_path: Path) -> None:
@@ -107,7 +130,7 @@ def test_simulate_compares_policies_and_saves_a_chart(
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "default v1" in result.output and "handwritten v1" in result.output
+    assert "default v2" in result.output and "handwritten v1" in result.output
     assert "decided without a person" in result.output
     assert "paid out without a check" in result.output
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -142,7 +165,7 @@ def test_tune_writes_a_new_version(data_dir: Path, scores: Path, tmp_path: Path)
     )
     assert result.exit_code == 0, result.output
     tuned = load_policy(out)
-    assert tuned.version == 2
+    assert tuned.version == 3  # one above the start (default v2)
     assert "handwritten v1" in result.output  # the hand-written rules are reported beside
     assert f"written to {out}" in result.output
     assert (data_dir / "reports" / "policy_tuning.png").exists()

@@ -107,7 +107,9 @@ def test_exposure_limit_exceeded_is_not_refunded_before_return(
     ctx = context(outstanding_unreturned_value=limit - 50.0)
     decision = decide(ctx, Scores(abuse_score=0.05, tier="gold"), policy, tiers)
     assert decision.action != Action.REFUND_BEFORE_RETURN
-    assert decision.action == Action.AUTO_APPROVE  # still within the auto-approve limit
+    # Within the auto-approve limit, but an approval pays before the goods are back too: at the
+    # limit the decision is never more lenient than under it.
+    assert decision.action == Action.STANDARD_RETURN
     over_amount = context(
         outstanding_unreturned_value=limit - 50.0, amount_requested=300.0, order_amount=300.0
     )
@@ -248,6 +250,7 @@ def random_requests(n: int, seed: int) -> pd.DataFrame:
             "outstanding_unreturned_value": rng.choice([0.0, 100.0, 700.0], n),
             "watchlisted": rng.random(n) < 0.03,
             "linked_abusive_accounts": rng.choice([0, 0, 0, 1, 2], n),
+            "customer_confirmed_abusive_refunds": rng.choice([0, 0, 0, 0, 1, 3], n),
             "abuse_score": rng.beta(0.6, 3.0, n),
             "tier": rng.choice(tiers, n),
         }
