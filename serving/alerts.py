@@ -32,12 +32,12 @@ from typing import Any, Literal
 
 import httpx
 import sqlalchemy as sa
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy.stats import poisson
 from sqlalchemy.engine import Engine
 
 from features.store import EVENT_TABLES
+from refund_risk.config_files import load_yaml_model
 from refund_risk.errors import ConfigurationError
 from serving.db import ALERT_DELIVERIES, ALERT_EVENTS, ALERT_STATE
 
@@ -125,19 +125,7 @@ class AlertFile(_Strict):
 def load_alerts(path: Path | None) -> AlertFile:
     """The alerts in `path` (none: the shipped file); a bad file stops the service with a
     sentence naming the file and the field."""
-    path = path or DEFAULT_ALERTS
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read the alerts file {path}: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigurationError(f"the alerts file {path} is not YAML: {exc}") from None
-    try:
-        return AlertFile.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "the file"
-        raise ConfigurationError(f"alerts file {path}: {where}: {first['msg']}") from None
+    return load_yaml_model(path or DEFAULT_ALERTS, AlertFile, "alerts")
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from refund_risk.errors import ConfigurationError
+from refund_risk.config_files import load_yaml_model
 
 
 class ReviewerLimit(BaseModel):
@@ -58,15 +57,4 @@ def load_reviewer_limits(path: Path | None) -> ReviewerLimits:
     file stops the service with a sentence naming the file and the field."""
     if path is None:
         return ReviewerLimits()
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read the reviewer limits file {path}: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigurationError(f"the reviewer limits file {path} is not YAML: {exc}") from None
-    try:
-        return ReviewerLimits.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "the file"
-        raise ConfigurationError(f"reviewer limits file {path}: {where}: {first['msg']}") from None
+    return load_yaml_model(path, ReviewerLimits, "reviewer limits")

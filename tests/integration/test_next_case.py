@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from serving_world import a_decision_row
 
 from features.store import EventStore
 from refund_risk.errors import ConfigurationError
@@ -46,25 +47,16 @@ def _open(queue: ReviewQueue, cases: list[tuple[float, float, float | None]]) ->
         case_id = f"case{i:03d}"
         opened = START - timedelta(hours=hours)
         decisions.append(
-            {
-                "decision_id": case_id,
-                "refund_id": f"r{i:03d}",
-                "customer_id": f"c{i}",
-                "decided_at": opened,
-                "action": "manual_review",
-                "rule_id": "high_amount",
-                "degraded": False,
-                "abuse_score": score,
-                "tier": "standard",
-                "amount_requested": amount,
-                "abuse_model_version": None,
-                "tier_model_version": None,
-                "policy_hash": "p",
-                "feature_version": "f",
-                "response": "{}",
-                "request": "{}",
-                "features": "[]",
-            }
+            a_decision_row(
+                f"r{i:03d}",
+                decision_id=case_id,
+                customer_id=f"c{i}",
+                decided_at=opened,
+                action="manual_review",
+                rule_id="high_amount",
+                abuse_score=score,
+                amount_requested=amount,
+            )
         )
         rows.append(
             {

@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from serving_world import a_decision_row
 
 from data.schema import REASON_DETAILS
 from features.store import EventStore
@@ -149,27 +150,8 @@ def test_time_to_a_decision_counts_automated_requests_at_once_and_reviews_when_r
     rows, cases = [], []
 
     def decision(i: int, action: str, hours_ago: float) -> None:
-        rows.append(
-            {
-                "decision_id": f"d{i}",
-                "refund_id": f"r{i}",
-                "customer_id": "c1",
-                "decided_at": now - timedelta(hours=hours_ago),
-                "action": action,
-                "rule_id": "x",
-                "degraded": False,
-                "abuse_score": 0.1,
-                "tier": "standard",
-                "amount_requested": 10.0,
-                "abuse_model_version": None,
-                "tier_model_version": None,
-                "policy_hash": "p",
-                "feature_version": "f",
-                "response": "{}",
-                "request": "{}",
-                "features": "[]",
-            }
-        )
+        decided = now - timedelta(hours=hours_ago)
+        rows.append(a_decision_row(f"r{i}", decision_id=f"d{i}", decided_at=decided, action=action))
 
     def case(i: int, opened_hours_ago: float, waited: float | None) -> None:
         opened = now - timedelta(hours=opened_hours_ago)
