@@ -66,6 +66,19 @@ class Metrics:
             ["action", "degraded"],
             registry=self.registry,
         )
+        self.refund_requests = Counter(
+            "refund_risk_refund_requests_total",
+            "Refund requests decided and recorded, by goods category and reason (detailed "
+            "reason too): the series the shipped alerting rules watch for spikes.",
+            ["category", "reason", "reason_detail"],
+            registry=self.registry,
+        )
+        self.refund_amount = Counter(
+            "refund_risk_refund_requested_amount_total",
+            "Money asked back in refund requests decided and recorded, by category and reason.",
+            ["category", "reason"],
+            registry=self.registry,
+        )
         self.replays = Counter(
             "refund_risk_decision_replays_total",
             "Requests answered with a stored decision (same refund id again).",
@@ -108,6 +121,7 @@ class Metrics:
         )
         self._children: dict[tuple[str, str, str], Any] = {}
         self._decision_children: dict[tuple[str, bool], Any] = {}
+        self._refund_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """Record one request's latency."""
@@ -126,6 +140,18 @@ class Metrics:
                 action, str(degraded).lower()
             )
         child.inc()
+
+    def count_refund(self, category: str, reason: str, detail: str, amount: float) -> None:
+        """Count one recorded refund request and the money it asks back."""
+        key = (category, reason, detail)
+        children = self._refund_children.get(key)
+        if children is None:
+            children = self._refund_children[key] = (
+                self.refund_requests.labels(category, reason, detail),
+                self.refund_amount.labels(category, reason),
+            )
+        children[0].inc()
+        children[1].inc(amount)
 
     def set_models(self, models: dict[str, tuple[str, str] | None], degraded: bool) -> None:
         """Show which model versions are in use (name -> (version, alias), None if missing)."""

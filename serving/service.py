@@ -416,6 +416,7 @@ class Service:
                 features=features,
             ),
             refund_row=refund_row,
+            category=request.order.category,
         )
         return await self.writer.record(pending, since)
 
@@ -460,6 +461,13 @@ class Service:
             row = decision.row
             recorded[row["refund_id"]] = None
             self.metrics.count_decision(row["action"], row["degraded"])
+            refund = decision.refund_row
+            self.metrics.count_refund(
+                decision.category,
+                refund["reason"],
+                refund["reason_detail"],
+                row["amount_requested"],
+            )
             if pays_before_return(row["action"], decision.refund_row["order_stage"]):
                 self.ledger.open(row["customer_id"], row["refund_id"], row["amount_requested"])
         while len(recorded) > RECENT_REFUND_IDS:

@@ -67,6 +67,8 @@ class PendingDecision(NamedTuple):
     """The decision-log row (see `serving.db.decision_row`)."""
     refund_row: dict[str, Any]
     """The refund request, as the event store keeps it."""
+    category: str = ""
+    """The order's goods category, for the metrics by category."""
 
     @property
     def refund_id(self) -> str:

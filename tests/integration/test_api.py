@@ -371,6 +371,16 @@ def test_metrics_show_latency_decisions_and_models(world: World, client: TestCli
         'route="/v1/refund-decisions",status="200"}' in text
     )
     assert "refund_risk_decisions_total{action=" in text
+    order = body["order"]
+    labels = (
+        f'category="{order["category"]}",reason="{body["reason"]}",'
+        f'reason_detail="{body["reason_detail"]}"'
+    )
+    assert f"refund_risk_refund_requests_total{{{labels}}}" in text
+    assert (
+        f'refund_risk_refund_requested_amount_total{{category="{order["category"]}",'
+        f'reason="{body["reason"]}"}}' in text
+    )
     assert 'refund_risk_model_info{alias="champion",model="refund-abuse",version="1"} 1.0' in text
     assert "refund_risk_degraded 0.0" in text
 
