@@ -412,11 +412,10 @@ def test_more_risk_evidence_never_lowers_the_score_nor_makes_the_decision_more_l
 
 @pytest.mark.xfail(
     reason=(
-        "today's abuse model gives the customer's confirmed abuse, 'not received' claims and "
-        "linked accounts' confirmed abuse no gain, and both models learn the counts that come "
-        "with such evidence (refunds, known outcomes, links) freely, so evidence arriving as "
-        "events can lower the score or better the tier; remove this mark once the models are "
-        "trained to respect these directions"
+        "both models learn the counts that come with such evidence (refunds, refund rates, "
+        "known outcomes) freely, so a whole new 'not received' claim arriving as events can "
+        "lower the abuse score a little or better the tier; remove this mark once those "
+        "features are constrained to respect these directions"
     ),
     strict=False,
 )
