@@ -197,3 +197,42 @@ def a_decision_row(refund_id: str, **changes: Any) -> dict[str, Any]:
         "features": "[]",
     }
     return db.decision_row(**{**values, **changes})
+
+
+def return_request(order: Any, refund_id: str, when: Any, **changes: Any) -> dict[str, Any]:
+    """A return request for half of a delivered `order` (a raw orders row), made `when`;
+    `changes` replaces any top-level field. Missing values are sent as null."""
+
+    def iso(value: Any) -> str | None:
+        return None if pd.isna(value) else pd.Timestamp(value).isoformat()
+
+    def text(value: Any) -> Any:
+        return None if value is None or (isinstance(value, float) and np.isnan(value)) else value
+
+    body: dict[str, Any] = {
+        "refund_id": refund_id,
+        "customer_id": order["customer_id"],
+        "requested_at": pd.Timestamp(when).isoformat(),
+        "refund_type": "return_and_refund",
+        "reason": "changed_mind",
+        "reason_detail": "changed_mind",
+        "amount_requested": round(float(order["amount"]) / 2, 2),
+        "photo_count": 0,
+        "order_stage": "delivered",
+        "order": {
+            "order_id": order["order_id"],
+            "ordered_at": iso(order["ordered_at"]),
+            "category": order["category"],
+            "amount": float(order["amount"]),
+            "item_count": int(order["item_count"]),
+            "payment_method": order["payment_method"],
+            "device_id": text(order["device_id"]),
+            "address_id": text(order["address_id"]),
+            "payment_fingerprint": text(order["payment_fingerprint"]),
+            "shipped_at": iso(order["shipped_at"]),
+            "delivered_at": iso(order["delivered_at"]),
+            "delivery_evidence": order["delivery_evidence"],
+        },
+    }
+    body.update(changes)
+    return body

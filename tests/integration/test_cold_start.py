@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from serving_world import return_request
 from typer.testing import CliRunner
 
 from data.generator import generate_world
@@ -170,7 +171,9 @@ def served(shop: Shop) -> Served:
     when = month + pd.Timedelta(days=3, hours=9)
     delivered = orders[orders["delivered_at"].notna()].sort_values("ordered_at")
     latest = delivered.groupby("customer_id").tail(1).tail(40)
-    requests = [body(order, f"cold-{i}", when) for i, (_, order) in enumerate(latest.iterrows())]
+    requests = [
+        return_request(order, f"cold-{i}", when) for i, (_, order) in enumerate(latest.iterrows())
+    ]
     return Served(headers, requests)
 
 
@@ -239,36 +242,3 @@ def test_when_outcomes_arrive_the_abuse_model_trains_on_the_export_as_it_is(
         decision = r.json()
         assert decision["degraded"] is False and decision["abuse_score"] is not None
         assert decision["versions"]["abuse_model"] == "refund-abuse/1"
-
-
-def body(order: pd.Series, refund_id: str, when: pd.Timestamp) -> dict[str, object]:
-    """A return request on a delivered order, `when`."""
-
-    def iso(value: object) -> str | None:
-        return None if pd.isna(value) else pd.Timestamp(value).isoformat()  # type: ignore[arg-type]
-
-    return {
-        "refund_id": refund_id,
-        "customer_id": order["customer_id"],
-        "requested_at": when.isoformat(),
-        "refund_type": "return_and_refund",
-        "reason": "changed_mind",
-        "reason_detail": "changed_mind",
-        "amount_requested": round(float(order["amount"]) / 2, 2),
-        "photo_count": 0,
-        "order_stage": "delivered",
-        "order": {
-            "order_id": order["order_id"],
-            "ordered_at": iso(order["ordered_at"]),
-            "category": order["category"],
-            "amount": float(order["amount"]),
-            "item_count": int(order["item_count"]),
-            "payment_method": order["payment_method"],
-            "device_id": order["device_id"],
-            "address_id": order["address_id"],
-            "payment_fingerprint": order["payment_fingerprint"],
-            "shipped_at": iso(order["shipped_at"]),
-            "delivered_at": iso(order["delivered_at"]),
-            "delivery_evidence": order["delivery_evidence"],
-        },
-    }

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from serving_world import return_request
 
 from features.batch import BatchBuilder
 from features.definitions import CUSTOMER_FEATURES, FEATURE_VERSION
@@ -59,37 +60,6 @@ def _tier_model(tmp_path: Path) -> Any:
         card,
         history_feature="customer_orders_all_time",
     )
-
-
-def _body(tables: dict[str, pd.DataFrame], order: Any, refund_id: str, when: Any) -> dict[str, Any]:
-    def iso(value: Any) -> str | None:
-        return None if pd.isna(value) else pd.Timestamp(value).isoformat()
-
-    return {
-        "refund_id": refund_id,
-        "customer_id": order["customer_id"],
-        "requested_at": when.isoformat(),
-        "refund_type": "return_and_refund",
-        "reason": "changed_mind",
-        "reason_detail": "changed_mind",
-        "amount_requested": round(float(order["amount"]) / 2, 2),
-        "photo_count": 0,
-        "order_stage": "delivered",
-        "order": {
-            "order_id": order["order_id"],
-            "ordered_at": iso(order["ordered_at"]),
-            "category": order["category"],
-            "amount": float(order["amount"]),
-            "item_count": int(order["item_count"]),
-            "payment_method": order["payment_method"],
-            "device_id": order["device_id"],
-            "address_id": order["address_id"],
-            "payment_fingerprint": order["payment_fingerprint"],
-            "shipped_at": iso(order["shipped_at"]),
-            "delivered_at": iso(order["delivered_at"]),
-            "delivery_evidence": order["delivery_evidence"],
-        },
-    }
 
 
 def test_a_decision_uses_the_tier_of_the_customers_latest_monthly_snapshot(
@@ -138,7 +108,7 @@ def test_a_decision_uses_the_tier_of_the_customers_latest_monthly_snapshot(
             customer_id = order["customer_id"]
             r = client.post(
                 "/v1/refund-decisions",
-                json=_body(tables, order, f"tier-{i}", when),
+                json=return_request(order, f"tier-{i}", when),
                 headers=headers,
             )
             assert r.status_code == 200, r.text
@@ -166,7 +136,7 @@ def test_a_decision_uses_the_tier_of_the_customers_latest_monthly_snapshot(
         hits, misses = service.tiers.hits, service.tiers.misses
         r = client.post(
             "/v1/refund-decisions",
-            json=_body(tables, first, "tier-again", when + pd.Timedelta(days=2)),
+            json=return_request(first, "tier-again", when + pd.Timedelta(days=2)),
             headers=headers,
         )
         assert r.status_code == 200, r.text

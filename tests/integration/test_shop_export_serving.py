@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from serving_world import return_request
 from typer.testing import CliRunner
 
 from features.store import create_store_engine
@@ -66,27 +67,13 @@ def test_a_messy_export_becomes_tiers_and_a_decision_on_day_one(tmp_path: Path) 
     orders = pd.read_parquet(settings.raw_dir / "orders.parquet")
     order = orders[orders["delivered_at"].notna()].sort_values("ordered_at").iloc[-1]
     when = pd.Timestamp(order["delivered_at"]) + pd.Timedelta(days=2)
-    body = {
-        "refund_id": "shop-first-day-1",
-        "customer_id": order["customer_id"],
-        "requested_at": when.isoformat(),
-        "refund_type": "return_and_refund",
-        "reason": "not_as_described",
-        "reason_detail": "damaged",
-        "amount_requested": round(float(order["amount"]) / 2, 2),
-        "order_stage": "delivered",
-        "order": {
-            "order_id": order["order_id"],
-            "ordered_at": pd.Timestamp(order["ordered_at"]).isoformat(),
-            "category": order["category"],
-            "amount": float(order["amount"]),
-            "item_count": int(order["item_count"]),
-            "payment_method": order["payment_method"],
-            "shipped_at": pd.Timestamp(order["shipped_at"]).isoformat(),
-            "delivered_at": pd.Timestamp(order["delivered_at"]).isoformat(),
-            "delivery_evidence": order["delivery_evidence"],
-        },
-    }
+    body = return_request(
+        order,
+        "shop-first-day-1",
+        when,
+        reason="not_as_described",
+        reason_detail="damaged",
+    )
     with TestClient(create_app(settings, freeze_gc=False)) as client:
         ready = client.get("/readyz")
         assert ready.status_code == 200 and ready.json()["degraded"] is True, ready.text
