@@ -9,7 +9,12 @@ MLflow store, and creates one key per role. The session fixture `serving_world` 
 
 from __future__ import annotations
 
+import socket
 import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -236,3 +241,37 @@ def return_request(order: Any, refund_id: str, when: Any, **changes: Any) -> dic
     }
     body.update(changes)
     return body
+
+
+@contextmanager
+def running_app(settings: Settings, name: str) -> Iterator[str]:
+    """The real app under uvicorn on a free loopback port, in a thread named `name`; its base
+    URL while the block runs, stopped after."""
+    import uvicorn
+
+    from serving.app import create_app
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    config = uvicorn.Config(
+        create_app(settings, freeze_gc=False),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name=name, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 180  # start-up reads the event store; slow on a busy machine
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the app did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)

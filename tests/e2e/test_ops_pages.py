@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from services import skip_or_fail
-from serving_world import World, key, review_body, shipped
+from serving_world import World, key, review_body, running_app, shipped
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("serving-model")]
 
@@ -52,41 +49,11 @@ class Running:
     world: World
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(serving_world: World) -> Iterator[Running]:
     """The real app on a free loopback port, in a thread; stopped after the module."""
-    import uvicorn
-
-    from serving.app import create_app
-
-    port = _free_port()
-    config = uvicorn.Config(
-        create_app(serving_world.settings, freeze_gc=False),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="ops-e2e-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 180  # start-up reads the event store; slow on a busy machine
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the app did not start")
-        time.sleep(0.05)
-    try:
-        yield Running(f"http://127.0.0.1:{port}", serving_world)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
+    with running_app(serving_world.settings, "ops-e2e-server") as url:
+        yield Running(url, serving_world)
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,7 @@ each role's key, and checks that nothing answers 5xx and every answer matches th
 from __future__ import annotations
 
 import asyncio
-import socket
 import sqlite3
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +21,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
-from serving_world import World, decision_body, held, key
+from serving_world import World, decision_body, held, key, running_app
 
 from serving.app import create_app
 from serving.sessions import SessionSigner
@@ -383,39 +380,11 @@ class Running:
     url: str
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(own_settings: Any) -> Iterator[Running]:
     """The real app on a free loopback port, in a thread; stopped after the module."""
-    import uvicorn
-
-    port = _free_port()
-    config = uvicorn.Config(
-        create_app(own_settings, freeze_gc=False),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="contract-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 180  # start-up reads the event store; slow on a busy machine
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the app did not start")
-        time.sleep(0.05)
-    try:
-        yield Running(f"http://127.0.0.1:{port}")
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
+    with running_app(own_settings, "contract-server") as url:
+        yield Running(url)
 
 
 EXAMPLES = {"admin": 12, "reviewer": 5, "scorer": 5}
