@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
-from serving_world import World, decision_body, held, key, rows_for
+from serving_world import World, decision_body, held, iso, key, rows_for
 
 from features.definitions import FEATURE_NAMES
 from refund_risk.settings import load_settings
@@ -249,20 +249,45 @@ def test_events_are_appended_once_and_seen_by_the_next_decision(
     assert stored["features"]["customer_orders_7d"] == int(before.sum()) + 5
 
 
-def test_an_outcome_of_an_unknown_refund_is_refused_or_held(
+def test_an_outcome_of_an_unknown_refund_is_held_and_used_when_the_refund_arrives(
     world: World, client: TestClient
 ) -> None:
+    refund = held(world, 8)
+    requested = pd.Timestamp(refund["requested_at"])
+    later = iso(requested + pd.Timedelta(days=2))
+    abusive, resolved = "customer_confirmed_abusive_refunds", "customer_refunds_with_known_outcome"
+
+    def features_of(refund_id: str) -> dict[str, Any]:
+        body = decision_body(world, refund, refund_id=refund_id, requested_at=later)
+        r = client.post("/v1/refund-decisions", json=body, headers=key(world, "scorer"))
+        assert r.status_code == 200, r.text
+        stored = client.get(f"/v1/refund-decisions/{refund_id}", headers=key(world, "reviewer"))
+        features: dict[str, Any] = stored.json()["features"]
+        return features
+
+    # What the customer's later requests see before the outcome exists.
+    before = features_of("r-before-held-outcome")
+
     outcome = {
         "outcome_id": "x-t1",
-        "refund_id": held(world, 8)["refund_id"],
-        "is_abusive": False,
-        "known_at": "2026-01-01T00:00:00Z",
+        "refund_id": refund["refund_id"],
+        "is_abusive": True,
+        "known_at": iso(requested + pd.Timedelta(days=1)),
         "source": "warehouse_check",
     }
     r = client.post("/v1/events", json={"outcomes": [outcome]}, headers=key(world, "scorer"))
-    # The event store either keeps it for when the request arrives, or refuses it with a
-    # reason; it never answers 500.
-    assert r.status_code in (200, 422), r.text
+    # The store keeps an outcome that arrives before its refund request.
+    assert r.status_code == 200, r.text
+    assert r.json()["written"] == {"outcomes": 1}
+
+    decided = client.post(
+        "/v1/refund-decisions", json=decision_body(world, refund), headers=key(world, "scorer")
+    )
+    assert decided.status_code == 200, decided.text
+    # Once the refund has arrived, its held outcome counts for the customer's later requests.
+    after = features_of("r-after-held-outcome")
+    assert after[abusive] == before[abusive] + 1, (before[abusive], after[abusive])
+    assert after[resolved] == before[resolved] + 1, (before[resolved], after[resolved])
 
 
 # --- input checks ---------------------------------------------------------------------------
@@ -779,11 +804,19 @@ def test_without_a_model_the_service_decides_by_rules_and_says_so(
 
 
 def test_stored_response_is_json_the_schema_accepts(world: World, client: TestClient) -> None:
-    from serving.schemas import DecisionOut
-
     body = decision_body(world, held(world, 16))
     r = client.post("/v1/refund-decisions", json=body, headers=key(world, "scorer"))
-    DecisionOut.model_validate(json.loads(r.text))
+    assert r.status_code == 200, r.text
+    with sqlite3.connect(world.db_path) as con:
+        (stored,) = con.execute(
+            "SELECT response FROM serving_decisions WHERE refund_id = ?", (body["refund_id"],)
+        ).fetchone()
+    # The decision log holds the answer the caller got, in a form the published schema accepts
+    # without loss (extra or renamed fields are refused, so a drifted log fails here).
+    decision = DecisionOut.model_validate_json(stored)
+    assert json.loads(decision.model_dump_json()) == json.loads(stored)
+    assert json.loads(stored) == r.json()
+    assert decision.refund_id == body["refund_id"]
 
 
 def test_an_order_without_fingerprints_is_decided_with_linked_features_missing(

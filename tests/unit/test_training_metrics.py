@@ -17,6 +17,16 @@ def test_calibration_error_is_zero_when_predictions_match_rates() -> None:
     assert math.isclose(expected_calibration_error(y, np.full(400, 0.75)), 0.5)
 
 
+def test_calibration_error_does_not_let_over_and_under_prediction_cancel() -> None:
+    # Low half predicted 0.1 but abusive 30% of the time (0.2 under), high half predicted 0.9
+    # but abusive 70% of the time (0.2 over): every bin is off by 0.2, signed gaps sum to 0.
+    low = np.array([1, 1, 1, 0, 0, 0, 0, 0, 0, 0] * 10)
+    high = np.array([1, 1, 1, 1, 1, 1, 1, 0, 0, 0] * 10)
+    y = np.concatenate([low, high])
+    prob = np.concatenate([np.full(100, 0.1), np.full(100, 0.9)])
+    assert math.isclose(expected_calibration_error(y, prob), 0.2)
+
+
 def test_capacity_reviews_the_riskiest_per_day() -> None:
     day = pd.Series(pd.to_datetime(["2025-01-01"] * 4 + ["2025-01-02"] * 4))
     y = np.array([1, 0, 0, 0, 0, 1, 1, 0], dtype=bool)
