@@ -53,7 +53,7 @@ _INDEXES: dict[str, tuple[tuple[str, ...], ...]] = {
     "orders": (("customer_id",),),
     "refund_requests": (("customer_id",), ("order_id",)),
     "outcomes": (("refund_id",),),
-    "identity_links": (("kind", "fingerprint"),),
+    "identity_links": (("kind", "fingerprint"), ("fingerprint", "kind")),
 }
 
 metadata = sa.MetaData()
@@ -391,11 +391,10 @@ class EventStore:
     def fingerprint_links(self, fingerprints: Collection[tuple[str, str]]) -> list[dict[str, Any]]:
         """Every identity link using one of the (kind, fingerprint) pairs."""
         wanted = set(fingerprints)
-        links = EVENT_TABLES["identity_links"]
         rows: list[dict[str, Any]] = []
         with self.engine.connect() as connection:
             for part in _chunks(sorted({fp for _, fp in wanted}), 500):
-                query = sa.select(links).where(links.c.fingerprint.in_(part))
+                query = fingerprint_links_query(part)
                 for r in connection.execute(query):
                     row = dict(r._mapping)
                     if (row["kind"], row["fingerprint"]) in wanted:
@@ -410,6 +409,12 @@ class EventStore:
             )
             for part in result.partitions():
                 yield [dict(r._mapping) for r in part]
+
+
+def fingerprint_links_query(fingerprints: Sequence[str]) -> sa.Select[Any]:
+    """The identity links using any of `fingerprints` (of any kind); indexed by fingerprint."""
+    links = EVENT_TABLES["identity_links"]
+    return sa.select(links).where(links.c.fingerprint.in_(fingerprints))
 
 
 def _chunks(values: Sequence[str], size: int) -> Iterable[Sequence[str]]:
