@@ -3,8 +3,7 @@ writes, the service reads, and nothing lands in PostgreSQL's default schema."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -24,20 +23,8 @@ Tables = dict[str, pd.DataFrame]
 runner = CliRunner()
 
 
-@pytest.fixture
-def schema(postgres_schema: tuple[str, str]) -> Iterator[tuple[str, str]]:
-    """(URL, schema): a schema of this test's own, not the server's default one."""
-    url, session_schema = postgres_schema
-    name = f"{session_schema}_{uuid.uuid4().hex[:8]}"
-    engine = sa.create_engine(url)
-    with engine.begin() as connection:
-        connection.execute(sa.text(f'CREATE SCHEMA "{name}"'))
-    try:
-        yield url, name
-    finally:
-        with engine.begin() as connection:
-            connection.execute(sa.text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
-        engine.dispose()
+# The shared fixture's PostgreSQL side: a schema of this test's own, not the server's default.
+on_postgres = pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
 
 
 def _public_counts(url: str) -> dict[str, int | None]:
@@ -61,13 +48,14 @@ def _public_counts(url: str) -> dict[str, int | None]:
     return counts
 
 
+@on_postgres
 def test_ingest_and_export_use_the_settings_schema(
-    schema: tuple[str, str],
+    store_url: tuple[str, str],
     random_world: Callable[..., Tables],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    url, name = schema
+    url, name = store_url
     monkeypatch.setenv("REFUND_RISK_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("REFUND_RISK_DATABASE_URL", url)
     monkeypatch.setenv("REFUND_RISK_DATABASE_SCHEMA", name)
@@ -113,10 +101,11 @@ def test_ingest_and_export_use_the_settings_schema(
         assert len(pd.read_parquet(exported / f"{table}.parquet")) == count
 
 
+@on_postgres
 def test_keys_use_the_settings_schema(
-    schema: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store_url: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    url, name = schema
+    url, name = store_url
     monkeypatch.setenv("REFUND_RISK_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("REFUND_RISK_DATABASE_URL", url)
     monkeypatch.setenv("REFUND_RISK_DATABASE_SCHEMA", name)
