@@ -33,19 +33,23 @@ def ingest(
         ..., help="Folder of raw tables (Parquet), e.g. data/generated/raw."
     ),
     database_url: str | None = typer.Option(
-        None, "--database-url", help="Event store URL; default: the settings' database_url."
+        None,
+        "--database-url",
+        help="Event store URL; default: the settings' database_url. The schema is always the "
+        "settings' database_schema, as for the service.",
     ),
     replace: bool = typer.Option(False, "--replace", help="Empty the event store first."),
 ) -> None:
     """Load bulk history into the event store (upserts: running it twice changes nothing)."""
     from data.storage import read_world
-    from features.store import EventStore
+    from features.store import EventStore, settings_engine
     from refund_risk.settings import load_settings
 
-    url = database_url or load_settings().database_url
+    settings = load_settings()
+    url = database_url or settings.database_url
     assert url is not None
     tables = read_world(directory)
-    store = EventStore.open(url)
+    store = EventStore.from_engine(settings_engine(settings, url))
     try:
         if replace:
             store.clear()

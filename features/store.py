@@ -15,7 +15,7 @@ import math
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,9 @@ from sqlalchemy.engine import Connection, Engine
 from data.schema import TABLES, Kind
 from features.bulk import BulkInsert
 from refund_risk.errors import ConfigurationError, DataValidationError
+
+if TYPE_CHECKING:
+    from refund_risk.settings import Settings
 
 TABLE_PREFIX = "event_"
 VERSION_TABLE = "features_alembic_version"
@@ -50,7 +53,7 @@ _INDEXES: dict[str, tuple[tuple[str, ...], ...]] = {
     "orders": (("customer_id",),),
     "refund_requests": (("customer_id",), ("order_id",)),
     "outcomes": (("refund_id",),),
-    "identity_links": (("kind", "fingerprint"),),
+    "identity_links": (("kind", "fingerprint"), ("fingerprint", "kind")),
 }
 
 metadata = sa.MetaData()
@@ -117,6 +120,18 @@ def create_store_engine(url: str, schema: str | None = None) -> Engine:
             dbapi_connection.commit()
 
     return engine
+
+
+def settings_engine(settings: Settings, database_url: str | None = None) -> Engine:
+    """The engine of the database the settings name: their URL (or `database_url`, when a
+    command is told another) and their schema.
+
+    The service and every command that opens the database get their engine here, so that a
+    command writes where the service reads.
+    """
+    url = database_url or settings.database_url
+    assert url is not None
+    return create_store_engine(url, schema=settings.database_schema)
 
 
 def alembic_config(connection: Connection, script_location: Path = MIGRATIONS_DIR) -> Config:
@@ -222,7 +237,12 @@ class EventStore:
     @classmethod
     def open(cls, url: str, schema: str | None = None, migrate: bool = True) -> EventStore:
         """Connect to the store at `url`, bringing its tables up to date unless told not to."""
-        store = cls(create_store_engine(url, schema=schema))
+        return cls.from_engine(create_store_engine(url, schema=schema), migrate=migrate)
+
+    @classmethod
+    def from_engine(cls, engine: Engine, migrate: bool = True) -> EventStore:
+        """The store behind `engine`, brought up to date unless told not to."""
+        store = cls(engine)
         if migrate:
             store.migrate()
         return store
@@ -371,11 +391,10 @@ class EventStore:
     def fingerprint_links(self, fingerprints: Collection[tuple[str, str]]) -> list[dict[str, Any]]:
         """Every identity link using one of the (kind, fingerprint) pairs."""
         wanted = set(fingerprints)
-        links = EVENT_TABLES["identity_links"]
         rows: list[dict[str, Any]] = []
         with self.engine.connect() as connection:
             for part in _chunks(sorted({fp for _, fp in wanted}), 500):
-                query = sa.select(links).where(links.c.fingerprint.in_(part))
+                query = fingerprint_links_query(part)
                 for r in connection.execute(query):
                     row = dict(r._mapping)
                     if (row["kind"], row["fingerprint"]) in wanted:
@@ -390,6 +409,12 @@ class EventStore:
             )
             for part in result.partitions():
                 yield [dict(r._mapping) for r in part]
+
+
+def fingerprint_links_query(fingerprints: Sequence[str]) -> sa.Select[Any]:
+    """The identity links using any of `fingerprints` (of any kind); indexed by fingerprint."""
+    links = EVENT_TABLES["identity_links"]
+    return sa.select(links).where(links.c.fingerprint.in_(fingerprints))
 
 
 def _chunks(values: Sequence[str], size: int) -> Iterable[Sequence[str]]:

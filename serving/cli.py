@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from refund_risk.console import console, reports_errors
-from refund_risk.settings import load_settings
+from refund_risk.settings import Settings, load_settings
 
 keys_app = typer.Typer(help="API keys of the scoring service.", no_args_is_help=True)
 events_app = typer.Typer(help="The service's event store.", no_args_is_help=True)
@@ -63,12 +63,10 @@ def _serve(host: str | None, port: int | None, log_level: str) -> None:
 
 
 def _engine() -> Any:
-    from features.store import create_store_engine
+    from features.store import settings_engine
     from serving import db
 
-    settings = load_settings()
-    assert settings.database_url is not None
-    engine = create_store_engine(settings.database_url, schema=settings.database_schema)
+    engine = settings_engine(load_settings())
     db.migrate(engine)
     return engine
 
@@ -135,7 +133,7 @@ def revoke(key_id: Annotated[str, typer.Argument(help="The key's id (see `keys l
     typer.echo(revocation_notice(load_settings().api_key_cache_seconds))
 
 
-def export_events(database_url: str, directory: Path, schema: str | None = None) -> dict[str, int]:
+def export_events(settings: Settings, directory: Path) -> dict[str, int]:
     """Write every table of the event store as raw Parquet tables into `directory`.
 
     The event store holds what the service saw live (requests it decided, outcomes sent to it,
@@ -146,9 +144,9 @@ def export_events(database_url: str, directory: Path, schema: str | None = None)
 
     from data.schema import TABLES
     from data.storage import write_table
-    from features.store import EventStore, create_store_engine
+    from features.store import EventStore, settings_engine
 
-    store = EventStore(create_store_engine(database_url, schema=schema))
+    store = EventStore(settings_engine(settings))
     written: dict[str, int] = {}
     try:
         for name, spec in TABLES.items():
@@ -170,9 +168,7 @@ def export(
     Reviewers' resolutions are outcomes with source `reviewer`: the training table keeps each
     label's source (`label_source`), so they can be weighed or left out.
     """
-    settings = load_settings()
-    assert settings.database_url is not None
-    written = export_events(settings.database_url, to, settings.database_schema)
+    written = export_events(load_settings(), to)
     for name, count in written.items():
         typer.echo(f"{name:<16} {count:>10,} rows")
     typer.echo(f"raw tables in {to}; next: refund-risk features build --raw-dir {to}")

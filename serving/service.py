@@ -38,7 +38,7 @@ from sqlalchemy.engine import Engine
 from data.facts import order_changes, refund_problems
 from features.definitions import FEATURE_NAMES, FEATURE_VERSION
 from features.online import OnlineFeatureBuilder
-from features.store import create_store_engine
+from features.store import settings_engine
 from refund_risk.errors import (
     ConfigurationError,
     FactConflictError,
@@ -180,7 +180,7 @@ class Service:
         """
         assert settings.database_url is not None
         policies = load_policy_set(settings.policy_path, settings.tiers_path)
-        engine = create_store_engine(settings.database_url, schema=settings.database_schema)
+        engine = settings_engine(settings)
         db.tune_sqlite(engine)
         try:
             store = JoinableEventStore(engine)

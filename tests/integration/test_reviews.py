@@ -281,7 +281,7 @@ def test_a_resolution_is_an_outcome_with_source_reviewer_for_features_and_traini
 
     assert world.settings.database_url is not None
     exported = tmp_path / "raw"
-    written = export_events(world.settings.database_url, exported)
+    written = export_events(world.settings, exported)
     assert written["outcomes"] >= 1 and written["refund_requests"] >= 1
     table = build_refund_features(read_world(exported))
     row = table.loc[table["refund_id"] == case["refund_id"]].iloc[0]
