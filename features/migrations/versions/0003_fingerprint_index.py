@@ -3,7 +3,7 @@
 The online builder asks who else used a fingerprint (`WHERE fingerprint IN (...)`); the
 (kind, fingerprint) index cannot serve that, so each lookup read the whole table.
 
-Revision ID: 0003_schema_setting_fp_index
+Revision ID: 0003_fingerprint_index
 Revises: 0002_optional_fingerprints
 Create Date: 2026-12-03
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0003_schema_setting_fp_index"
+revision = "0003_fingerprint_index"
 down_revision = "0002_optional_fingerprints"
 branch_labels = None
 depends_on = None
