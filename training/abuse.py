@@ -40,6 +40,50 @@ MONOTONE_UP: dict[str, str] = {
     "customer_not_received_claims_on_delivered_all_time": (
         "another 'not received' claim on a parcel the carrier delivered never makes it safer"
     ),
+    # What a new refund request adds to the customer's history (a "not received" claim or
+    # one later confirmed abusive, arriving as events) moves these too. Honest heavy
+    # shoppers claim more, but per request the direction holds: another claim is never
+    # evidence of trust, so it may not buy a lower score.
+    **{
+        f"customer_refund_requests_{window}": "another refund request never makes it safer"
+        for window in ("7d", "30d", "90d", "365d", "all_time")
+    },
+    **{
+        f"customer_refund_amount_{window}": "more money asked back never makes it safer"
+        for window in ("7d", "30d", "90d", "365d", "all_time")
+    },
+    **{
+        f"customer_refund_rate_by_count_{window}": "more refunds per order never make it safer"
+        for window in ("7d", "30d", "90d", "365d", "all_time")
+    },
+    **{
+        f"customer_refund_rate_by_amount_{window}": (
+            "more money asked back per money spent never makes it safer"
+        )
+        for window in ("7d", "30d", "90d", "365d", "all_time")
+    },
+    **{
+        f"customer_refund_only_requests_{window}": (
+            "another refund without sending goods back never makes it safer"
+        )
+        for window in ("7d", "30d", "90d", "365d", "all_time")
+    },
+    **{
+        f"customer_refund_reasons_used_{window}": "one more reason given never makes it safer"
+        for window in ("7d", "30d", "90d", "365d", "all_time")
+    },
+    **{
+        f"customer_{what}_{window}": (
+            f"{words} never buys a safer score: each claim comes with the order it is made on, "
+            "and the refund rates carry how much of it was asked back"
+        )
+        for what, words in (("orders", "another order"), ("spend", "money spent"))
+        for window in ("7d", "30d", "90d", "365d", "all_time")
+    },
+    "customer_refunds_with_known_outcome": (
+        "an outcome found on an earlier refund never makes it safer: the share found abusive "
+        "is its own constrained feature"
+    ),
     "linked_accounts_confirmed_abusive_refunds_by_device": "abuse on a shared device",
     "linked_accounts_confirmed_abusive_refunds_by_address": "abuse at a shared address",
     "linked_accounts_confirmed_abusive_refunds_by_payment": "abuse on a shared card",

@@ -191,6 +191,36 @@ MONOTONE: dict[str, tuple[int, str]] = {
         +1,
         "confirmed abuse by any linked account never vouches for this one",
     ),
+    # A new refund request arriving as events (a "not received" claim, one later confirmed
+    # abusive) moves these; whatever the habits of honest heavy shoppers, one more claim by
+    # the same customer is never evidence that they deserve more trust.
+    **{
+        f"customer_{what}_{window}": (+1, f"{words} never makes a customer more trustworthy")
+        for what, words in (
+            ("refund_requests", "another refund request"),
+            ("refund_amount", "more money asked back"),
+            ("refund_rate_by_count", "more refund requests per order"),
+            ("refund_rate_by_amount", "more money asked back per money spent"),
+            ("refund_only_requests", "another refund without sending the goods back"),
+            ("not_received_claims", "another claim that a parcel never arrived"),
+            ("refund_reasons_used", "one more reason given for refunds"),
+        )
+        for window in ("7d", "30d", "90d", "365d", "all_time")
+    },
+    "customer_not_received_claims_on_delivered_all_time": (
+        +1,
+        "another 'not received' claim on a parcel the carrier delivered never makes a customer "
+        "more trustworthy",
+    ),
+    "customer_refunds_with_known_outcome": (
+        +1,
+        "an outcome found on an earlier refund never makes a customer more trustworthy: the "
+        "share found abusive is constrained on its own",
+    ),
+    "customer_days_since_last_refund_request": (
+        -1,
+        "a more recent refund request never makes a customer more trustworthy",
+    ),
     "customer_tenure_days": (
         -1,
         "with everything else equal, a longer clean history never makes a customer riskier",

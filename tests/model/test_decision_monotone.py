@@ -410,15 +410,6 @@ def test_more_risk_evidence_never_lowers_the_score_nor_makes_the_decision_more_l
         assert not privileged(after, after_body), what
 
 
-@pytest.mark.xfail(
-    reason=(
-        "both models learn the counts that come with such evidence (refunds, refund rates, "
-        "known outcomes) freely, so a whole new 'not received' claim arriving as events can "
-        "lower the abuse score a little or better the tier; remove this mark once those "
-        "features are constrained to respect these directions"
-    ),
-    strict=False,
-)
 @given(data=st.data())
 @EXAMPLES
 def test_evidence_from_the_event_store_never_lowers_the_score_nor_betters_the_tier(
