@@ -117,6 +117,11 @@ def test_a_feature_sentence_an_earlier_reason_already_states_is_left_out() -> No
         "Order value 1,114.62",
     ]
     assert without_repeats([], ["Asks back 5.00."]) == ["Asks back 5.00."]
+    # Nor is the tail of a larger number the number.
+    spent = "3,124.87 spent in the last year"
+    assert without_repeats([spent], ["124.87 spent in the last year"])[1:] == [
+        "124.87 spent in the last year"
+    ]
     assert without_repeats(["ASKS BACK 5.00."], ["Asks back 5.00"]) == ["ASKS BACK 5.00."]
 
 
