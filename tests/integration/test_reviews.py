@@ -457,8 +457,10 @@ def test_the_case_page_says_the_amount_asked_back_once(world: World, client: Tes
     # The rule's reason quotes the amount; the model's reasons may name it again as a feature.
     asked = f"Asks back {REVIEW_AMOUNT:,.2f}"
     pages = []
-    for i in range(6):
-        case_id = open_case(world, client, 40 + i)["case"]["case_id"]
+    for i in range(12):
+        # A customer of the test's own, so other tests' customers' histories stay as they were.
+        changes = {"customer_id": f"reasons-page-{i}-{next(_made)}"}
+        case_id = open_case(world, client, 41 + 3 * i, **changes)["case"]["case_id"]
         page = client.get(f"/ops/cases/{case_id}", headers=key(world, "reviewer"))
         assert page.status_code == 200
         listed = page.text.split('id="reasons">')[1].split("</ol>")[0]
