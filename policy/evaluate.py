@@ -48,7 +48,13 @@ from policy.model import (
     assign_tier,
     format_value,
 )
-from policy.reasons import EMPTY_TEMPLATES, Contribution, ReasonTemplates, explain
+from policy.reasons import (
+    EMPTY_TEMPLATES,
+    Contribution,
+    ReasonTemplates,
+    explain,
+    without_repeats,
+)
 from refund_risk.errors import DataValidationError
 
 _KNOWN_VALUES: dict[str, tuple[str, ...]] = {
@@ -423,7 +429,7 @@ class CompiledPolicy:
         if not scores.contributions:
             return decision
         explained = explain(scores.contributions, templates, top=top_reasons)
-        return decision._replace(reasons=(*decision.reasons, *explained))
+        return decision._replace(reasons=tuple(without_repeats(decision.reasons, explained)))
 
     def decide_fields(
         self, fields: Mapping[str, Any], abuse_score: float, tier: Tier, tiers: Tiers

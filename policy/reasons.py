@@ -269,6 +269,28 @@ def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
+def _said_in(sentence: str, said: str) -> bool:
+    """Whether `said` already states `sentence` (as a whole phrase, case and final stop aside)."""
+    phrase = sentence.rstrip(" .").casefold()
+    if not phrase:
+        return True
+    return re.search(rf"(?<![\w.,]){re.escape(phrase)}(?![\w]|[.,]\d)", said.casefold()) is not None
+
+
+def without_repeats(first: Sequence[str], more: Iterable[str]) -> list[str]:
+    """`first` (the rule's reason, notes), then each of `more` that no earlier reason states.
+
+    A rule's reason may quote a request field that is also a feature ("Asks back 1,114.62, at or
+    above the review limit" and the feature sentence "Asks back 1,114.62"): a reviewer reads it
+    once.
+    """
+    reasons = list(first)
+    for sentence in more:
+        if not any(_said_in(sentence, earlier) for earlier in reasons):
+            reasons.append(sentence)
+    return reasons
+
+
 def explain(
     contributions: Sequence[Contribution] | Sequence[tuple[str, float, float]],
     templates: ReasonTemplates = EMPTY_TEMPLATES,

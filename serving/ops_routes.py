@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path as FilePath
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Security
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -167,6 +167,15 @@ class PageForbidden(Exception):
     """A page was asked for with a key whose role may not see it."""
 
 
+class FormExpired(Exception):
+    """A form was posted with a token its session no longer has (or none): the page that
+    served it is older than the session, e.g. opened before the reviewer signed in again."""
+
+    def __init__(self, retry_path: str) -> None:
+        super().__init__(retry_path)
+        self.retry_path = retry_path
+
+
 async def page_caller(request: Request) -> Caller:
     """A dependency for pages: a reviewer or admin key in the header, or a signed-in session."""
     service = _service(request)
@@ -194,7 +203,7 @@ async def _form(request: Request, caller: Caller) -> dict[str, str]:
     form = await request.form()
     values = {k: v for k, v in form.items() if isinstance(v, str)}
     if caller.session is not None and values.get("csrf") != caller.session.csrf:
-        raise PageForbidden("form token missing or stale; reload the page")
+        raise FormExpired(_safe_next(urlsplit(request.headers.get("referer", "")).path))
     return values
 
 
@@ -1188,4 +1197,20 @@ def install(app: FastAPI, settings: Settings) -> None:
         )
 
     app.add_exception_handler(SignInRequired, sign_in)
+
+    async def form_expired(request: Request, exc: Exception) -> Response:
+        retry = exc.retry_path if isinstance(exc, FormExpired) else "/ops/queue"
+        return _render(
+            request,
+            None,
+            "error.html",
+            status_code=403,
+            heading="This form has expired",
+            message="Nothing was changed: the page was opened before your current sign-in (or "
+            "came from another site), so its form is no longer valid. Reload the page and try "
+            "again.",
+            retry=retry,
+        )
+
     app.add_exception_handler(PageForbidden, forbidden)
+    app.add_exception_handler(FormExpired, form_expired)

@@ -34,6 +34,7 @@ from policy.reasons import (
     ReasonTemplates,
     load_reason_templates,
     sentence_writer,
+    without_repeats,
 )
 from serving.models import LoadedModel, ModelSet, tiers_in_force
 from serving.schemas import RefundDecisionRequest
@@ -199,7 +200,8 @@ def decide_scored(
     The policy gives the rule's reason; `notes` (an analyst's tier pin or watch-list entry)
     follow it, then the features that pushed the score up most (already chosen from the
     contribution tables, largest first, as `policy.reasons.explain` would), each written once
-    per feature and value. A `pinned_tier` replaces the tier model's (unless the tiers file in
+    per feature and value, and left out when an earlier reason already says it (a rule quoting
+    the amount asked). A `pinned_tier` replaces the tier model's (unless the tiers file in
     force no longer has it).
     """
     policies = snapshot.policies
@@ -212,8 +214,9 @@ def decide_scored(
     tier = tier_of(pinned, scored.tier_score, tiers)
     compiled = compile_policy(policies.degraded_policy if degraded else policies.policy)
     decision = compiled.decide_fields(context, abuse_score, tier, tiers)
-    reasons = [*decision.reasons, *notes]
-    reasons.extend(policies.templates.sentence(c) for c in scored.contributions)
+    reasons = without_repeats(
+        [*decision.reasons, *notes], (policies.templates.sentence(c) for c in scored.contributions)
+    )
     return decision, reasons, degraded
 
 

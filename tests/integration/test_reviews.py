@@ -16,7 +16,15 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
-from serving_world import World, a_decision_row, decision_body, key, review_body, shipped
+from serving_world import (
+    REVIEW_AMOUNT,
+    World,
+    a_decision_row,
+    decision_body,
+    key,
+    review_body,
+    shipped,
+)
 
 from features.store import EVENT_TABLES, create_store_engine
 from refund_risk.errors import DataValidationError
@@ -445,6 +453,25 @@ def test_roles_are_checked_on_the_queue_overrides_and_pages(
     assert forced.status_code == 403
 
 
+def test_the_case_page_says_the_amount_asked_back_once(world: World, client: TestClient) -> None:
+    # The rule's reason quotes the amount; the model's reasons may name it again as a feature.
+    asked = f"Asks back {REVIEW_AMOUNT:,.2f}"
+    pages = []
+    for i in range(12):
+        # A customer of the test's own, so other tests' customers' histories stay as they were.
+        changes = {"customer_id": f"reasons-page-{i}-{next(_made)}"}
+        case_id = open_case(world, client, 41 + 3 * i, **changes)["case"]["case_id"]
+        page = client.get(f"/ops/cases/{case_id}", headers=key(world, "reviewer"))
+        assert page.status_code == 200
+        listed = page.text.split('id="reasons">')[1].split("</ol>")[0]
+        reasons = [r.split("</li>")[0].strip() for r in listed.split("<li>")[1:]]
+        assert sum(r.startswith(asked) for r in reasons) <= 1, reasons
+        assert len(reasons) == len(set(reasons))
+        pages.append(reasons)
+    said = [r for r in pages if r[0].startswith(f"{asked}, at or above the review limit")]
+    assert said and all(len(r) >= 2 for r in said)  # the model's reasons still follow the rule's
+
+
 def sign_in_token(client: TestClient) -> str:
     """The token of a freshly served sign-in form (its cookie is now in the client's jar)."""
     page = client.get("/ops/login")
@@ -483,9 +510,21 @@ def test_pages_need_a_session_or_key_and_forms_need_the_session_token(
     page = anonymous.get(f"/ops/cases/{case_id}")
     assert page.status_code == 200 and "Why it is here" in page.text
     forged = anonymous.post(
-        f"/ops/cases/{case_id}/resolve", data={"decision": "approve", "csrf": "guess"}
+        f"/ops/cases/{case_id}/resolve",
+        data={"decision": "approve", "csrf": "guess"},
+        headers={"referer": f"http://testserver/ops/cases/{case_id}"},
     )
+    # A stale form says so and offers the page again; it is not a role problem.
     assert forged.status_code == 403
+    assert "This form has expired" in forged.text and "Nothing was changed" in forged.text
+    assert f'id="retry" href="/ops/cases/{case_id}"' in forged.text
+    assert "may not open" not in forged.text and "reviewer key" not in forged.text
+    elsewhere = anonymous.post(
+        "/ops/overrides/unpin",
+        data={"customer_id": "c1"},
+        headers={"referer": "https://evil.example/ops/x"},
+    )
+    assert elsewhere.status_code == 403 and 'id="retry" href="/ops/x"' in elsewhere.text
     token = page.text.split('name="csrf" value="')[1].split('"')[0]
     done = anonymous.post(
         f"/ops/cases/{case_id}/resolve",

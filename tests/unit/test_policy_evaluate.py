@@ -193,6 +193,24 @@ def test_high_amount_goes_to_review(policy: Policy, tiers: Tiers) -> None:
     assert "1,500.00" in decision.reasons[0] and "1,000.00" in decision.reasons[0]
 
 
+def test_a_high_amount_is_said_once_among_the_reasons(policy: Policy, tiers: Tiers) -> None:
+    ctx = context(order_amount=1500.0, amount_requested=1500.0, category="electronics")
+    scores = Scores(
+        abuse_score=0.01,
+        tier="gold",
+        contributions=(
+            Contribution("request_amount", 1500.0, 0.02),
+            Contribution("customer_not_received_claims_30d", 3.0, 0.01),
+        ),
+    )
+    decision = decide(ctx, scores, policy, tiers, load_reason_templates())
+    assert decision.rule_id == "high_amount"
+    assert decision.reasons == (
+        "Asks back 1,500.00, at or above the review limit of 1,000.00.",
+        "3 'not received' claims in the last 30 days",
+    )
+
+
 def test_watch_list_and_linked_abusers_go_to_review(policy: Policy, tiers: Tiers) -> None:
     scores = Scores(abuse_score=0.01, tier="gold")
     assert decide(context(watchlisted=True), scores, policy, tiers).rule_id == "watchlisted"

@@ -16,6 +16,7 @@ from policy.reasons import (
     load_reason_templates,
     parse_reason_templates,
     template_keys,
+    without_repeats,
 )
 
 TYPICAL_VALUES = (0.0, 1.0, 3.0, 12.5, 0.35, math.nan)
@@ -95,6 +96,33 @@ def test_explain_keeps_the_top_features_that_pushed_the_score_up(
         "Shares a device, address or payment instrument with 1 other account",
         "2 refund requests in the last 7 days",
     ]
+
+
+def test_a_feature_sentence_an_earlier_reason_already_states_is_left_out() -> None:
+    rule = "Asks back 1,114.62, at or above the review limit of 1,000.00."
+    more = [
+        "Asks back 1,114.62",
+        "Asks back 114.62",  # another amount, not said: kept
+        "Asks back 1,114.6",  # a prefix of the amount is not the amount
+        "3 photos attached as evidence",
+        "3 photos attached as evidence",
+        "Order value 1,114.62",
+    ]
+    assert without_repeats([rule, "Pinned to gold"], more) == [
+        rule,
+        "Pinned to gold",
+        "Asks back 114.62",
+        "Asks back 1,114.6",
+        "3 photos attached as evidence",
+        "Order value 1,114.62",
+    ]
+    assert without_repeats([], ["Asks back 5.00."]) == ["Asks back 5.00."]
+    # Nor is the tail of a larger number the number.
+    spent = "3,124.87 spent in the last year"
+    assert without_repeats([spent], ["124.87 spent in the last year"])[1:] == [
+        "124.87 spent in the last year"
+    ]
+    assert without_repeats(["ASKS BACK 5.00."], ["Asks back 5.00"]) == ["ASKS BACK 5.00."]
 
 
 def test_bad_templates_are_refused() -> None:

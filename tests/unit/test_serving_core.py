@@ -288,6 +288,35 @@ def test_without_an_abuse_model_the_rules_only_policy_decides() -> None:
     assert decision.action == "auto_approve"
 
 
+def test_the_service_says_a_high_amount_once_among_its_reasons() -> None:
+    from policy.reasons import Contribution
+
+    policies = load_policy_set()
+    snapshot = Snapshot(ModelSet(None, None, {}, "champion"), policies)
+    request = RefundDecisionRequest.model_validate(
+        {
+            **DECISION_REQUEST_EXAMPLE,
+            "amount_requested": 1114.62,
+            "order": {**DECISION_REQUEST_EXAMPLE["order"], "amount": 1200.0},
+        }
+    )
+    context = request_context(request, _row(), 0.0)
+    scored = Scored(
+        0.01,
+        None,
+        (
+            Contribution("request_amount", 1114.62, 0.02),
+            Contribution("order_amount", 1200.0, 0.01),
+        ),
+    )
+    decision, reasons, _ = decide_scored(snapshot, context, scored)
+    assert decision.rule_id == "high_amount"
+    assert reasons == [
+        "Asks back 1,114.62, at or above the review limit of 1,000.00.",
+        "Order value 1,200.00",
+    ]
+
+
 def test_the_service_decides_as_the_policy_does_from_a_validated_context() -> None:
     # The service decides from the context's fields without building the policy's models;
     # over a grid of requests, scores, tiers and pins it gives the policy's own decisions.
