@@ -171,9 +171,11 @@ def review_body(world: World, refund: Any, refund_id: str, **changes: Any) -> di
     under a refund id of the test's own (so tests sharing the world never meet)."""
     body = decision_body(world, refund, refund_id=refund_id)
     order = body["order"]
-    if order["amount"] < REVIEW_AMOUNT:
-        # A recorded order's amount is fixed: a larger one is another order (of the test's own).
-        order = {**order, "order_id": f"{refund_id}-order", "amount": REVIEW_AMOUNT}
+    if order["amount"] < REVIEW_AMOUNT or "customer_id" in changes:
+        # A recorded order's amount and customer are fixed: a larger amount, or another
+        # customer, is another order (of the test's own, so other tests' orders stay theirs).
+        amount = max(float(order["amount"]), REVIEW_AMOUNT)
+        order = {**order, "order_id": f"{refund_id}-order", "amount": amount}
     body["order"] = order
     body["amount_requested"] = REVIEW_AMOUNT
     body.update(changes)

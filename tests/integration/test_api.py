@@ -751,7 +751,10 @@ def test_decisions_can_be_recorded_on_the_event_loop_instead(world: World) -> No
     settings = world.settings.model_copy(update={"record_in_process": False})
     with TestClient(create_app(settings, freeze_gc=False)) as inline:
         assert inline.app.state.service.writer.recorder is None  # type: ignore[attr-defined]
+        # A customer and order of the test's own: no other test's requests touch its history.
         first = decision_body(world, held(world, 18))
+        first["customer_id"] = "recorded-on-the-event-loop"
+        first["order"] = {**first["order"], "order_id": "recorded-on-the-event-loop-order"}
         later = pd.Timestamp(first["requested_at"]) + pd.Timedelta(minutes=1)
         second = {**first, "refund_id": f"{first['refund_id']}-again", "requested_at": str(later)}
         r = inline.post(
