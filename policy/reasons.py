@@ -274,7 +274,21 @@ def _said_in(sentence: str, said: str) -> bool:
     phrase = sentence.rstrip(" .").casefold()
     if not phrase:
         return True
-    return re.search(rf"(?<![\w.,]){re.escape(phrase)}(?![\w]|[.,]\d)", said.casefold()) is not None
+    text = said.casefold()
+    start = text.find(phrase)
+    while start >= 0:
+        end = start + len(phrase)
+        before = text[start - 1] if start else " "
+        after = text[end : end + 2]
+        # A whole phrase: "124.87 spent" is not said by "3,124.87 spent", nor "1,114.6" by
+        # "1,114.62". Plain string search: this runs on every decision with a new amount in
+        # it, where a regular expression would be compiled afresh.
+        if not (before.isalnum() or before in "_.,") and not (
+            after[:1].isalnum() or after[:1] == "_" or (after[:1] in ".," and after[1:2].isdigit())
+        ):
+            return True
+        start = text.find(phrase, start + 1)
+    return False
 
 
 def without_repeats(first: Sequence[str], more: Iterable[str]) -> list[str]:
