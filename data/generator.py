@@ -19,6 +19,9 @@ How the world works, in short:
   investigations come weeks later, and much abuse is never detected. Nothing known after the
   end of the world's window is in the data.
 * Tactics drift: false "not received" claims grow through the year.
+* Orders carry products, drawn last from a stream of their own (`PRODUCT_STREAM`), so every
+  other column is the same with or without them. Two products stand out within their category
+  (`PLANTED_PRODUCTS`): a misleading size chart and a supplier whose goods arrive damaged.
 """
 
 from __future__ import annotations
@@ -123,6 +126,82 @@ ORDINARY_DETAIL_MIX = np.array([0.30, 0.22, 0.09, 0.04, 0.07, 0.0, 0.0, 0.14, 0.
 SRC = {name: i for i, name in enumerate(OUTCOME_SOURCES)}
 DAY_US = 86_400 * 1_000_000
 
+# --- products -------------------------------------------------------------------------------
+
+PRODUCT_STREAM = 0x70726F64
+"""Second entropy word of the products' random stream: `SeedSequence([seed, PRODUCT_STREAM])`.
+Products are drawn after everything else from this stream alone, so the rest of the world is
+bit for bit what the seed gives without them."""
+
+PRODUCT_NAMES: tuple[tuple[str, ...], ...] = (
+    (
+        "T-shirt",
+        "Slim jeans",
+        "Summer dress",
+        "Rain jacket",
+        "Sneakers",
+        "Wool jumper",
+        "Chinos",
+        "Hoodie",
+        "Blouse",
+        "Linen shirt",
+        "Ankle boots",
+        "Running shorts",
+    ),
+    (
+        "Headphones",
+        "Phone charger",
+        "Smart watch",
+        "Bluetooth speaker",
+        "Tablet",
+        "Webcam",
+        "E-reader",
+        "Power bank",
+    ),
+    (
+        "Table lamp",
+        "Cushion",
+        "Glass vase",
+        "Kitchen scale",
+        "Bath towel",
+        "Wall clock",
+        "Ceramic mug set",
+        "Plant pot",
+        "Duvet cover",
+        "Chopping board",
+    ),
+    (
+        "Face cream",
+        "Shampoo",
+        "Lipstick",
+        "Perfume",
+        "Hand soap",
+        "Sun cream",
+        "Hair oil",
+        "Nail polish",
+    ),
+    ("Fruit box", "Cheese selection", "Coffee beans", "Bread basket"),
+    ("Gift card", "E-book", "Streaming month"),
+    ("Engraved pen", "Photo book", "Name necklace"),
+)
+"""Per category (in `CATEGORIES` order), the product lines its catalogue is made of."""
+
+VARIANTS: tuple[str, ...] = ("", "black", "white", "blue", "large", "small")
+"""Each product line comes in these variants (a product each): the catalogue is lines x variants."""
+
+PRODUCT_POPULARITY_EXPONENT = 0.8
+"""A category's products sell in proportion to 1 / rank ** this (a few sell most)."""
+
+PLANTED_PRODUCTS: dict[str, tuple[tuple[str, ...], float]] = {
+    "sku00006": (("wrong_size", "not_as_described"), 5.0),  # Slim jeans: size chart off
+    "sku00132": (("damaged", "not_as_described"), 15.0),  # Glass vase: packed badly
+}
+"""Products that stand out in their category: an order with a claim of one of these detailed
+reasons is this many times likelier (than its sales alone make it) to be of this product."""
+
+PLANTED_POPULARITY_RANK = 3
+"""Where a planted product sells in its category (1: best seller), so it has orders to show."""
+
 
 @dataclass(frozen=True)
 class WorldConfig:
@@ -217,8 +296,12 @@ def generate_world(
     months: int = 12,
     start: str = "2025-01-01",
     progress: Progress = _no_progress,
+    products: bool = True,
 ) -> World:
-    """Simulate a shop's customers over `months` months and return the raw tables and oracle."""
+    """Simulate a shop's customers over `months` months and return the raw tables and oracle.
+
+    With `products=False` the orders carry no product (as for a shop that sends none); every
+    other column is the same as with them."""
     config = WorldConfig(n_customers=n_customers, seed=seed, months=months, start=start)
     config.validate()
     rng = np.random.default_rng(np.random.PCG64(seed))
@@ -235,6 +318,10 @@ def generate_world(
     claims = _claims(rng, cust, orders, horizon)
     progress("outcomes", 0.7)
     outcomes = _outcomes(rng, claims, orders, horizon)
+    if products:
+        # Last, from a stream of its own: nothing above depends on it.
+        product_rng = np.random.default_rng(np.random.SeedSequence([seed, PRODUCT_STREAM]))
+        orders["product"] = _products(product_rng, orders, claims)
     progress("tables", 0.8)
     world = _assemble(config, t0, horizon, cust, ident, orders, claims, outcomes)
     progress("done", 1.0)
@@ -704,6 +791,67 @@ def _outcomes(
     }
 
 
+def catalogue() -> pd.DataFrame:
+    """Every product of the generated shop: product_id, product_name, category (ids in
+    category order, `sku00000` onwards)."""
+    rows: list[tuple[str, str, str]] = []
+    for cat, lines in enumerate(PRODUCT_NAMES):
+        for line in lines:
+            for variant in VARIANTS:
+                name = f"{line}, {variant}" if variant else line
+                rows.append((f"sku{len(rows):05d}", name, CATEGORIES[cat]))
+    return pd.DataFrame(rows, columns=["product_id", "product_name", "category"])
+
+
+def _products(
+    rng: np.random.Generator, o: dict[str, np.ndarray], cl: dict[str, np.ndarray]
+) -> np.ndarray:
+    """Each order's product (an index into `catalogue()`): by the category's popularity, except
+    that a claim of a planted product's reasons makes that product likelier."""
+    shop = catalogue()
+    ids = shop["product_id"].to_numpy()
+    category_codes = shop["category"].map(CATEGORIES.index).to_numpy()
+    m = len(o["category"])
+    out = np.full(m, -1, dtype=np.int64)
+    for cat in range(len(CATEGORIES)):
+        members = np.flatnonzero(category_codes == cat)
+        ranks = rng.permutation(len(members)) + 1
+        planted = [i for i, pid in enumerate(ids[members]) if pid in PLANTED_PRODUCTS]
+        for i in planted:
+            # The planted product takes the chosen rank; whoever held it takes its old one.
+            holder = int(np.flatnonzero(ranks == PLANTED_POPULARITY_RANK)[0])
+            ranks[holder], ranks[i] = ranks[i], PLANTED_POPULARITY_RANK
+        weights = 1.0 / ranks.astype(float) ** PRODUCT_POPULARITY_EXPONENT
+        in_cat = np.flatnonzero(o["category"] == cat)
+        # Orders claimed for a planted product's reasons, per planted product.
+        boosted = np.zeros(len(in_cat), dtype=np.int64) - 1
+        for i in planted:
+            details, _factor = PLANTED_PRODUCTS[str(ids[members][i])]
+            codes = [DETAILS.index(d) for d in details]
+            hit = np.unique(cl["order"][np.isin(cl["detail"], codes)])
+            boosted[np.isin(in_cat, hit) & (boosted < 0)] = i
+        for group in np.unique(boosted):
+            rows = in_cat[boosted == group]
+            w = weights.copy()
+            if group >= 0:
+                w[group] *= PLANTED_PRODUCTS[str(ids[members][group])][1]
+            out[rows] = members[rng.choice(len(members), size=len(rows), p=w / w.sum())]
+    return out
+
+
+def _product_columns(product: np.ndarray | None, m: int) -> dict[str, pa.Array]:
+    """The orders' product_id and product_name columns; empty without products."""
+    if product is None:
+        empty = pa.nulls(m, pa.string())
+        return {"product_id": empty, "product_name": empty}
+    shop = catalogue()
+    index = pa.array(product)
+    return {
+        "product_id": pa.array(shop["product_id"]).take(index),
+        "product_name": pa.array(shop["product_name"]).take(index),
+    }
+
+
 def _assemble(
     config: WorldConfig,
     t0: pd.Timestamp,
@@ -765,6 +913,7 @@ def _assemble(
             "shipped_at": _timestamps(t0, shipped),
             "delivered_at": _timestamps(t0, delivered),
             "delivery_evidence": enum(DELIVERY_EVIDENCE, evidence),
+            **_product_columns(o.get("product"), m),
         },
     )
 

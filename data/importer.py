@@ -48,7 +48,16 @@ import pyarrow as pa
 from data import storage
 from data.facts import future_problem, stage_problem
 from data.mapping import ValueMapping
-from data.schema import REASON_DETAILS, TABLES, Column, Kind, Table, empty_frame
+from data.schema import (
+    MAX_PRODUCT_NAME,
+    PRODUCT_COLUMNS,
+    REASON_DETAILS,
+    TABLES,
+    Column,
+    Kind,
+    Table,
+    empty_frame,
+)
 from refund_risk.errors import DataValidationError, ImportRejectedError, NotFoundError
 
 OPTIONAL_TABLES: frozenset[str] = frozenset({"outcomes", "identity_links"})
@@ -303,8 +312,11 @@ def _read(table: Table, path: Path | None, delimiter: str, encoding: str) -> _Ra
 
     # An optional column a shop's system does not have (fingerprints, say) may be left out.
     absent = [c.name for c in table.columns if c.nullable and c.name not in frame.columns]
+    # Products are an extra a shop may send; without them an export imports as it always did.
+    noted = [c for c in absent if c not in PRODUCT_COLUMNS]
+    if noted:
+        warnings.append(f"no {', '.join(noted)} column: imported as empty")
     if absent:
-        warnings.append(f"no {', '.join(absent)} column: imported as empty")
         empty = {c: pd.Series(pd.NA, index=frame.index, dtype="str") for c in absent}
         frame = frame.assign(**empty)
     missing = [c for c in table.column_names if c not in frame.columns]
@@ -758,6 +770,18 @@ def _order_rules(
         + _stamp_text(orders["delivered_at"])
         + " is before shipped_at "
         + _stamp_text(orders["shipped_at"]),
+    )
+    failures.add(
+        "product_name_without_id",
+        orders["product_name"].notna() & orders["product_id"].isna(),
+        "product_name without product_id: name the product's id too, or leave both empty",
+    )
+    failures.add(
+        "product_name_too_long",
+        orders["product_name"].str.len() > MAX_PRODUCT_NAME,
+        f"product_name is longer than {MAX_PRODUCT_NAME} characters: "
+        + orders["product_name"].str.slice(0, 40).fillna("")
+        + "...",
     )
 
 

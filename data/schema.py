@@ -73,6 +73,13 @@ FINGERPRINT_COLUMNS: dict[str, str] = {
 """The order column holding each kind of identity fingerprint; all three are optional."""
 
 
+PRODUCT_COLUMNS: tuple[str, ...] = ("product_id", "product_name")
+"""The orders' optional product columns; a shop that sends none loses nothing else."""
+
+MAX_PRODUCT_NAME = 200
+"""Longest product name the importer and the API accept, in characters."""
+
+
 class Kind(StrEnum):
     """Logical column types."""
 
@@ -163,6 +170,7 @@ ORDERS = Table(
         "shipped_at, if set, must not be before ordered_at",
         "delivered_at, if set, needs shipped_at and must not be before it",
         "amount must be positive",
+        "product_name, if set, needs product_id, and is at most 200 characters",
     ),
     columns=(
         Column("order_id", Kind.ID, "Order id.", example="o000000017"),
@@ -220,6 +228,21 @@ ORDERS = Table(
             "Carrier's proof of delivery.",
             values=DELIVERY_EVIDENCE,
             example="photo",
+        ),
+        Column(
+            "product_id",
+            Kind.ID,
+            "The shop's product (SKU) id; empty if the shop does not send it. Gives refund "
+            "rate and reasons per product.",
+            nullable=True,
+            example="sku00006",
+        ),
+        Column(
+            "product_name",
+            Kind.TEXT,
+            "The product's name as the shop shows it; empty if not sent. Needs product_id.",
+            nullable=True,
+            example="Slim jeans",
         ),
     ),
 )

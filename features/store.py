@@ -24,7 +24,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Connection, Engine
 
-from data.schema import TABLES, Kind
+from data.schema import PRODUCT_COLUMNS, TABLES, Kind
 from features.bulk import BulkInsert
 from refund_risk.errors import ConfigurationError, DataValidationError
 
@@ -50,7 +50,7 @@ _SA_TYPES: dict[Kind, Any] = {
 
 # Lookups the online builder makes: a customer's rows, and who else used a fingerprint.
 _INDEXES: dict[str, tuple[tuple[str, ...], ...]] = {
-    "orders": (("customer_id",),),
+    "orders": (("customer_id",), ("product_id",)),
     "refund_requests": (("customer_id",), ("order_id",)),
     "outcomes": (("refund_id",),),
     "identity_links": (("kind", "fingerprint"), ("fingerprint", "kind")),
@@ -224,6 +224,11 @@ def _on_conflict(name: str, insert: Any) -> Any:
         )
         return insert.on_conflict_do_update(index_elements=key, set_={"seen_at": earliest})
     updates = {c.name: insert.excluded[c.name] for c in table.columns if c.name not in key}
+    if name == "orders":
+        # An order sent again without its product (a shipping update, a system that sends
+        # products only at checkout) keeps the product it was recorded with.
+        for column in PRODUCT_COLUMNS:
+            updates[column] = sa.func.coalesce(insert.excluded[column], table.c[column])
     return insert.on_conflict_do_update(index_elements=key, set_=updates)
 
 
@@ -282,14 +287,17 @@ class EventStore:
                 raise DataValidationError(f"unknown table {name!r}")
             columns = TABLES[name].column_names
             times = _TIME_COLUMNS[name]
+            optional = PRODUCT_COLUMNS if name == "orders" else ()
             clean = []
             for record in records:
-                missing = [c for c in columns if c not in record]
+                # Products are optional in a row, as they are in the API and an import.
+                missing = [c for c in columns if c not in record and c not in optional]
                 if missing:
                     raise DataValidationError(f"{name} row lacks {', '.join(missing)}")
                 clean.append(
                     tuple(
-                        _db_time(record[c]) if c in times else _db_value(record[c]) for c in columns
+                        _db_time(record[c]) if c in times else _db_value(record.get(c))
+                        for c in columns
                     )
                 )
             upsert = self._upsert(name)
@@ -315,7 +323,8 @@ class EventStore:
             frame = frames.get(name)
             if frame is None:
                 continue
-            columns = TABLES[name].column_names
+            # A frame made before products were in the schema has no product columns.
+            columns = [c for c in TABLES[name].column_names if c in frame.columns]
             for start in range(0, len(frame), chunk_rows):
                 part = frame.iloc[start : start + chunk_rows]
                 with self.engine.begin() as connection:

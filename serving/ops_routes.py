@@ -989,6 +989,9 @@ async def dashboard_page(request: Request, caller: AsPageUser) -> HTMLResponse:
         ),
         field_settle=owner.FIELD_SETTLE_SHARES,
         field_mean_hours=owner.FIELD_MEAN_HOURS_AUTOMATED,
+        min_product_orders=owner.PRODUCT_MIN_ORDERS,
+        products_shown=owner.PRODUCTS_SHOWN,
+        product_fdr=owner.PRODUCT_FALSE_DISCOVERY,
         reasons=REASONS,
         reviewers=reviewers,
         actions=dashboard.ACTIONS,
@@ -1121,6 +1124,28 @@ def _owner_figures(shop: owner.OwnerView) -> dict[str, str]:
             "Share of decisions by time to decide",
             fmt=lambda v: f"{v:.0f}%",
         ),
+        **_product_figures(shop),
+    }
+
+
+def _product_figures(shop: owner.OwnerView) -> dict[str, str]:
+    """Refund rate of the listed products, those standing out against their category in red."""
+    rows = [r for r in shop.products.rows[: owner.PRODUCTS_SHOWN] if r.totals.rate is not None]
+    if not rows:
+        return {}
+    return {
+        "products": charts.hbars(
+            [
+                (
+                    r.name or r.product_id,
+                    r.totals.rate or 0.0,
+                    "stands-out" if r.stands_out else "usual",
+                )
+                for r in rows
+            ],
+            "Refund rate by product",
+            fmt=lambda v: f"{v:.1%}",
+        )
     }
 
 

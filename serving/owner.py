@@ -9,6 +9,12 @@ and the review queue.
 The shop's period ends at its latest refund request on record, not at the wall clock, so an
 imported history (or the generated world) shows its own last weeks. Every read is an aggregate
 over days, so the cost grows with the number of days and categories, not with orders.
+
+Products (orders that carry a product id) get the same figures per product over the period, and
+a test of whether a product's refund rate stands out against the rest of its category: the
+chance of as many requests or more if the product were refunded at its category's rate
+(Poisson), with the Benjamini-Hochberg correction over every product tested, so that among a
+few hundred ordinary products about one in twenty flagged is flagged by chance, not a dozen.
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from scipy.stats import poisson
+from sqlalchemy.engine import Connection, Engine
+from statsmodels.stats.multitest import multipletests
 
 from data.schema import REASON_DETAILS, REASONS
 from features.store import EVENT_TABLES
@@ -53,6 +61,16 @@ FIELD_SETTLE_SHARES: dict[str, float] = {
     "over 7 days": 0.05,
 }
 """How fast one shop's refunds were handled before automation."""
+
+PRODUCT_MIN_ORDERS = 20
+"""Orders in the period a product needs before its refund rate is tested against its
+category's: with fewer, no rate could stand out however many came back."""
+
+PRODUCT_FALSE_DISCOVERY = 0.05
+"""Largest expected share of products flagged as standing out by chance alone (BH q-value)."""
+
+PRODUCTS_SHOWN = 15
+"""Products listed on the dashboard: those standing out first, then the most refunded."""
 
 
 @dataclass
@@ -101,6 +119,79 @@ class CategoryRow:
     """The most common detailed reasons, with their share of the category's requests."""
     stands_out: bool
     """Refund rate over twice the shop's, on at least ten requests."""
+
+
+@dataclass
+class ProductRow:
+    """One product in the period, against the rest of its category."""
+
+    product_id: str
+    name: str | None
+    category: str
+    """The category most of its orders in the period were in."""
+    totals: Totals
+    top_details: list[tuple[str, float]]
+    category_rate: float | None
+    """Refund requests per order of the category's other products (and of orders with none)."""
+    p_value: float | None
+    """Chance of this many requests or more at the category's rate; None: not tested."""
+    q_value: float | None
+    """The p-value after the Benjamini-Hochberg correction over every product tested."""
+    stands_out: bool
+
+
+@dataclass
+class Products:
+    """Per-product figures for the period."""
+
+    rows: list[ProductRow]
+    """Standing out first (most significant first), then by requests."""
+    with_product: int
+    """Orders in the period that name a product."""
+    tested: int
+    """Products with at least `PRODUCT_MIN_ORDERS` orders, tested against their category."""
+
+    @property
+    def standing_out(self) -> list[ProductRow]:
+        """The products whose refund rate stands out against their category."""
+        return [r for r in self.rows if r.stands_out]
+
+
+@dataclass(frozen=True)
+class ProductCounts:
+    """What the stand-out test needs of one product: its orders and requests, and those of the
+    rest of its category in the same period."""
+
+    orders: int
+    requests: int
+    category_orders: int
+    category_requests: int
+
+
+def stand_out(
+    counts: list[ProductCounts],
+    min_orders: int = PRODUCT_MIN_ORDERS,
+    fdr: float = PRODUCT_FALSE_DISCOVERY,
+) -> list[tuple[float | None, float | None, bool]]:
+    """For each product: (p, q, stands out). p is the one-sided Poisson chance of at least its
+    requests at the rest of the category's rate; q its Benjamini-Hochberg adjusted value over
+    the products tested; it stands out when q is at most `fdr`. A product with fewer than
+    `min_orders` orders, or a category with no other order or request, is not tested."""
+    tested: list[int] = []
+    p_values: list[float] = []
+    for i, c in enumerate(counts):
+        if c.orders < min_orders or c.category_orders <= 0 or c.category_requests <= 0:
+            continue
+        expected = c.orders * c.category_requests / c.category_orders
+        tested.append(i)
+        p_values.append(float(poisson.sf(c.requests - 1, expected)))
+    out: list[tuple[float | None, float | None, bool]] = [(None, None, False)] * len(counts)
+    if not tested:
+        return out
+    flags, q_values, _, _ = multipletests(p_values, alpha=fdr, method="fdr_bh")
+    for i, p, q, flag in zip(tested, p_values, q_values, flags, strict=True):
+        out[i] = (p, float(q), bool(flag))
+    return out
 
 
 @dataclass
@@ -154,6 +245,7 @@ class OwnerView:
     settling: Settling
     forecast: Forecast | None = None
     forecast_note: str | None = None
+    products: Products = field(default_factory=lambda: Products([], 0, 0))
 
     @property
     def empty(self) -> bool:
@@ -205,6 +297,11 @@ def build(engine: Engine, days: int, now: datetime, review_sla_hours: float) -> 
             .where(refunds.c.requested_at >= since)
             .group_by(request_day, orders.c.category, refunds.c.reason_detail)
         ).all()
+        window = (
+            datetime.combine(first_day, datetime.min.time()),
+            datetime.combine(last_day + timedelta(days=1), datetime.min.time()),
+        )
+        product_orders, product_requests = _product_counts(connection, *window)
     # (day, category) -> counts; every figure below is a sum over these cells.
     cells: dict[tuple[date, str], Totals] = defaultdict(Totals)
     details: dict[tuple[date, str], Counter[str]] = defaultdict(Counter)
@@ -246,6 +343,7 @@ def build(engine: Engine, days: int, now: datetime, review_sla_hours: float) -> 
     reason_rows = _reasons(reasons, previous_reasons)
     start = datetime.combine(first_day, datetime.min.time())
     ahead, note = _forecast(weeks, last_day)
+    product_view = _products(product_orders, product_requests, by_category)
     return OwnerView(
         as_of,
         start,
@@ -259,6 +357,7 @@ def build(engine: Engine, days: int, now: datetime, review_sla_hours: float) -> 
         settling,
         ahead,
         note,
+        product_view,
     )
 
 
@@ -279,6 +378,107 @@ def _forecast(weeks: list[Week], last_day: date) -> tuple[Forecast | None, str |
             f"a forecast needs {MIN_WEEKS} complete weeks of history; there are {len(complete)}",
         )
     return made, None
+
+
+def _product_counts(
+    connection: Connection, start: datetime, end: datetime
+) -> tuple[list[Any], list[Any]]:
+    """Orders placed and refund requests made in [start, end), per product, category (and
+    detailed reason); orders without a product are left out."""
+    orders, refunds = EVENT_TABLES["orders"], EVENT_TABLES["refund_requests"]
+    placed = connection.execute(
+        sa.select(
+            orders.c.product_id,
+            orders.c.category,
+            sa.func.max(orders.c.product_name),
+            sa.func.count(),
+            sa.func.sum(orders.c.amount),
+        )
+        .where(
+            orders.c.ordered_at >= start,
+            orders.c.ordered_at < end,
+            orders.c.product_id.is_not(None),
+        )
+        .group_by(orders.c.product_id, orders.c.category)
+    ).all()
+    asked = connection.execute(
+        sa.select(
+            orders.c.product_id,
+            orders.c.category,
+            refunds.c.reason_detail,
+            sa.func.count(),
+            sa.func.sum(refunds.c.amount_requested),
+        )
+        .select_from(refunds.join(orders, orders.c.order_id == refunds.c.order_id))
+        .where(
+            refunds.c.requested_at >= start,
+            refunds.c.requested_at < end,
+            orders.c.product_id.is_not(None),
+        )
+        .group_by(orders.c.product_id, orders.c.category, refunds.c.reason_detail)
+    ).all()
+    return list(placed), list(asked)
+
+
+def _products(placed: list[Any], asked: list[Any], by_category: dict[str, Totals]) -> Products:
+    """Each product's figures, its category's without it, and whether it stands out."""
+    totals: dict[str, Totals] = defaultdict(Totals)
+    per_category: dict[str, Counter[str]] = defaultdict(Counter)
+    names: dict[str, str | None] = {}
+    mix: dict[str, Counter[str]] = defaultdict(Counter)
+    for product, category, name, count, amount in placed:
+        totals[product].orders += int(count)
+        totals[product].sales += float(amount or 0.0)
+        per_category[product][category] += int(count)
+        if name is not None:
+            names[product] = name
+    for product, category, detail, count, amount in asked:
+        totals[product].requests += int(count)
+        totals[product].refund_money += float(amount or 0.0)
+        per_category[product][category] += 0  # a product refunded but not sold in the period
+        mix[product][detail] += int(count)
+    with_product = sum(t.orders for t in totals.values())
+    ids = sorted(totals)
+    # A product's category: where most of its orders were (a product moved between categories
+    # is compared with the one it mostly sold in).
+    category_of = {p: min(per_category[p].items(), key=lambda kv: (-kv[1], kv[0]))[0] for p in ids}
+    counts = []
+    for p in ids:
+        cat = by_category.get(category_of[p], Totals())
+        own = totals[p]
+        counts.append(
+            ProductCounts(
+                own.orders, own.requests, cat.orders - own.orders, cat.requests - own.requests
+            )
+        )
+    tests = stand_out(counts)
+    rows = []
+    for p, c, (p_value, q_value, flag) in zip(ids, counts, tests, strict=True):
+        own = totals[p]
+        top = [(d, n / own.requests) for d, n in mix[p].most_common(3)] if own.requests else []
+        rows.append(
+            ProductRow(
+                p,
+                names.get(p),
+                category_of[p],
+                own,
+                top,
+                c.category_requests / c.category_orders if c.category_orders > 0 else None,
+                p_value,
+                q_value,
+                flag,
+            )
+        )
+    rows.sort(
+        key=lambda r: (
+            not r.stands_out,
+            r.q_value if r.stands_out and r.q_value is not None else 0.0,
+            -r.totals.requests,
+            r.product_id,
+        )
+    )
+    tested = sum(1 for r in rows if r.p_value is not None)
+    return Products(rows, with_product, tested)
 
 
 def _categories(

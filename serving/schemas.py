@@ -161,6 +161,8 @@ ORDER_EXAMPLE: dict[str, Any] = {
     "shipped_at": "2025-02-12T16:00:00Z",
     "delivered_at": "2025-02-14T11:10:00Z",
     "delivery_evidence": "photo",
+    "product_id": "sku00006",
+    "product_name": "Slim jeans",
 }
 
 
@@ -196,6 +198,24 @@ class OrderDetails(_In):
     delivery_evidence: DeliveryEvidence = Field(
         default="none", description="Carrier's proof of delivery."
     )
+    product_id: Identifier | None = Field(
+        default=None,
+        description="The shop's product (SKU) id; leave out if not known. Feeds the owner's "
+        "refund rate and reasons per product; decisions are the same with or without it.",
+    )
+    product_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="The product's name as the shop shows it; needs product_id.",
+    )
+
+    @field_validator("product_name")
+    @classmethod
+    def _name_needs_id(cls, value: str | None, info: ValidationInfo) -> Any:
+        if value is not None and info.data.get("product_id") is None and "product_id" in info.data:
+            raise ValueError("product_name needs product_id")
+        return value
 
     @field_validator("shipped_at")
     @classmethod

@@ -17,6 +17,7 @@ from data.schema import (
     CATEGORIES,
     DELIVERY_EVIDENCE,
     PAYMENT_METHODS,
+    PRODUCT_COLUMNS,
     REASON_DETAILS,
     TABLES,
     empty_frame,
@@ -38,6 +39,8 @@ def _frame(name: str, rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
             c.name: (
                 pd.to_datetime(frame[c.name]).astype("datetime64[us]")
                 if c.kind == "timestamp"
+                else frame[c.name].astype(object).where(frame[c.name].notna(), None)
+                if c.name in PRODUCT_COLUMNS  # rows without a product keep it missing
                 else frame[c.name].astype(
                     {"money": "float64", "count": "int64", "bool": "bool"}.get(c.kind, "str")
                 )
