@@ -45,6 +45,10 @@ class DataCheck:
     links_by_kind: dict[str, int]
     customers_with_links: float
     models: list[ModelReadiness]
+    product_coverage: float = 0.0
+    """Share of orders that name a product."""
+    products: int = 0
+    """Distinct products named on orders."""
 
     def format(self) -> str:
         """The check as plain text, one figure a line, then one block per model."""
@@ -65,6 +69,9 @@ class DataCheck:
             f"fingerprints on orders     {coverage}",
             f"identity links             {links}; "
             f"{self.customers_with_links:.1%} of customers have one",
+            f"products on orders         {self.product_coverage:.1%} of orders name one of "
+            f"{self.products:,} products"
+            + ("" if self.products else " (per-product figures need product_id on orders)"),
         ]
         if self.customers_with_links < 1.0:
             lines.append(
@@ -117,6 +124,8 @@ def check_data(tables: dict[str, pd.DataFrame]) -> DataCheck:
         links_by_kind={str(k): int(n) for k, n in by_kind.items()},
         customers_with_links=with_links,
         models=[_tier_readiness(tables, last), _abuse_readiness(refunds, outcomes)],
+        product_coverage=float(orders["product_id"].notna().mean()) if len(orders) else 0.0,
+        products=int(orders["product_id"].nunique()),
     )
 
 

@@ -779,9 +779,9 @@ def _order_rules(
     failures.add(
         "product_name_too_long",
         orders["product_name"].str.len() > MAX_PRODUCT_NAME,
-        f"product_name is longer than {MAX_PRODUCT_NAME} characters: "
+        f"product_name is longer than {MAX_PRODUCT_NAME} characters: '"
         + orders["product_name"].str.slice(0, 40).fillna("")
-        + "...",
+        + "...'",
     )
 
 

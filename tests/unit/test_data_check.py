@@ -162,3 +162,17 @@ def test_no_orders_is_said_not_crashed() -> None:
     assert [m.ready for m in check.models] == [False, False]
     assert "needs orders: you have 0" in check.models[0].missing[0]
     assert "no dated rows" in check.format()
+
+
+def test_product_coverage_is_counted_and_its_absence_said() -> None:
+    tables = world(3)
+    without = check_data(tables)
+    assert (without.product_coverage, without.products) == (0.0, 0)
+    assert "per-product figures need product_id on orders" in without.format()
+    orders = tables["orders"]
+    named = pd.Series([f"sku{(i // 2) % 4}" if i % 2 else None for i in range(len(orders))])
+    tables["orders"] = orders.assign(product_id=named.to_numpy())
+    check = check_data(tables)
+    assert check.products == 4
+    assert check.product_coverage == pytest.approx(named.notna().mean())
+    assert f"{named.notna().mean():.1%} of orders name one of 4 products" in check.format()

@@ -9,10 +9,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from data.generator import PATTERNS, World, generate_world
+from data.generator import PATTERNS, PLANTED_PRODUCTS, World, catalogue, generate_world
 from data.report import FIELD_REASON_MIX, latest_labels, vital_signs
-from data.schema import NON_RETURNABLE_CATEGORIES, TABLES
+from data.schema import NON_RETURNABLE_CATEGORIES, PRODUCT_COLUMNS, TABLES
 from data.storage import read_world, to_arrow
 from data.world_io import load_oracle, save_world
 from refund_risk.errors import ConfigurationError
@@ -232,3 +234,46 @@ def test_ids_are_strings_and_orders_ids_follow_time() -> None:
     )
     assert orders["ordered_at"].is_monotonic_increasing
     assert np.all(orders["order_id"].to_numpy()[:-1] < orders["order_id"].to_numpy()[1:])
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.integers(min_value=0, max_value=2**32 - 1))
+def test_products_leave_every_other_column_bit_identical(seed: int) -> None:
+    with_products = generate_world(300, seed=seed, months=4)
+    without = generate_world(300, seed=seed, months=4, products=False)
+    for name, frame in with_products.tables.items():
+        other = [c for c in frame.columns if c not in PRODUCT_COLUMNS]
+        pd.testing.assert_frame_equal(frame[other], without.tables[name][other])
+    pd.testing.assert_frame_equal(with_products.oracle_refunds, without.oracle_refunds)
+    pd.testing.assert_frame_equal(with_products.oracle_customers, without.oracle_customers)
+    # Without products the columns are there and empty, as for a shop that sends none.
+    orders = without.tables["orders"]
+    assert orders["product_id"].isna().all() and orders["product_name"].isna().all()
+
+
+def test_every_order_has_a_product_of_its_own_category(world: World) -> None:
+    orders = world.tables["orders"]
+    shop = catalogue().set_index("product_id")
+    assert orders["product_id"].notna().all()
+    assert (shop.loc[orders["product_id"], "category"].to_numpy() == orders["category"]).all()
+    assert (
+        shop.loc[orders["product_id"], "product_name"].to_numpy() == orders["product_name"]
+    ).all()
+
+
+def test_the_planted_products_are_refunded_more_for_their_reasons(world: World) -> None:
+    orders = world.tables["orders"]
+    refunds = world.tables["refund_requests"].merge(orders[["order_id", "product_id"]])
+    shop = catalogue().set_index("product_id")
+    for product, (details, _factor) in PLANTED_PRODUCTS.items():
+        category = shop.loc[product, "category"]
+        in_category = orders[orders["category"] == category]
+        mine = in_category["product_id"] == product
+        claimed = refunds[refunds["reason_detail"].isin(details)]
+        own = claimed["product_id"].eq(product).sum() / mine.sum()
+        rest = (
+            claimed["product_id"].isin(in_category.loc[~mine, "product_id"]).sum() / (~mine).sum()
+        )
+        assert own > 3 * rest, (product, own, rest)
+        # And it sells: enough orders for the owner's figures to see it.
+        assert mine.sum() > 0.03 * len(in_category)

@@ -12,7 +12,7 @@ import pytest
 from data import storage
 from data.importer import ImportReport, import_directory
 from data.mapping import load_mapping
-from data.schema import TABLES, Table
+from data.schema import PRODUCT_COLUMNS, TABLES, Table
 from refund_risk.errors import (
     ConfigurationError,
     DataValidationError,
@@ -396,6 +396,20 @@ BAD_ROWS = [
         "reason_detail 'late' does not belong to reason 'mistake' (it belongs to 'logistics')",
         "reason_mismatch",
         id="reason-detail-mismatch",
+    ),
+    pytest.param(
+        "orders",
+        {"product_name": "Slim jeans"},
+        "product_name without product_id: name the product's id too, or leave both empty",
+        "product_name_without_id",
+        id="product-name-without-id",
+    ),
+    pytest.param(
+        "orders",
+        {"product_id": "sku1", "product_name": "x" * 201},
+        "product_name is longer than 200 characters: '" + "x" * 40 + "...'",
+        "product_name_too_long",
+        id="product-name-too-long",
     ),
 ]
 
@@ -905,3 +919,42 @@ def test_any_mix_of_bad_rows_is_rejected_exactly_and_leaves_the_good_rows(
             assert {int(n) for n in rejects["line"]} == lines
             assert all(rejects["reasons"].str.len() > 0)
         assert len(storage.read_table(table, tmp_path / "raw")) == len(GOOD[table])
+
+
+def test_products_are_stored_per_order_and_may_be_left_empty(tmp_path: Path) -> None:
+    orders = [
+        GOOD["orders"][0] | {"product_id": "sku6", "product_name": "Slim jeans, black"},
+        GOOD["orders"][1] | {"product_id": "sku7"},  # an id without a name is fine
+        NEW["orders"],  # and an order with no product at all
+    ]
+    report = run(tmp_path, write_source(tmp_path / "src", {"orders": orders}))
+
+    assert report.rejected == 0
+    stored = storage.read_table("orders", tmp_path / "raw")
+    assert stored["product_id"].tolist()[:2] == ["sku6", "sku7"]
+    assert stored["product_name"].tolist()[0] == "Slim jeans, black"
+    assert stored["product_id"].isna().tolist() == [False, False, True]
+    assert stored["product_name"].isna().tolist() == [False, True, True]
+
+
+def test_an_export_without_product_columns_imports_exactly_as_before(tmp_path: Path) -> None:
+    with_columns = write_source(tmp_path / "with")
+    without = write_source(tmp_path / "without")
+    orders = pd.read_csv(without / "orders.csv", dtype=str, keep_default_na=False)
+    orders.drop(columns=list(PRODUCT_COLUMNS)).to_csv(without / "orders.csv", index=False)
+
+    a = import_directory(with_columns, tmp_path / "raw-a", tmp_path / "rejects-a")
+    b = import_directory(without, tmp_path / "raw-b", tmp_path / "rejects-b")
+
+    # The same rows, the same tables, and no word about products in the summary.
+    assert {n: (t.read, t.accepted, t.rejected) for n, t in b.tables.items()} == {
+        n: (t.read, t.accepted, t.rejected) for n, t in a.tables.items()
+    }
+    assert b.tables["orders"].warnings == a.tables["orders"].warnings == []
+    shown = b.summary().replace(str(without), str(with_columns)).replace("raw-b", "raw-a")
+    assert shown.replace("rejects-b", "rejects-a") == a.summary()
+    for name in TABLES:
+        pd.testing.assert_frame_equal(
+            storage.read_table(name, tmp_path / "raw-b"),
+            storage.read_table(name, tmp_path / "raw-a"),
+        )
