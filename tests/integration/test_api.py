@@ -324,6 +324,52 @@ def test_bad_orders_name_the_nested_field(world: World, client: TestClient) -> N
     assert {"order.amount", "order.extra"} <= {f["field"] for f in r.json()["error"]["fields"]}
 
 
+def test_a_product_name_without_its_id_is_refused_naming_the_field(
+    world: World, client: TestClient
+) -> None:
+    body = decision_body(world, held(world, 9))
+    body["order"] = {**body["order"], "product_name": "Slim jeans"}
+    r = client.post("/v1/refund-decisions", json=body, headers=key(world, "scorer"))
+    assert r.status_code == 422, r.text
+    fields = r.json()["error"]["fields"]
+    assert [f["field"] for f in fields] == ["order.product_name"]
+    assert "product_name needs product_id" in fields[0]["message"]
+
+
+def _stored_product(world: World, order_id: str) -> tuple[str | None, str | None]:
+    with sqlite3.connect(world.db_path) as con:
+        row = con.execute(
+            "SELECT product_id, product_name FROM event_orders WHERE order_id = ?", (order_id,)
+        ).fetchone()
+    return (row[0], row[1]) if row else (None, None)
+
+
+def test_an_orders_product_is_stored_and_kept_when_the_order_comes_again_without_it(
+    world: World, client: TestClient
+) -> None:
+    refund = held(world, 14)
+    body = decision_body(world, refund, refund_id="product-store-1")
+    order_id = "product-store-1-order"
+    body["order"] = {
+        **body["order"],
+        "order_id": order_id,
+        "product_id": "sku-mug",
+        "product_name": "Ceramic mug",
+    }
+    body["amount_requested"] = min(body["amount_requested"], body["order"]["amount"] / 2)
+    r = client.post("/v1/refund-decisions", json=body, headers=key(world, "scorer"))
+    assert r.status_code == 200, r.text
+    assert _stored_product(world, order_id) == ("sku-mug", "Ceramic mug")
+    # The same order in a second request, from a system that sends no product: kept.
+    again = {**body, "refund_id": "product-store-2"}
+    again["order"] = {
+        k: v for k, v in body["order"].items() if k not in ("product_id", "product_name")
+    }
+    r = client.post("/v1/refund-decisions", json=again, headers=key(world, "scorer"))
+    assert r.status_code == 200, r.text
+    assert _stored_product(world, order_id) == ("sku-mug", "Ceramic mug")
+
+
 @pytest.mark.parametrize("raw", [b"", b"{", b"[]", b"null", b'{"refund_id": 1}'])
 def test_malformed_bodies_never_answer_500(world: World, client: TestClient, raw: bytes) -> None:
     r = client.post(

@@ -373,6 +373,15 @@ def test_metrics_are_documented_as_prometheus_text(client: TestClient) -> None:
     assert {"200", "400", "401", "403", "413", "422", "503"} <= set(decide)
 
 
+def test_the_order_documents_its_optional_product(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    order = spec["components"]["schemas"]["OrderDetails"]
+    assert {"product_id", "product_name"} <= set(order["properties"])
+    assert not {"product_id", "product_name"} & set(order.get("required", []))
+    assert "product" in order["properties"]["product_id"]["description"]
+    assert order["examples"][0]["product_id"]
+
+
 @dataclass
 class Running:
     """The app under uvicorn on a loopback port."""
