@@ -53,6 +53,12 @@ def test_the_owner_sees_refund_rate_reasons_and_categories_with_no_chart_empty_o
         categories = page.locator("#category-table tbody tr")
         assert categories.count() >= 3
         assert page.locator("#reason-table tbody tr").count() >= 5
+        # Products: the generated world's orders name them; the listed ones and the test's verdict.
+        products = page.locator("#product-table tbody tr")
+        assert products.count() >= 5
+        assert page.locator("#products-standing-out").count() == 1
+        first = products.first.locator("td")
+        assert first.nth(0).inner_text().strip() and first.nth(1).inner_text().strip()
         charts = page.locator("svg.chart")
         reports = [charts.nth(i).evaluate(CHART_REPORT) for i in range(charts.count())]
         assert [r for r in reports if r["clipped"]] == []
@@ -64,6 +70,7 @@ def test_the_owner_sees_refund_rate_reasons_and_categories_with_no_chart_empty_o
             "Refund requests by week, by reason",
             "Refund requests per week, and the forecast",
             "Refund money per week, and the forecast",
+            "Refund rate by product",
         } <= titles
         assert "missed by" in page.inner_text("#forecast")
         alerts = page.locator("#alerts")
