@@ -24,6 +24,13 @@ def generate(
         "2025-01-01"
     ),
     seed: Annotated[int | None, typer.Option(help="Random seed (default: settings).")] = None,
+    products: Annotated[
+        bool,
+        typer.Option(
+            help="Give orders products (--no-products: none, as a shop that sends no product "
+            "ids; every other column is the same)."
+        ),
+    ] = True,
 ) -> None:
     """Simulate a shop's customers, orders, refunds and late labels; write them as Parquet."""
     from data.generator import generate_world
@@ -33,7 +40,14 @@ def generate(
     seed = settings.seed if seed is None else seed
     began = time.perf_counter()
     with progress_bar("generating world") as progress:
-        world = generate_world(customers, seed=seed, months=months, start=start, progress=progress)
+        world = generate_world(
+            customers,
+            seed=seed,
+            months=months,
+            start=start,
+            progress=progress,
+            products=products,
+        )
         progress("writing Parquet", 0.9)
         save_world(world, settings.raw_dir, settings.oracle_dir)
     elapsed = time.perf_counter() - began

@@ -171,7 +171,8 @@ class OrderDetails(_In):
 
     Once recorded, an order's customer, time, category, amount, item count, payment method and
     fingerprints are fixed; its shipped_at and delivered_at may be filled in or move later,
-    never be emptied or move back (409 `order_conflict`)."""
+    never be emptied or move back (409 `order_conflict`). Its product (optional) feeds the
+    owner's figures per product; an order sent again without it keeps the one recorded."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [ORDER_EXAMPLE]})
 
