@@ -60,6 +60,7 @@ class Subject(StrEnum):
     ALL = "all"
     REASON = "reason_detail"
     CATEGORY = "category"
+    PRODUCT = "product_id"
     SHARED_FINGERPRINT = "shared_fingerprint"
 
 
@@ -178,6 +179,13 @@ def _windows(
     if rule.by == Subject.CATEGORY:
         source = refunds.join(orders, orders.c.order_id == refunds.c.order_id)
         key: Any = orders.c.category
+    elif rule.by == Subject.PRODUCT:
+        # Orders that name no product have no subject here (a shop without product ids: none).
+        source = refunds.join(
+            orders,
+            sa.and_(orders.c.order_id == refunds.c.order_id, orders.c.product_id.is_not(None)),
+        )
+        key = orders.c.product_id
     elif rule.by == Subject.REASON:
         key = refunds.c.reason_detail
     elif rule.by == Subject.SHARED_FINGERPRINT:

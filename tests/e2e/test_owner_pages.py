@@ -74,9 +74,9 @@ def test_the_owner_sees_refund_rate_reasons_and_categories_with_no_chart_empty_o
         } <= titles
         assert "missed by" in page.inner_text("#forecast")
         alerts = page.locator("#alerts")
-        assert "4 rules, evaluated by the service" in alerts.inner_text()
+        assert "5 rules, evaluated by the service" in alerts.inner_text()
         page.click("#alerts summary")
-        assert alerts.locator("details li").count() == 4
+        assert alerts.locator("details li").count() == 5
         folder = os.environ.get("REFUND_RISK_SCREENSHOTS")
         if folder:
             Path(folder).mkdir(parents=True, exist_ok=True)

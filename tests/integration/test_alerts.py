@@ -234,3 +234,46 @@ def test_the_service_loop_evaluates_again_and_again_but_sends_each_alert_once(
     events = alerts.recent(store.engine)
     assert len(events) == len(firing)  # one event per alert, however many evaluations ran
     assert all(e["attempts"] == 0 and not e["delivered"] for e in events)  # no webhook named
+
+
+def test_a_burst_on_one_product_fires_its_alert_once_and_no_other_product(
+    store: EventStore, world_db: tuple[Path, dict[str, pd.DataFrame]]
+) -> None:
+    tables = world_db[1]
+    now = _end(tables) + timedelta(hours=1)
+    product = "sku00132"
+    orders = tables["orders"]
+    picked = (
+        orders[(orders.product_id == product) & (orders.delivered_at < now - timedelta(days=1))]
+        .drop_duplicates("customer_id")
+        .tail(8)
+    )
+    assert len(picked) == 8
+    burst = [
+        {
+            "refund_id": f"vase{i:02d}",
+            "order_id": o.order_id,
+            "customer_id": o.customer_id,
+            "requested_at": now - timedelta(hours=10) + timedelta(minutes=45 * i),
+            "refund_type": "return_and_refund",
+            "reason": "not_as_described",
+            "reason_detail": "damaged",
+            "amount_requested": float(o.amount),
+            "photo_count": 1,
+            "order_stage": "delivered",
+        }
+        for i, o in enumerate(picked.itertuples())
+    ]
+    file = alerts.load_alerts(None)
+    sender = alerts.Sender(SECRET, attempts=1)
+    assert [
+        e for e in alerts.run(store.engine, file, sender, now) if e["rule_id"] == "product_spike"
+    ] == []
+    store.write({"refund_requests": burst})
+    later = now + timedelta(minutes=5)
+    sent = [
+        e for e in alerts.run(store.engine, file, sender, later) if e["rule_id"] == "product_spike"
+    ]
+    assert [e["subject"] for e in sent] == [product]
+    again = alerts.run(store.engine, file, sender, later + timedelta(minutes=5))
+    assert [e for e in again if e["rule_id"] == "product_spike"] == []
