@@ -38,7 +38,11 @@ def built_once(
     A build that failed half-way leaves no marker: the next worker to ask starts it again in
     an empty folder (and most likely fails the same way, reporting the same error).
     """
-    root = run_folder(tmp_path_factory)
+    return build_once_in(run_folder(tmp_path_factory), name, build)
+
+
+def build_once_in(root: Path, name: str, build: Callable[[Path], None]) -> Path:
+    """`root / name`, filled by `build` once, whichever process asks first (see `built_once`)."""
     folder = root / name
     marker = root / f"{name}.{BUILT}"
     with FileLock(str(root / f"{name}.lock")):
