@@ -6,20 +6,22 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.padding import Padding
 from rich.table import Table as RichTable
 
-from refund_risk.console import console, progress_bar, reports_errors
+from refund_risk.console import (
+    console,
+    out,
+    print_indented,
+    print_result,
+    progress_bar,
+    reports_errors,
+)
 
 app = typer.Typer(
     name="features",
     help="Feature definitions, the training tables built from them, and the event store.",
     no_args_is_help=True,
 )
-
-out = Console()
-"""Figures and tables go to stdout; progress and errors go to stderr."""
 
 
 def _features_dir(data_dir: Path) -> Path:
@@ -63,7 +65,7 @@ def ingest(
     table.add_column("rows", justify="right")
     for name, count in counts.items():
         table.add_row(name, f"{count:,}")
-    out.print(table)
+    print_result(table)
 
 
 def _redacted(url: str) -> str:
@@ -125,7 +127,7 @@ def describe(
         window = "" if f["window_days"] is None else f", {f['window_days']}-day window"
         kind = f["aggregation"] + (", categorical" if f["categorical"] else "") + window
         out.print(f"[bold]{f['name']}[/] [dim]({f['entity']}; {kind})[/]")
-        out.print(Padding(f["description"], (0, 0, 0, 4)), highlight=False)
+        print_indented(f["description"])
 
 
 @app.command()

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from refund_risk.console import console, progress_bar, reports_errors
+from refund_risk.console import console, out, print_result, progress_bar, reports_errors
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -129,14 +129,12 @@ def show(
     tiers: TiersOption = None,
 ) -> None:
     """Print a policy as a reader sees it: bands, thresholds, rules in order, and the tiers."""
-    from rich.console import Console
     from rich.table import Table
 
     from policy.model import DEFAULT_POLICY_PATH, load_policy
 
     loaded_tiers = _tiers(tiers)
     policy = load_policy(file or DEFAULT_POLICY_PATH, tiers=loaded_tiers)
-    out = Console(width=140)
     out.print(f"[bold]{policy.label}[/]  {policy.description}")
     bands = ", ".join(f"{b.name} [{b.lower:g}, {b.upper:g})" for b in policy.bands)
     out.print(f"bands: {bands}")
@@ -145,7 +143,7 @@ def show(
     for k, rule in enumerate(policy.all_rules, start=1):
         when = "\n".join(c.describe() for c in rule.conditions) or "(anything left)"
         table.add_row(str(k), rule.id, when, rule.action.value)
-    out.print(table)
+    print_result(table)
     tier_table = Table(
         "tier",
         "share of customers",
@@ -165,7 +163,7 @@ def show(
             f"{t.auto_approve_limit:,.2f}",
             f"{t.max_outstanding_unreturned:,.2f}",
         )
-    out.print(tier_table)
+    print_result(tier_table)
 
 
 @app.command()

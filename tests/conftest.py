@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from built_once import built_once, load, private_copy, save
 from services import skip_or_fail
 
 from data.schema import (
@@ -257,7 +259,16 @@ def fast_tmp_path(tmp_path: Any) -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def serving_world(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """A served world (see `tests/serving_world.py`), built once per test worker."""
-    from serving_world import build_world
+    """A served world (see `tests/serving_world.py`), built once per test run by whichever
+    worker asks first; each worker serves its own copy of it, so tests on two workers never
+    write to the same store."""
+    from serving_world import World, build_world, settings_for
 
-    return build_world(tmp_path_factory.mktemp("serving-world"))
+    def build(folder: Path) -> None:
+        world = build_world(folder)
+        save((world.tables, world.held, world.keys), folder / "world.pickle")
+
+    built = built_once(tmp_path_factory, "serving-world", build)
+    tmp = private_copy(built, tmp_path_factory, "serving-world")
+    tables, held, keys = load(tmp / "world.pickle")
+    return World(settings_for(tmp), tables, held, keys, tmp / "data" / "service.db")

@@ -3,8 +3,7 @@
 `build_world` generates a small world, loads its history into the event store (all but the
 last refund requests, which tests send), trains and registers a refund-abuse model in a local
 MLflow store, and creates one key per role. The session fixture `serving_world` (see
-`tests/conftest.py`) builds it once per test worker; tests that share it mark themselves with
-`xdist_group("serving-model")` so they run on the same worker.
+`tests/conftest.py`) builds it once per test run and gives each test worker a copy of it.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from refund_risk.console import console, reports_errors
+from refund_risk.console import out, print_result, reports_errors
 from refund_risk.settings import load_settings
 
 train_app = typer.Typer(help="Train, evaluate and register models.", no_args_is_help=True)
@@ -47,8 +47,8 @@ def train_abuse_command(
     inputs = load_training_inputs(settings)
     split = plan_split(inputs.rows["requested_at"], test_months=test_months)
     dataset = build_abuse_dataset(inputs.rows, inputs.outcomes, split, inputs.oracle_refunds)
-    console.print(f"split: {split.describe()}")
-    console.print(f"rows: {dataset.summary()}")
+    out.print(f"split: {split.describe()}")
+    out.print(f"rows: {dataset.summary()}")
     run = run_abuse_training(
         settings, inputs.rows, inputs.outcomes, dataset, inputs.manifest, promote, review_share
     )
@@ -62,9 +62,9 @@ def train_abuse_command(
             continue
         table.add_row(key, *("-" if v is None else f"{v:.3f}" for v in values))
     typer.echo("")
-    console.print(table)
+    print_result(table)
     slices = run.result.evaluations[0].slices
-    console.print(slices.round(3).to_string(index=False))
+    typer.echo(slices.round(3).to_string(index=False))
     typer.echo(
         "\nfeature families: share of split gain; mean contribution (log-odds) on test requests "
         "where the family is non-zero (rows) and where it is zero"

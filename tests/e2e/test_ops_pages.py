@@ -21,7 +21,7 @@ import pytest
 from services import skip_or_fail
 from serving_world import World, key, review_body, running_app, shipped
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("serving-model")]
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM_ARGS = [
     "--headless",

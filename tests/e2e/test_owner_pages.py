@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from test_ops_pages import Running, browser, server  # noqa: F401  (fixtures)
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("serving-model")]
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 # For each chart: the labels whose drawn box leaves the chart's own box, and what it draws.
 CHART_REPORT = """

@@ -30,7 +30,7 @@ from refund_risk.settings import load_settings
 from serving.app import create_app
 from serving.schemas import DecisionOut, RefundDecisionRequest
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("serving-model")]
+pytestmark = [pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from serving_world import World, decision_body, held, key, running_app
 from serving.app import create_app
 from serving.sessions import SessionSigner
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("serving-model")]
+pytestmark = [pytest.mark.slow]
 
 LIMIT = 1 << 20
 

@@ -26,7 +26,7 @@ from serving_world import World, decision_body, held, key, rows_for
 from serving.app import create_app
 from serving.schemas import RefundDecisionRequest
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("serving-model")]
+pytestmark = [pytest.mark.slow]
 
 DECIDE = "/v1/refund-decisions"
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from built_once import built_once, load, private_copy, save
 from fastapi.testclient import TestClient
 from serving_world import return_request
 from typer.testing import CliRunner
@@ -38,8 +39,7 @@ from training.registry import CHAMPION, TIER_MODEL, ScoringCard, client_for, dow
 from training.run_abuse import score_with_card
 from training.tier import loss_labels
 
-# One worker trains the shop's model once for the whole module.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cold_start")]
+pytestmark = pytest.mark.slow
 
 
 @dataclass
@@ -53,19 +53,23 @@ class Shop:
     abuse_exit_code: int
 
 
-@pytest.fixture(scope="module")
-def shop(tmp_path_factory: pytest.TempPathFactory) -> Shop:
-    tmp = tmp_path_factory.mktemp("cold-start")
-    tables = dict(generate_world(8_000, seed=6).tables)
-    tables["outcomes"] = tables["outcomes"].iloc[:0]
-    tables["refund_requests"] = tables["refund_requests"].assign(refund_type="return_and_refund")
-    settings = load_settings(
+def _settings(tmp: Path) -> Settings:
+    return load_settings(
         data_dir=tmp / "shop",
         mlruns_dir=tmp / "mlruns",
         database_url=f"sqlite:///{tmp / 'service.db'}",
         mlflow_tracking_uri=None,
         api_key_cache_seconds=0.0,
     )
+
+
+def _train_shop(tmp: Path) -> None:
+    """The shop's raw tables under `tmp`, its tier model trained and promoted, its abuse model
+    tried; the tables and what the commands said kept beside them."""
+    tables = dict(generate_world(8_000, seed=6).tables)
+    tables["outcomes"] = tables["outcomes"].iloc[:0]
+    tables["refund_requests"] = tables["refund_requests"].assign(refund_type="return_and_refund")
+    settings = _settings(tmp)
     for name, spec in TABLES.items():  # raw tables only: a shop has no oracle
         write_table(tables[name], spec, settings.raw_dir)
 
@@ -78,7 +82,18 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Shop:
     tier = runner.invoke(app, ["train", "tier", "--promote"], env=env)
     assert tier.exit_code == 0, tier.output
     abuse = runner.invoke(app, ["train", "abuse"], env=env)
-    return Shop(tables, settings, tier.output, abuse.output, abuse.exit_code)
+    save((tables, tier.output, abuse.output, abuse.exit_code), tmp / "shop.pickle")
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Shop:
+    """The trained shop: trained once per test run, by whichever worker asks first; each
+    worker works on its own copy of its stores."""
+    tmp = private_copy(
+        built_once(tmp_path_factory, "cold-start", _train_shop), tmp_path_factory, "cold-start"
+    )
+    tables, tier_output, abuse_output, abuse_exit_code = load(tmp / "shop.pickle")
+    return Shop(tables, _settings(tmp), tier_output, abuse_output, abuse_exit_code)
 
 
 @pytest.fixture(scope="module")

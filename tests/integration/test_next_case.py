@@ -198,9 +198,11 @@ def test_the_hand_out_is_the_most_urgent_case_within_limits(
     queue = _queue(url, None, Clock(START))
     try:
         ids = _open(queue, cases)
+        # A case's age is its opening time, stored to the microsecond: two ages a rounding
+        # apart are the same age, and the score decides between them.
         eligible = sorted(
             (
-                (-hours, -(score or 0.0), case_id)
+                (START - timedelta(hours=hours), -(score or 0.0), case_id)
                 for case_id, (hours, amount, score) in zip(ids, cases, strict=True)
                 if limit is None or amount <= limit
             )
@@ -214,10 +216,13 @@ def test_the_hand_out_is_the_most_urgent_case_within_limits(
             got.append(case.case_id)
         want = [case_id for *_, case_id in eligible[:cap]]
         by_id = dict(zip(ids, cases, strict=True))
+
         # Same urgency (age, then score) in the same order; ties may come either way round.
-        assert [(by_id[c][0], by_id[c][2] or 0.0) for c in got] == [
-            (by_id[c][0], by_id[c][2] or 0.0) for c in want
-        ]
+        def urgency(case_id: str) -> tuple[datetime, float]:
+            hours, _, score = by_id[case_id]
+            return START - timedelta(hours=hours), score or 0.0
+
+        assert [urgency(c) for c in got] == [urgency(c) for c in want]
     finally:
         queue.engine.dispose()
 

@@ -12,7 +12,7 @@ from features.store import create_store_engine
 from serving.app import create_app
 from serving.auth import Role, create_key
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("serving-model")]
+pytestmark = [pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from serving_world import World
 
 from serving.app import create_app
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("serving-model")]
+pytestmark = [pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,7 @@ from serving.errors import ConflictError
 from serving.reviews import Resolution
 from serving.service import Service
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("serving-model")]
+pytestmark = [pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from built_once import built_once, load, private_copy, save
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from serving_world import World, decision_body, settings_for
@@ -52,7 +53,7 @@ from policy.model import (
 )
 from serving.events import order_links
 from serving.exposure import ExposureLedger, pays_before_return
-from serving.models import LoadedModel, ModelSet, model_from_files
+from serving.models import ModelSet, model_from_files
 from serving.schemas import RefundDecisionRequest
 from serving.scoring import Snapshot, decide_scored, load_policy_set, request_context, score
 from serving.tiers import TierScores
@@ -126,16 +127,9 @@ class DecisionPath:
         return f"{prefix}-evidence-{next(self.ids)}"
 
 
-def _booster_model(
-    name: str, booster: Any, card: dict[str, Any], path: Path, **kwargs: Any
-) -> LoadedModel:
-    booster.save_model(str(path))
-    return model_from_files(name, "1", "test", "champion", path, card, **kwargs)
-
-
-@pytest.fixture(scope="module")
-def path(tmp_path_factory: pytest.TempPathFactory) -> DecisionPath:
-    tmp = tmp_path_factory.mktemp("decision-path")
+def _train(tmp: Path) -> None:
+    """The world's history in an event store under `tmp`, both models trained on it as the
+    training commands would train them; their cards and the world's tables kept beside them."""
     settings_ = settings_for(tmp)
     tables = generate_world(6000, seed=5).tables
     refunds = tables["refund_requests"].sort_values("requested_at")
@@ -145,39 +139,56 @@ def path(tmp_path_factory: pytest.TempPathFactory) -> DecisionPath:
     kept = set(history["refund_requests"]["refund_id"])
     history["outcomes"] = tables["outcomes"][tables["outcomes"]["refund_id"].isin(kept)]
 
-    # Both models are trained on the history only, as the training commands would train them.
     rows = build_refund_features(history)
     dataset = build_abuse_dataset(rows, history["outcomes"], plan_split(rows["requested_at"]))
     abuse_result = train_abuse(dataset, seed=1)
-    abuse = _booster_model(
-        "refund-abuse",
-        abuse_result.model.booster_,
-        scoring_card(abuse_result),
-        tmp / "abuse.txt",
-    )
+    abuse_result.model.booster_.save_model(str(tmp / "abuse.txt"))
     tiers = load_tiers(DEFAULT_TIERS_PATH)
     snapshots = pd.concat(list(build_credit_snapshots(history)), ignore_index=True)
     cutoff = default_cutoff(snapshots, 2)
     tier_result = train_tier_model(
         snapshots, train_end=cutoff, test_start=cutoff, seed=1, tiers=tiers
     )
-    tier = _booster_model(
-        "credit-tier",
-        tier_result.model.booster_,
-        tier_card(tier_result),
-        tmp / "tier.txt",
-        history_feature="customer_orders_all_time",
-    )
+    tier_result.model.booster_.save_model(str(tmp / "tier.txt"))
 
     assert settings_.database_url is not None
     store = EventStore.open(settings_.database_url)
     store.write_frames(history)
+    store.dispose()
+    save(
+        (tables, held, scoring_card(abuse_result), tier_card(tier_result)),
+        tmp / "trained.pickle",
+    )
+
+
+@pytest.fixture(scope="module")
+def path(tmp_path_factory: pytest.TempPathFactory) -> DecisionPath:
+    """The decision path over the trained world: trained once per test run, by whichever
+    worker asks first; each worker appends its evidence to its own copy of the store."""
+    tmp = private_copy(
+        built_once(tmp_path_factory, "decision-path", _train), tmp_path_factory, "decision-path"
+    )
+    tables, held, abuse_card, tier_card_ = load(tmp / "trained.pickle")
+    settings_ = settings_for(tmp)
+    abuse = model_from_files("refund-abuse", "1", "test", "champion", tmp / "abuse.txt", abuse_card)
+    tier = model_from_files(
+        "credit-tier",
+        "1",
+        "test",
+        "champion",
+        tmp / "tier.txt",
+        tier_card_,
+        history_feature="customer_orders_all_time",
+    )
+    assert settings_.database_url is not None
+    store = EventStore.open(settings_.database_url)
     builder = OnlineFeatureBuilder(store)
     models = ModelSet(abuse, tier, {}, "champion")
     snapshot = Snapshot(models, load_policy_set())
     world = World(settings_, tables, held, {}, tmp / "data" / "service.db")
+    names = load_tiers(DEFAULT_TIERS_PATH).names
     return DecisionPath(
-        world, builder, TierScores(builder), snapshot, tiers.names, itertools.count(), set()
+        world, builder, TierScores(builder), snapshot, names, itertools.count(), set()
     )
 
 

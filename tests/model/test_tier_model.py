@@ -4,10 +4,12 @@ customers): reproducible, monotone where the business says so, tiers that mean w
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from built_once import built_once, load, save
 
 from data.generator import World, generate_world
 from features.batch import CREDIT_TARGET_COLUMNS, CREDIT_TARGET_DAYS, build_credit_snapshots
@@ -27,8 +29,6 @@ from training.tier import (
     with_thresholds,
 )
 
-pytestmark = pytest.mark.xdist_group("tier_model")  # one worker builds the world once
-
 SEED = 7
 # Where the tiers' upper bounds go, as quantiles of the scores the model gave in its
 # calibration month (known at training time). On five seeds this recipe gave a strictly rising
@@ -37,13 +37,31 @@ QUANTILES = (0.3, 0.5, 0.9, 0.98)
 
 
 @pytest.fixture(scope="module")
-def world() -> World:
-    return generate_world(20_000, seed=SEED)
+def built(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[World, pd.DataFrame, TierTrainingResult]:
+    """The world, its credit snapshots and the model trained on them: built once per test run
+    by whichever worker asks first."""
+
+    def build(folder: Path) -> None:
+        world = generate_world(20_000, seed=SEED)
+        snapshots = pd.concat(list(build_credit_snapshots(world.tables)), ignore_index=True)
+        save((world, snapshots, train(snapshots, world)), folder / "built.pickle")
+
+    built: tuple[World, pd.DataFrame, TierTrainingResult] = load(
+        built_once(tmp_path_factory, "tier-model", build) / "built.pickle"
+    )
+    return built
 
 
 @pytest.fixture(scope="module")
-def snapshots(world: World) -> pd.DataFrame:
-    return pd.concat(list(build_credit_snapshots(world.tables)), ignore_index=True)
+def world(built: tuple[World, pd.DataFrame, TierTrainingResult]) -> World:
+    return built[0]
+
+
+@pytest.fixture(scope="module")
+def snapshots(built: tuple[World, pd.DataFrame, TierTrainingResult]) -> pd.DataFrame:
+    return built[1]
 
 
 def train(snapshots: pd.DataFrame, world: World | None) -> TierTrainingResult:
@@ -59,8 +77,8 @@ def train(snapshots: pd.DataFrame, world: World | None) -> TierTrainingResult:
 
 
 @pytest.fixture(scope="module")
-def result(snapshots: pd.DataFrame, world: World) -> TierTrainingResult:
-    return train(snapshots, world)
+def result(built: tuple[World, pd.DataFrame, TierTrainingResult]) -> TierTrainingResult:
+    return built[2]
 
 
 def test_same_seed_same_data_same_model_bit_for_bit(

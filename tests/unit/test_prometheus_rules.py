@@ -8,8 +8,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
+from services import skip_or_fail
 
 from serving.metrics import Metrics
 
@@ -49,7 +49,7 @@ def test_every_series_and_label_in_the_rules_is_exported() -> None:
 def test_promtool_accepts_the_rules() -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
-        pytest.skip("promtool is not installed (Debian: apt-get install prometheus)")
+        skip_or_fail("promtool is not installed (Debian: apt-get install prometheus)")
     done = subprocess.run(
         [promtool, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60
     )
