@@ -26,7 +26,7 @@ from data.generator import generate_world
 from data.schema import TABLES, Kind
 from features.store import EventStore
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("owner-alerts")]
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 INTERVAL = 0.5
 """Seconds between the service's alert evaluations in this test."""
