@@ -96,6 +96,14 @@ class Settings(BaseSettings):
         default=True,
         description="Read the whole event store into memory at service start (fast requests).",
     )
+    history_cache_customers: int = Field(
+        default=200_000,
+        ge=1,
+        le=100_000_000,
+        description="On PostgreSQL, how many customers' histories one service process keeps "
+        "in memory (the least recently used go first); each is checked against the database's "
+        "version of it before a decision uses it.",
+    )
     record_in_process: bool = Field(
         default=True,
         description="Record decisions in a recorder process of the service's own, so the "
