@@ -169,6 +169,14 @@ def alembic_config(connection: Connection, script_location: Path = MIGRATIONS_DI
     return config
 
 
+def migration_lock(connection: Connection) -> None:
+    """On PostgreSQL, wait for any other process migrating the same database (instances started
+    together), for the rest of the transaction; then migrations already run change nothing."""
+    if connection.dialect.name == "postgresql":
+        key = sa.func.hashtextextended("refund-risk migrations", 0)
+        connection.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+
+
 def run_migrations_online(metadata: sa.MetaData, version_table: str, entry_point: str) -> None:
     """The body of a migrations folder's `env.py`: run on the connection the caller handed over
     in `config.attributes` (there is no alembic.ini and no URL to read)."""
@@ -276,6 +284,7 @@ class EventStore:
     def migrate(self) -> None:
         """Run the event store's migrations up to the latest."""
         with self.engine.begin() as connection:
+            migration_lock(connection)
             command.upgrade(alembic_config(connection), "head")
 
     def dispose(self) -> None:
