@@ -257,7 +257,8 @@ def _run(steps: list[tuple[int, str, Any]], nodes: list[Instance], schema_url: A
                 case_id = connection.execute(
                     sa.text("SELECT case_id FROM serving_review_cases WHERE refund_id = :r"),
                     {"r": refund_id},
-                ).scalar_one()
+                ).scalar()
+            assert case_id is not None, f"{refund_id} was not sent to review"
             response = node.post(
                 f"/v1/reviews/{case_id}/resolve", {"decision": decision}, role="reviewer"
             )
