@@ -94,7 +94,8 @@ class Settings(BaseSettings):
     )
     preload_events: bool = Field(
         default=True,
-        description="Read the whole event store into memory at service start (fast requests).",
+        description="Read the whole event store into memory at service start (fast requests); "
+        "on PostgreSQL histories are read as decisions need them instead, whatever this says.",
     )
     history_cache_customers: int = Field(
         default=200_000,

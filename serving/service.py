@@ -477,6 +477,10 @@ class Service:
         snapshot = self.snapshot
         try:
             with self.engine.begin() as connection:
+                # No statement (the lock's wait included) outlasts the record timeout: a lock
+                # held elsewhere or a database gone quiet answers 503, as recording does.
+                timeout_ms = max(1, int(self.settings.record_timeout_seconds * 1000))
+                connection.execute(sa.text(f"SET LOCAL statement_timeout = {timeout_ms}"))
                 lock(connection, customer_id)
                 started = time.perf_counter()
                 read = self.history.fresh(connection, customer_id)
@@ -815,7 +819,13 @@ class Service:
             )
         checks["policy"] = CheckOut(ok=True, detail=self.snapshot.policies.label)
         unrecorded = self.writer.problem()
-        where = "in the recorder process" if self.writer.recorder else "on the event loop"
+        where = (
+            "in the recorder process"
+            if self.writer.recorder
+            else "on the event loop"
+            if self.history is None
+            else "on the event loop, each under its customer's lock"
+        )
         checks["decision_log"] = CheckOut(
             ok=unrecorded is None, detail=unrecorded or f"decisions are recorded {where}"
         )

@@ -211,3 +211,31 @@ def test_a_fingerprint_another_decision_read_again_is_read_again_here(store: Eve
     store.write(world.rows(("refund", l_, 0, False)))  # another process
     row(c)
     assert row(d)["linked_accounts_by_device"] == 1
+
+
+def test_the_cache_stays_within_its_size_and_counts_in_metrics(store: EventStore) -> None:
+    world = World()
+    builder = OnlineFeatureBuilder(store)
+    metrics = Metrics()
+    shared = SharedHistory(builder, store, 2, metrics=metrics)
+    for customer in range(DEVICES):  # each on a device of their own
+        store.write(world.rows(("order", customer, customer, False)))
+
+    def decide(customer: int) -> None:
+        request = world.refund(customer, f"probe-{world.tag}-{world.clock}", world.now())
+        with store.engine.begin() as connection:
+            lock(connection, request["customer_id"])
+            shared.fresh(connection, request["customer_id"])
+            builder.row(request)
+        shared.trim(keep=(request["customer_id"],))
+        assert builder.history_count() <= 2
+
+    for customer in (0, 1, 0, 2, 0):
+        decide(customer)
+    # 0 and 1 read, 0 held; 2 read, and 0 and 1 go (down to 90% of 2, keeping 2); 0 read again.
+    assert (shared.hits, shared.misses, shared.evictions) == (1, 4, 2)
+    text = metrics.render().decode()
+    assert "refund_risk_history_cache_hits_total 1.0" in text
+    assert "refund_risk_history_cache_misses_total 4.0" in text
+    assert "refund_risk_history_cache_evictions_total 2.0" in text
+    assert "refund_risk_history_cache_customers 2.0" in text
