@@ -365,6 +365,13 @@ class EventStore:
                 if progress is not None:
                     progress(name, done / total)
             written[name] = len(frame)
+        if written and self.engine.dialect.name == "postgresql":
+            # Fresh statistics after a bulk load: without them the planner guesses the sizes
+            # and scans whole tables for one customer's lookups (10 ms instead of 0.1 ms).
+            with self.engine.begin() as connection:
+                for name in [*written, None]:
+                    table = HISTORY_VERSIONS if name is None else EVENT_TABLES[name]
+                    connection.execute(sa.text(f'ANALYZE "{table.name}"'))
         return written
 
     def clear(self) -> None:
