@@ -369,8 +369,7 @@ class EventStore:
             # Fresh statistics after a bulk load: without them the planner guesses the sizes
             # and scans whole tables for one customer's lookups (10 ms instead of 0.1 ms).
             with self.engine.begin() as connection:
-                for name in [*written, None]:
-                    table = HISTORY_VERSIONS if name is None else EVENT_TABLES[name]
+                for table in [*(EVENT_TABLES[n] for n in written), HISTORY_VERSIONS]:
                     connection.execute(sa.text(f'ANALYZE "{table.name}"'))
         return written
 

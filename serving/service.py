@@ -338,7 +338,7 @@ class Service:
         order_row: dict[str, Any],
     ) -> Recorded:
         if self.history is not None:
-            return self._decide_shared(request, raw, refund_row, order_row)
+            return await self._decide_shared(request, raw, refund_row, order_row)
         # A decision of this customer still being recorded: its refund request is a feature of
         # this one (rare: the same customer twice within a few milliseconds).
         since = asyncio.get_running_loop().time()  # the request waits `record_timeout` at most
@@ -462,7 +462,7 @@ class Service:
             category=request.order.category,
         )
 
-    def _decide_shared(
+    async def _decide_shared(
         self,
         request: RefundDecisionRequest,
         raw: bytes,
@@ -471,12 +471,23 @@ class Service:
     ) -> Recorded:
         """Decide and record in one transaction holding the customer's lock (a database shared
         by several processes): the customer's history and unreturned value as committed, the
-        order appended, the decision and its refund request recorded, then the lock goes."""
+        order appended, the decision and its refund request recorded, then the lock goes.
+
+        Everything up to the commit runs here, on the event loop; the commit (the database's
+        disk flush) waits in a worker thread, so the loop decides other requests meanwhile and
+        the commits of several decisions share flushes. The customer's lock is held until the
+        commit is done: the customer's next decision, in any process, waits for it. A commit
+        not done within the record timeout is answered 503 (it may still be recorded: a retry
+        with the same refund id then returns it).
+        """
         assert self.history is not None
         customer_id = request.customer_id
         snapshot = self.snapshot
+        connection = self.engine.connect()
+        committing = False
         try:
-            with self.engine.begin() as connection:
+            try:
+                transaction = connection.begin()
                 # No statement (the lock's wait included) outlasts the record timeout: a lock
                 # held elsewhere or a database gone quiet answers 503, as recording does.
                 timeout_ms = max(1, int(self.settings.record_timeout_seconds * 1000))
@@ -510,17 +521,32 @@ class Service:
                 inserted = pending.decision_id in outcome.inserted
                 writes += int(inserted)
                 committed = stored_version(connection, customer_id)
-        except sa.exc.SQLAlchemyError as exc:
-            self.history.discard([customer_id])
-            self._recorded([], 1)
-            first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-            log.warning("decision not recorded: %s", first[0] if first else type(exc).__name__)
-            raise DatabaseUnavailableError(
-                "the decision could not be recorded; retry later with the same refund id"
-            ) from None
+            except sa.exc.SQLAlchemyError as exc:
+                raise self._unrecorded(exc) from None
+            # Handed to a worker thread now, not when the loop next turns: the customer's next
+            # decision may be made before then, and would wait for the lock on the loop itself.
+            done = asyncio.get_running_loop().run_in_executor(
+                None, _commit, connection, transaction
+            )
+            committing = True  # from here the worker thread closes the connection
+            try:
+                await asyncio.wait_for(done, timeout=self.settings.record_timeout_seconds)
+            except TimeoutError:
+                self.metrics.record_timeouts.inc()
+                raise DatabaseUnavailableError(
+                    f"the decision was not recorded within "
+                    f"{self.settings.record_timeout_seconds:g} s; retry later with the same "
+                    "refund id (it returns this decision if it was recorded meanwhile)"
+                ) from None
+            except sa.exc.SQLAlchemyError as exc:
+                raise self._unrecorded(exc) from None
         except BaseException:
+            # Memory may hold what was not committed: the customer is read again next time.
             self.history.discard([customer_id])
             raise
+        finally:
+            if not committing:
+                connection.close()  # rolls back what was begun
         if inserted:  # recorded: the customer's next decision here sees it without a read
             self.builder.remember({"refund_requests": [pending.refund_row]})
         self.history.confirm(customer_id, read, writes, committed)
@@ -534,6 +560,15 @@ class Service:
         if refund_id in outcome.conflicts:
             raise conflict(refund_id, outcome.conflicts[refund_id])
         raise DatabaseUnavailableError(  # never answer what is not recorded
+            "the decision could not be recorded; retry later with the same refund id"
+        )
+
+    def _unrecorded(self, exc: sa.exc.SQLAlchemyError) -> DatabaseUnavailableError:
+        """Count and log a decision the database did not take; the error to answer with."""
+        self._recorded([], 1)
+        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        log.warning("decision not recorded: %s", first[0] if first else type(exc).__name__)
+        return DatabaseUnavailableError(
             "the decision could not be recorded; retry later with the same refund id"
         )
 
@@ -886,6 +921,14 @@ class Service:
                 degraded=models.degraded,
                 problems=models.problems,
             )
+
+
+def _commit(connection: sa.Connection, transaction: sa.RootTransaction) -> None:
+    """Commit and give the connection back (in a worker thread)."""
+    try:
+        transaction.commit()
+    finally:
+        connection.close()
 
 
 def _order_conflict(order_id: str, problems: Sequence[tuple[str, Any]]) -> FactConflictError:
