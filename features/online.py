@@ -282,6 +282,83 @@ class OnlineFeatureBuilder:
         if accounts is not None:
             accounts[customer_id] = min(seen, accounts.get(customer_id, seen))
 
+    # --- a bounded cache of histories (`serving.history`) -------------------------------------
+
+    def history_count(self) -> int:
+        """Customer histories held in memory."""
+        return len(self._histories)
+
+    def cached_customers(self) -> list[str]:
+        """The customers whose histories are in memory."""
+        with self._lock:
+            return list(self._histories)
+
+    def install(self, customer_ids: Iterable[str], rows: Mapping[str, Sequence[Record]]) -> None:
+        """Replace the histories of `customer_ids` in memory with their store rows (`rows`, as
+        `EventStore.histories` reads them). Who uses any of their fingerprints, before or now,
+        is forgotten too: it is read again when a customer needs it."""
+        with self._lock:
+            ids = list(customer_ids)
+            for customer_id in ids:
+                old = self._histories.get(customer_id)
+                if old is not None:
+                    for refund_id in old.refunds:
+                        self._refund_owner.pop(refund_id, None)
+                    for key in old.links:
+                        self._fingerprints.pop(key, None)
+            self._install(ids, rows)
+            for link in rows.get("identity_links", ()):
+                self._fingerprints.pop((link["kind"], link["fingerprint"]), None)
+
+    def forget(self, customer_ids: Iterable[str]) -> None:
+        """Drop these customers' histories from memory, with who-shares-what of their
+        fingerprints (a history needed again is read from the store)."""
+        with self._lock:
+            for customer_id in customer_ids:
+                history = self._histories.pop(customer_id, None)
+                if history is None:
+                    continue
+                for refund_id in history.refunds:
+                    self._refund_owner.pop(refund_id, None)
+                for key in history.links:
+                    self._fingerprints.pop(key, None)
+
+    def fingerprint_keys(self, customer_id: str) -> list[tuple[str, str]]:
+        """The (kind, fingerprint) pairs of the customer's history in memory."""
+        history = self._histories.get(customer_id)
+        return [] if history is None else list(history.links)
+
+    def replace_fingerprints(
+        self, customer_id: str, keys: Iterable[tuple[str, str]], links: Iterable[Record]
+    ) -> None:
+        """Take who uses each of `keys` from `links` (their store rows, all of them), replacing
+        what memory held; the customer's fingerprints then count as loaded."""
+        with self._lock:
+            for key in keys:
+                self._fingerprints[key] = {}
+            for link in links:
+                self._add_fingerprint(
+                    link["kind"], link["fingerprint"], link["customer_id"], to_us(link["seen_at"])
+                )
+            history = self._histories.get(customer_id)
+            if history is not None:
+                history.fingerprints_loaded = True
+
+    def linked_in_memory(self, customer_id: str) -> set[str] | None:
+        """The other accounts sharing any fingerprint with the customer, as memory has them;
+        None when memory does not know (the history or a fingerprint's users are not held)."""
+        history = self._histories.get(customer_id)
+        if history is None or not history.fingerprints_loaded:
+            return None
+        found: set[str] = set()
+        for key in history.links:
+            accounts = self._fingerprints.get(key)
+            if accounts is None:
+                return None
+            found.update(accounts)
+        found.discard(customer_id)
+        return found
+
     # --- sub-streams ------------------------------------------------------------------------
 
     def _events(self, history: _History, source: str) -> list[tuple[int, str, Record]]:

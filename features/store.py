@@ -80,6 +80,32 @@ def _table(name: str) -> sa.Table:
 EVENT_TABLES: dict[str, sa.Table] = {name: _table(name) for name in TABLES}
 """The event store's tables, by raw table name."""
 
+HISTORY_VERSIONS = sa.Table(
+    f"{TABLE_PREFIX}history_versions",
+    metadata,
+    sa.Column("customer_id", sa.String(), primary_key=True),
+    sa.Column("version", sa.BigInteger(), nullable=False),
+)
+"""Each customer's history version on PostgreSQL: every write of events about the customer
+(account, orders, refund requests, outcomes of their refunds, identity links) adds one to it in
+the same transaction. A process that keeps histories in memory trusts its copy only while the
+version it read with it is the stored one (`serving.history`). A customer without a row is at
+version 0. SQLite serves one process, which sees all its own writes, and keeps no versions."""
+
+_OWNER_KEYED = ("customers", "orders", "refund_requests", "identity_links")
+"""Tables whose rows name their customer; an outcome names its refund, whose owner is looked up."""
+
+_BUMP_SQL = sa.text(
+    f"INSERT INTO {HISTORY_VERSIONS.name} (customer_id, version) "
+    "SELECT customer_id, 1 FROM ("
+    "SELECT unnest(CAST(:customers AS text[])) AS customer_id "
+    f"UNION SELECT customer_id FROM {TABLE_PREFIX}refund_requests "
+    "WHERE refund_id = ANY(CAST(:refunds AS text[]))"
+    ") AS touched ORDER BY customer_id "  # one lock order for every writer: no deadlock here
+    f"ON CONFLICT (customer_id) DO UPDATE SET version = {HISTORY_VERSIONS.name}.version + 1 "
+    "RETURNING customer_id, version"
+)
+
 
 def create_store_engine(url: str, schema: str | None = None) -> Engine:
     """An engine for the event store at `url`; `schema` (PostgreSQL only) sets the search path.
@@ -141,6 +167,14 @@ def alembic_config(connection: Connection, script_location: Path = MIGRATIONS_DI
     config.set_main_option("script_location", str(script_location))
     config.attributes["connection"] = connection
     return config
+
+
+def migration_lock(connection: Connection) -> None:
+    """On PostgreSQL, wait for any other process migrating the same database (instances started
+    together), for the rest of the transaction; then migrations already run change nothing."""
+    if connection.dialect.name == "postgresql":
+        key = sa.func.hashtextextended("refund-risk migrations", 0)
+        connection.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
 
 
 def run_migrations_online(metadata: sa.MetaData, version_table: str, entry_point: str) -> None:
@@ -255,6 +289,7 @@ class EventStore:
     def migrate(self) -> None:
         """Run the event store's migrations up to the latest."""
         with self.engine.begin() as connection:
+            migration_lock(connection)
             command.upgrade(alembic_config(connection), "head")
 
     def dispose(self) -> None:
@@ -273,12 +308,15 @@ class EventStore:
 
     def write(
         self, rows: Mapping[str, Sequence[Mapping[str, Any]]], connection: Connection | None = None
-    ) -> None:
-        """Upsert rows of several tables in one transaction, in dependency order."""
+    ) -> dict[str, int]:
+        """Upsert rows of several tables in one transaction, in dependency order.
+
+        On PostgreSQL the history version of every customer the rows are about goes up by one
+        in the same transaction; the new versions are returned (nothing on SQLite).
+        """
         if connection is None:
             with self.engine.begin() as conn:
-                self.write(rows, conn)
-            return
+                return self.write(rows, conn)
         for name in TABLES:
             records = rows.get(name)
             if not records:
@@ -308,6 +346,9 @@ class EventStore:
                     upsert.run(connection, [row])
             else:
                 upsert.run(connection, clean)
+        if connection.dialect.name != "postgresql":
+            return {}
+        return bump_versions(connection, rows)
 
     def write_frames(
         self,
@@ -333,6 +374,12 @@ class EventStore:
                 if progress is not None:
                     progress(name, done / total)
             written[name] = len(frame)
+        if written and self.engine.dialect.name == "postgresql":
+            # Fresh statistics after a bulk load: without them the planner guesses the sizes
+            # and scans whole tables for one customer's lookups (10 ms instead of 0.1 ms).
+            with self.engine.begin() as connection:
+                for table in [*(EVENT_TABLES[n] for n in written), HISTORY_VERSIONS]:
+                    connection.execute(sa.text(f'ANALYZE "{table.name}"'))
         return written
 
     def clear(self) -> None:
@@ -353,36 +400,40 @@ class EventStore:
 
     # reading
 
-    def histories(self, customer_ids: Collection[str]) -> dict[str, list[dict[str, Any]]]:
+    def histories(
+        self, customer_ids: Collection[str], connection: Connection | None = None
+    ) -> dict[str, list[dict[str, Any]]]:
         """Every row about the given customers: their account, orders, refunds, the outcomes of
-        those refunds, and their identity links."""
+        those refunds, and their identity links (read on `connection` if given)."""
         ids = sorted(set(customer_ids))
         out: dict[str, list[dict[str, Any]]] = {name: [] for name in TABLES}
         if not ids:
             return out
+        if connection is None:
+            with self.engine.connect() as own:
+                return self.histories(ids, own)
         t = EVENT_TABLES
-        with self.engine.connect() as connection:
-            for part in _chunks(ids, 500):
-                queries = {
-                    "customers": sa.select(t["customers"]).where(
-                        t["customers"].c.customer_id.in_(part)
-                    ),
-                    "orders": sa.select(t["orders"]).where(t["orders"].c.customer_id.in_(part)),
-                    "refund_requests": sa.select(t["refund_requests"]).where(
-                        t["refund_requests"].c.customer_id.in_(part)
-                    ),
-                    "outcomes": sa.select(t["outcomes"])
-                    .join(
-                        t["refund_requests"],
-                        t["refund_requests"].c.refund_id == t["outcomes"].c.refund_id,
-                    )
-                    .where(t["refund_requests"].c.customer_id.in_(part)),
-                    "identity_links": sa.select(t["identity_links"]).where(
-                        t["identity_links"].c.customer_id.in_(part)
-                    ),
-                }
-                for name, query in queries.items():
-                    out[name].extend(dict(r._mapping) for r in connection.execute(query))
+        for part in _chunks(ids, 500):
+            queries = {
+                "customers": sa.select(t["customers"]).where(
+                    t["customers"].c.customer_id.in_(part)
+                ),
+                "orders": sa.select(t["orders"]).where(t["orders"].c.customer_id.in_(part)),
+                "refund_requests": sa.select(t["refund_requests"]).where(
+                    t["refund_requests"].c.customer_id.in_(part)
+                ),
+                "outcomes": sa.select(t["outcomes"])
+                .join(
+                    t["refund_requests"],
+                    t["refund_requests"].c.refund_id == t["outcomes"].c.refund_id,
+                )
+                .where(t["refund_requests"].c.customer_id.in_(part)),
+                "identity_links": sa.select(t["identity_links"]).where(
+                    t["identity_links"].c.customer_id.in_(part)
+                ),
+            }
+            for name, query in queries.items():
+                out[name].extend(dict(r._mapping) for r in connection.execute(query))
         return out
 
     def refund_owners(self, refund_ids: Collection[str]) -> dict[str, str]:
@@ -397,17 +448,22 @@ class EventStore:
                 owners.update({r.refund_id: r.customer_id for r in connection.execute(query)})
         return owners
 
-    def fingerprint_links(self, fingerprints: Collection[tuple[str, str]]) -> list[dict[str, Any]]:
-        """Every identity link using one of the (kind, fingerprint) pairs."""
+    def fingerprint_links(
+        self, fingerprints: Collection[tuple[str, str]], connection: Connection | None = None
+    ) -> list[dict[str, Any]]:
+        """Every identity link using one of the (kind, fingerprint) pairs (read on
+        `connection` if given)."""
+        if connection is None:
+            with self.engine.connect() as own:
+                return self.fingerprint_links(fingerprints, own)
         wanted = set(fingerprints)
         rows: list[dict[str, Any]] = []
-        with self.engine.connect() as connection:
-            for part in _chunks(sorted({fp for _, fp in wanted}), 500):
-                query = fingerprint_links_query(part)
-                for r in connection.execute(query):
-                    row = dict(r._mapping)
-                    if (row["kind"], row["fingerprint"]) in wanted:
-                        rows.append(row)
+        for part in _chunks(sorted({fp for _, fp in wanted}), 500):
+            query = fingerprint_links_query(part)
+            for r in connection.execute(query):
+                row = dict(r._mapping)
+                if (row["kind"], row["fingerprint"]) in wanted:
+                    rows.append(row)
         return rows
 
     def scan(self, name: str, batch_rows: int = 50_000) -> Iterator[list[dict[str, Any]]]:
@@ -418,6 +474,23 @@ class EventStore:
             )
             for part in result.partitions():
                 yield [dict(r._mapping) for r in part]
+
+
+def bump_versions(
+    connection: Connection, rows: Mapping[str, Sequence[Mapping[str, Any]]]
+) -> dict[str, int]:
+    """Add one to the history version of every customer `rows` are about (PostgreSQL), in the
+    open transaction of `connection`; the new versions by customer.
+
+    An outcome counts for the owner of its refund, if the store has the refund (an outcome that
+    comes first counts when its refund is written, which reads it with the rest).
+    """
+    customers = sorted({str(r["customer_id"]) for n in _OWNER_KEYED for r in rows.get(n, ())})
+    refunds = sorted({str(r["refund_id"]) for r in rows.get("outcomes", ())})
+    if not customers and not refunds:
+        return {}
+    result = connection.execute(_BUMP_SQL, {"customers": customers, "refunds": refunds})
+    return {str(customer): int(version) for customer, version in result}
 
 
 def fingerprint_links_query(fingerprints: Sequence[str]) -> sa.Select[Any]:

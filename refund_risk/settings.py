@@ -94,7 +94,16 @@ class Settings(BaseSettings):
     )
     preload_events: bool = Field(
         default=True,
-        description="Read the whole event store into memory at service start (fast requests).",
+        description="Read the whole event store into memory at service start (fast requests); "
+        "on PostgreSQL histories are read as decisions need them instead, whatever this says.",
+    )
+    history_cache_customers: int = Field(
+        default=200_000,
+        ge=1,
+        le=100_000_000,
+        description="On PostgreSQL, how many customers' histories one service process keeps "
+        "in memory (the least recently used go first); each is checked against the database's "
+        "version of it before a decision uses it.",
     )
     record_in_process: bool = Field(
         default=True,

@@ -33,7 +33,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from features.bulk import BulkInsert
-from features.store import EVENT_TABLES
+from features.store import EVENT_TABLES, migration_lock
 from features.store import alembic_config as store_alembic_config
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ DECISIONS = sa.Table(
     metadata,
     sa.Column("decision_id", sa.String(), primary_key=True),
     sa.Column("refund_id", sa.String(), nullable=False, unique=True),
-    sa.Column("customer_id", sa.String(), nullable=False),
+    sa.Column("customer_id", sa.String(), nullable=False, index=True),
     sa.Column("decided_at", sa.DateTime(), nullable=False, index=True),
     sa.Column("action", sa.String(), nullable=False),
     sa.Column("rule_id", sa.String(), nullable=False),
@@ -200,6 +200,7 @@ def alembic_config(connection: Connection) -> Config:
 def migrate(engine: Engine) -> None:
     """Bring the service's tables up to the latest migration."""
     with engine.begin() as connection:
+        migration_lock(connection)
         command.upgrade(alembic_config(connection), "head")
 
 
@@ -485,29 +486,42 @@ class DecisionLog:
         about it arrives (the warehouse check of the returned item, or a finding that closes
         the case).
         """
-        outcomes = EVENT_TABLES["outcomes"]
-        refunds = EVENT_TABLES["refund_requests"]
-        approved_shipped = sa.and_(
-            DECISIONS.c.action == "auto_approve",
-            sa.exists().where(
-                refunds.c.refund_id == DECISIONS.c.refund_id,
-                refunds.c.order_stage != "not_shipped",
-            ),
-        )
         query = sa.select(
             DECISIONS.c.customer_id, DECISIONS.c.refund_id, DECISIONS.c.amount_requested
-        ).where(
-            sa.or_(DECISIONS.c.action == "refund_before_return", approved_shipped),
-            ~sa.exists().where(outcomes.c.refund_id == DECISIONS.c.refund_id),
-        )
+        ).where(_open_exposure())
         with self.engine.connect() as connection:
             return [(r[0], r[1], float(r[2])) for r in connection.execute(query)]
+
+    def outstanding(self, connection: Connection, customer_id: str) -> float:
+        """The customer's open exposure (see `open_exposures`), as `connection` sees it: read
+        under the customer's lock, it is what every process has committed."""
+        query = sa.select(sa.func.coalesce(sa.func.sum(DECISIONS.c.amount_requested), 0.0)).where(
+            DECISIONS.c.customer_id == customer_id, _open_exposure()
+        )
+        return float(connection.execute(query).scalar_one())
 
     def count(self) -> int:
         """Decisions recorded."""
         with self.engine.connect() as connection:
             query = sa.select(sa.func.count()).select_from(DECISIONS)
             return int(connection.execute(query).scalar_one())
+
+
+def _open_exposure() -> sa.ColumnElement[bool]:
+    """A decision that paid before the goods were back, with no outcome of its refund yet."""
+    outcomes = EVENT_TABLES["outcomes"]
+    refunds = EVENT_TABLES["refund_requests"]
+    approved_shipped = sa.and_(
+        DECISIONS.c.action == "auto_approve",
+        sa.exists().where(
+            refunds.c.refund_id == DECISIONS.c.refund_id,
+            refunds.c.order_stage != "not_shipped",
+        ),
+    )
+    return sa.and_(
+        sa.or_(DECISIONS.c.action == "refund_before_return", approved_shipped),
+        ~sa.exists().where(outcomes.c.refund_id == DECISIONS.c.refund_id),
+    )
 
 
 _DECISION_COLUMNS = tuple(c.name for c in DECISIONS.columns)

@@ -51,9 +51,9 @@ class JoinableEventStore(EventStore):
 
     def write(
         self, rows: Mapping[str, Sequence[Mapping[str, Any]]], connection: Connection | None = None
-    ) -> None:
+    ) -> dict[str, int]:
         """Upsert rows (see `EventStore.write`), inside the joined transaction if there is one."""
-        super().write(rows, connection if connection is not None else self._joined)
+        return super().write(rows, connection if connection is not None else self._joined)
 
 
 def order_links(order: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -98,7 +98,8 @@ class OrderTracker:
 
     Preloaded, it keeps a fingerprint of every order. Otherwise it remembers up to `capacity`
     orders (least recently used go first) and reads an order it does not remember once.
-    Either way it assumes this process owns the appends, as the online builder does.
+    Either way it assumes this process owns the appends, as the online builder does; on a
+    database other processes write too, `capacity` is 0 and every check reads.
     """
 
     def __init__(self, reader: PointReader, capacity: int = 200_000) -> None:
@@ -107,16 +108,17 @@ class OrderTracker:
         self._known: OrderedDict[str, tuple[Any, ...]] = OrderedDict()
         self._complete: dict[str, int] | None = None
         orders = EVENT_TABLES["orders"]
-        self._select = sa.select(*(orders.c[c] for c in ORDER_COLUMNS)).where(
+        self.select_order = sa.select(*(orders.c[c] for c in ORDER_COLUMNS)).where(
             orders.c.order_id == sa.bindparam("order_id")
         )
         customers = EVENT_TABLES["customers"]
-        self._customer = sa.select(customers.c.customer_id).where(
+        self.select_customer = sa.select(customers.c.customer_id).where(
             customers.c.customer_id == sa.bindparam("customer_id")
         )
 
     @staticmethod
-    def _values(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    def values(row: Mapping[str, Any]) -> tuple[Any, ...]:
+        """An order row's values in the store's column order."""
         return tuple(row[c] for c in ORDER_COLUMNS)
 
     def preload(self, store: EventStore) -> None:
@@ -125,24 +127,24 @@ class OrderTracker:
         known: dict[str, int] = {}
         for batch in store.scan("orders"):
             for row in batch:
-                known[row["order_id"]] = hash(self._values(row))
+                known[row["order_id"]] = hash(self.values(row))
         self._complete = known
 
     def is_stored(self, order: Mapping[str, Any]) -> bool:
         """Whether the store holds this order with exactly these values."""
         order_id = order["order_id"]
         if self._complete is not None:
-            return self._complete.get(order_id) == hash(self._values(order))
+            return self._complete.get(order_id) == hash(self.values(order))
         known = self._known.get(order_id)
         if known is None:
-            stored = self.reader.execute(self._select, {"order_id": order_id}).first()
+            stored = self.reader.execute(self.select_order, {"order_id": order_id}).first()
             if stored is None:
                 return False
             known = tuple(stored)
             self._remember(order_id, known)
         else:
             self._known.move_to_end(order_id)
-        return known == self._values(order)
+        return known == self.values(order)
 
     def stored(self, order_id: str) -> dict[str, Any] | None:
         """The order's row as the store holds it; None if it holds no such order (preloaded,
@@ -151,7 +153,7 @@ class OrderTracker:
             return None
         known = None if self._complete is not None else self._known.get(order_id)
         if known is None:
-            row = self.reader.execute(self._select, {"order_id": order_id}).first()
+            row = self.reader.execute(self.select_order, {"order_id": order_id}).first()
             if row is None:
                 return None
             known = tuple(row)
@@ -163,9 +165,9 @@ class OrderTracker:
         """These orders were just written."""
         for order in orders:
             if self._complete is not None:
-                self._complete[order["order_id"]] = hash(self._values(order))
+                self._complete[order["order_id"]] = hash(self.values(order))
             else:
-                self._remember(order["order_id"], self._values(order))
+                self._remember(order["order_id"], self.values(order))
 
     def _remember(self, order_id: str, values: tuple[Any, ...]) -> None:
         self._known[order_id] = values
@@ -175,7 +177,7 @@ class OrderTracker:
 
     def customer_stored(self, customer_id: str) -> bool:
         """Whether the store has the customer's account row."""
-        found = self.reader.execute(self._customer, {"customer_id": customer_id}).first()
+        found = self.reader.execute(self.select_customer, {"customer_id": customer_id}).first()
         return found is not None
 
     def latest_order(self, customer_id: str) -> str | None:

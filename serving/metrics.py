@@ -102,6 +102,28 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128),
             registry=self.registry,
         )
+        self.history_hits = Counter(
+            "refund_risk_history_cache_hits_total",
+            "Decisions whose customer's history (and linked accounts') in memory was the "
+            "database's committed one (PostgreSQL).",
+            registry=self.registry,
+        )
+        self.history_misses = Counter(
+            "refund_risk_history_cache_misses_total",
+            "Decisions that read their customer's history (or a linked account's) from the "
+            "database: not in memory, or changed since by another process (PostgreSQL).",
+            registry=self.registry,
+        )
+        self.history_evictions = Counter(
+            "refund_risk_history_cache_evictions_total",
+            "Customer histories dropped from memory to stay within history_cache_customers.",
+            registry=self.registry,
+        )
+        self.history_size = Gauge(
+            "refund_risk_history_cache_customers",
+            "Customer histories held in memory.",
+            registry=self.registry,
+        )
         self.model_info = Gauge(
             "refund_risk_model_info",
             "The model versions in use (value 1), by model, version and alias.",

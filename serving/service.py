@@ -49,14 +49,21 @@ from refund_risk.settings import Settings
 from serving import db
 from serving.auth import KeyRing
 from serving.db import DecisionLog
-from serving.errors import RequestTooLargeError, http_error
-from serving.events import JoinableEventStore, OrderTracker, order_links, unique_rows
+from serving.errors import DatabaseUnavailableError, RequestTooLargeError, http_error
+from serving.events import (
+    ORDER_COLUMNS,
+    JoinableEventStore,
+    OrderTracker,
+    order_links,
+    unique_rows,
+)
 from serving.exposure import ExposureLedger, pays_before_return
-from serving.idempotency import canonical_request, check_retry
+from serving.history import SharedHistory, lock, stored_version
+from serving.idempotency import canonical_request, check_retry, conflict
 from serving.metrics import Metrics
 from serving.models import ModelSet, load_models
 from serving.overrides import Overrides, tier_source
-from serving.recorder import RecorderProcess
+from serving.recorder import RecorderProcess, record_group
 from serving.reviews import ReviewQueue
 from serving.schemas import (
     BatchItemOut,
@@ -111,6 +118,12 @@ class DecisionResult(NamedTuple):
     replayed: bool
 
 
+def _shared(engine: Engine) -> bool:
+    """True for a database several service processes may share (PostgreSQL): each decision
+    then holds its customer's lock and reads what memory holds of them afresh if it changed."""
+    return engine.dialect.name == "postgresql"
+
+
 def _in_memory(engine: Engine) -> bool:
     """True for an in-memory SQLite database (no other process can open it)."""
     url = engine.url
@@ -144,12 +157,15 @@ class Service:
         self.reader = db.PointReader(self.engine)
         self.log = DecisionLog(self.engine, self.reader)
         self.keys = KeyRing(self.engine, settings.api_key_cache_seconds)
-        self.orders = OrderTracker(self.reader)
+        shared = _shared(self.engine)
+        # Shared, another process may change an order at any time: each check reads it.
+        self.orders = OrderTracker(self.reader, capacity=0 if shared else 200_000)
         self.ledger = ExposureLedger()
         self.overrides = Overrides(self.engine)
         self.reviews = ReviewQueue(self.engine, store, builder, settings.review_claim_minutes)
         recorder = None
-        if settings.record_in_process and not _in_memory(self.engine):
+        # Shared, a decision is recorded in the transaction that holds its customer's lock.
+        if settings.record_in_process and not _in_memory(self.engine) and not shared:
             recorder = RecorderProcess(str(settings.database_url), settings.database_schema)
         self.writer = DecisionWriter(
             self.log,
@@ -161,6 +177,11 @@ class Service:
             on_timeout=self.metrics.record_timeouts.inc,
         )
         self.tiers = TierScores(builder)
+        self.history: SharedHistory | None = None
+        if shared:
+            self.history = SharedHistory(
+                builder, store, settings.history_cache_customers, metrics, self._reloaded
+            )
         self.snapshot = snapshot
         # The recorder process checkpoints the WAL of the database it writes; else a thread.
         self.checkpointer = None if recorder else db.Checkpointer.for_engine(self.engine)
@@ -188,7 +209,10 @@ class Service:
             db.migrate(engine)
             db.record_feature_names(engine, FEATURE_VERSION, FEATURE_NAMES)
             builder = OnlineFeatureBuilder(store)
-            if settings.preload_events:
+            # Shared by several processes, histories are read as decisions need them, into a
+            # bounded cache: nothing is preloaded.
+            preload = settings.preload_events and not _shared(engine)
+            if preload:
                 builder.preload()
         except sa.exc.OperationalError as exc:
             engine.dispose()
@@ -200,9 +224,10 @@ class Service:
         for name, problem in models.problems.items():
             log.warning("%s not loaded: %s", name, problem)
         service = cls(settings, store, builder, metrics or Metrics(), Snapshot(models, policies))
-        if settings.preload_events:
+        if preload:
             service.orders.preload(store)
-        service.ledger.load(service.log.open_exposures())
+        if service.history is None:  # shared, exposure is read from the database under the lock
+            service.ledger.load(service.log.open_exposures())
         service.overrides.load()
         service.keys.refresh()
         if service.checkpointer is not None:
@@ -312,6 +337,8 @@ class Service:
         refund_row: dict[str, Any],
         order_row: dict[str, Any],
     ) -> Recorded:
+        if self.history is not None:
+            return await self._decide_shared(request, raw, refund_row, order_row)
         # A decision of this customer still being recorded: its refund request is a feature of
         # this one (rare: the same customer twice within a few milliseconds).
         since = asyncio.get_running_loop().time()  # the request waits `record_timeout` at most
@@ -330,6 +357,22 @@ class Service:
                 request.refund_id, earlier.request_hash, earlier.request, canonical_request(request)
             )
             return Recorded(earlier.response, replayed=True)
+        pending = self._pending(
+            request, raw, refund_row, snapshot, started, self.ledger.outstanding
+        )
+        return await self.writer.record(pending, since)
+
+    def _pending(
+        self,
+        request: RefundDecisionRequest,
+        raw: bytes,
+        refund_row: dict[str, Any],
+        snapshot: Snapshot,
+        started: float,
+        outstanding: Any,
+    ) -> PendingDecision:
+        """Features, scores and policy: the decision to record (`outstanding(customer_id)`
+        gives the customer's unreturned value)."""
         row = self.builder.vector(refund_row)
         featured = time.perf_counter()
         tier = self.tiers.score(snapshot.models, request.customer_id, request.requested_at)
@@ -340,7 +383,7 @@ class Service:
         context = request_context(
             request,
             row,
-            self.ledger.outstanding(request.customer_id),
+            outstanding(request.customer_id),
             watchlisted=override is not None and override.watchlisted,
         )
         if override is None:
@@ -393,7 +436,7 @@ class Service:
             },
         }
         features = orjson.dumps(row).decode()  # NaN as null
-        pending = PendingDecision(
+        return PendingDecision(
             row=db.decision_row(
                 decision_id=decision_id,
                 refund_id=request.refund_id,
@@ -418,7 +461,156 @@ class Service:
             refund_row=refund_row,
             category=request.order.category,
         )
-        return await self.writer.record(pending, since)
+
+    async def _decide_shared(
+        self,
+        request: RefundDecisionRequest,
+        raw: bytes,
+        refund_row: dict[str, Any],
+        order_row: dict[str, Any],
+    ) -> Recorded:
+        """Decide and record in one transaction holding the customer's lock (a database shared
+        by several processes): the customer's history and unreturned value as committed, the
+        order appended, the decision and its refund request recorded, then the lock goes.
+
+        Everything up to the commit runs here, on the event loop; the commit (the database's
+        disk flush) waits in a worker thread, so the loop decides other requests meanwhile and
+        the commits of several decisions share flushes. The customer's lock is held until the
+        commit is done: the customer's next decision, in any process, waits for it. A commit
+        not done within the record timeout is answered 503 (it may still be recorded: a retry
+        with the same refund id then returns it).
+        """
+        assert self.history is not None
+        customer_id = request.customer_id
+        snapshot = self.snapshot
+        connection = self.engine.connect()
+        committing = False
+        try:
+            try:
+                transaction = connection.begin()
+                # No statement (the lock's wait included) outlasts the record timeout: a lock
+                # held elsewhere or a database gone quiet answers 503, as recording does.
+                timeout_ms = max(1, int(self.settings.record_timeout_seconds * 1000))
+                connection.execute(sa.text(f"SET LOCAL statement_timeout = {timeout_ms}"))
+                lock(connection, customer_id)
+                started = time.perf_counter()
+                read = self.history.fresh(connection, customer_id)
+                try:
+                    writes = int(self._append_order_locked(connection, request, order_row))
+                except FactConflictError:
+                    # As on one process: a retry of a request decided before whose order has
+                    # progressed since gets the stored decision, not the conflict.
+                    earlier = self.log.stored_for(request.refund_id)
+                    if earlier is None:
+                        raise
+                    check_retry(
+                        request.refund_id,
+                        earlier.request_hash,
+                        earlier.request,
+                        canonical_request(request),
+                    )
+                    return Recorded(earlier.response, replayed=True)
+
+                def outstanding(customer: str) -> float:
+                    return self.log.outstanding(connection, customer)
+
+                pending = self._pending(request, raw, refund_row, snapshot, started, outstanding)
+                outcome = record_group(
+                    self.log, self.store, connection, [pending.row], [pending.refund_row]
+                )
+                inserted = pending.decision_id in outcome.inserted
+                writes += int(inserted)
+                committed = stored_version(connection, customer_id)
+            except sa.exc.SQLAlchemyError as exc:
+                raise self._unrecorded(exc) from None
+            # Handed to a worker thread now, not when the loop next turns: the customer's next
+            # decision may be made before then, and would wait for the lock on the loop itself.
+            done = asyncio.get_running_loop().run_in_executor(
+                None, _commit, connection, transaction
+            )
+            committing = True  # from here the worker thread closes the connection
+            try:
+                await asyncio.wait_for(done, timeout=self.settings.record_timeout_seconds)
+            except TimeoutError:
+                self.metrics.record_timeouts.inc()
+                raise DatabaseUnavailableError(
+                    f"the decision was not recorded within "
+                    f"{self.settings.record_timeout_seconds:g} s; retry later with the same "
+                    "refund id (it returns this decision if it was recorded meanwhile)"
+                ) from None
+            except sa.exc.SQLAlchemyError as exc:
+                raise self._unrecorded(exc) from None
+        except BaseException:
+            # Memory may hold what was not committed: the customer is read again next time.
+            self.history.discard([customer_id])
+            raise
+        finally:
+            if not committing:
+                connection.close()  # rolls back what was begun
+        if inserted:  # recorded: the customer's next decision here sees it without a read
+            self.builder.remember({"refund_requests": [pending.refund_row]})
+        self.history.confirm(customer_id, read, writes, committed)
+        self._recorded([pending] if inserted else [], 0)
+        self.history.trim(keep=(customer_id,))
+        refund_id = request.refund_id
+        if inserted:
+            return Recorded(pending.row["response"], replayed=False)
+        if refund_id in outcome.stored:
+            return Recorded(outcome.stored[refund_id], replayed=True)
+        if refund_id in outcome.conflicts:
+            raise conflict(refund_id, outcome.conflicts[refund_id])
+        raise DatabaseUnavailableError(  # never answer what is not recorded
+            "the decision could not be recorded; retry later with the same refund id"
+        )
+
+    def _unrecorded(self, exc: sa.exc.SQLAlchemyError) -> DatabaseUnavailableError:
+        """Count and log a decision the database did not take; the error to answer with."""
+        self._recorded([], 1)
+        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        log.warning("decision not recorded: %s", first[0] if first else type(exc).__name__)
+        return DatabaseUnavailableError(
+            "the decision could not be recorded; retry later with the same refund id"
+        )
+
+    def _append_order_locked(
+        self, connection: sa.Connection, request: RefundDecisionRequest, order: dict[str, Any]
+    ) -> bool:
+        """`_append_order` in the deciding transaction, from what the database holds; True if
+        the order (and account) was written."""
+        found = connection.execute(self.orders.select_order, {"order_id": order["order_id"]})
+        stored = found.first()
+        if stored is not None:
+            values = tuple(stored)
+            if values == OrderTracker.values(order):
+                return False
+            problems = order_changes(dict(zip(ORDER_COLUMNS, values, strict=True)), order)
+            if problems:
+                raise _order_conflict(
+                    repr(order["order_id"]),
+                    [
+                        (p.column if p.column == "customer_id" else f"order.{p.column}", p)
+                        for p in problems
+                    ],
+                )
+        rows: dict[str, list[dict[str, Any]]] = {
+            "orders": [order],
+            "identity_links": order_links(order),
+        }
+        if request.customer is not None:
+            known = connection.execute(
+                self.orders.select_customer, {"customer_id": request.customer_id}
+            ).first()
+            if known is None:
+                rows["customers"] = [
+                    {"customer_id": request.customer_id, **request.customer.model_dump()}
+                ]
+        self.store.write(rows, connection)
+        self.builder.remember(rows)
+        return True
+
+    def _reloaded(self, customer_ids: set[str]) -> None:
+        """Histories read again from the database: tier scores computed from them may be old."""
+        self.tiers.forget(customer_ids, since=-(2**62))
 
     def _append_order(self, request: RefundDecisionRequest, order: dict[str, Any]) -> None:
         """Append the request's order (and account) unless the store already holds it as is.
@@ -468,7 +660,9 @@ class Service:
                 refund["reason_detail"],
                 row["amount_requested"],
             )
-            if pays_before_return(row["action"], decision.refund_row["order_stage"]):
+            if self.history is None and pays_before_return(
+                row["action"], decision.refund_row["order_stage"]
+            ):
                 self.ledger.open(row["customer_id"], row["refund_id"], row["amount_requested"])
         while len(recorded) > RECENT_REFUND_IDS:
             recorded.popitem(last=False)
@@ -549,7 +743,16 @@ class Service:
         if latest_order is None and not self.orders.customer_stored(customer_id):
             raise NotFoundError(f"customer {customer_id!r} is not in the event store")
         # As a decision at `when` would see it: the latest monthly snapshot before it.
-        loss = self.tiers.score(snapshot.models, customer_id, when)
+        if self.history is None:
+            loss = self.tiers.score(snapshot.models, customer_id, when)
+            outstanding = self.ledger.outstanding(customer_id)
+        else:  # as committed, read under the customer's lock as a decision reads it
+            with self.engine.begin() as connection:
+                lock(connection, customer_id)
+                self.history.fresh(connection, customer_id)
+                loss = self.tiers.score(snapshot.models, customer_id, when)
+                outstanding = self.log.outstanding(connection, customer_id)
+            self.history.trim(keep=(customer_id,))
         tier = customer_tier(snapshot.tiers, loss)
         return CustomerTierOut(
             customer_id=customer_id,
@@ -560,7 +763,7 @@ class Service:
                 auto_approve_limit=tier.auto_approve_limit,
                 max_outstanding_unreturned=tier.max_outstanding_unreturned,
             ),
-            outstanding_unreturned_value=round(self.ledger.outstanding(customer_id), 2),
+            outstanding_unreturned_value=round(outstanding, 2),
             as_of=when.replace(tzinfo=UTC),
             tier_model=None if snapshot.models.tier is None else snapshot.models.tier.label,
             tiers_version=snapshot.policies.tiers.version,
@@ -651,7 +854,13 @@ class Service:
             )
         checks["policy"] = CheckOut(ok=True, detail=self.snapshot.policies.label)
         unrecorded = self.writer.problem()
-        where = "in the recorder process" if self.writer.recorder else "on the event loop"
+        where = (
+            "in the recorder process"
+            if self.writer.recorder
+            else "on the event loop"
+            if self.history is None
+            else "on the event loop, each under its customer's lock"
+        )
         checks["decision_log"] = CheckOut(
             ok=unrecorded is None, detail=unrecorded or f"decisions are recorded {where}"
         )
@@ -712,6 +921,14 @@ class Service:
                 degraded=models.degraded,
                 problems=models.problems,
             )
+
+
+def _commit(connection: sa.Connection, transaction: sa.RootTransaction) -> None:
+    """Commit and give the connection back (in a worker thread)."""
+    try:
+        transaction.commit()
+    finally:
+        connection.close()
 
 
 def _order_conflict(order_id: str, problems: Sequence[tuple[str, Any]]) -> FactConflictError:

@@ -50,7 +50,7 @@ def test_migrations_create_exactly_the_declared_tables(store_url: StoreUrl) -> N
     with store.engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
         assert compare_metadata(context, metadata) == []
-        assert context.get_current_revision() == "0004_order_products"
+        assert context.get_current_revision() == "0005_history_versions"
         assert VERSION_TABLE in sa.inspect(connection).get_table_names()
     store.dispose()
 
