@@ -181,6 +181,22 @@ def path(tmp_path_factory: pytest.TempPathFactory) -> DecisionPath:
     )
 
 
+def test_the_world_reaches_privileges_and_review_so_the_properties_can_fail(
+    path: DecisionPath,
+) -> None:
+    # The properties below mean something only if the requests they start from reach both
+    # ends of the action order: privileges that evidence must take away, and reviews. First in
+    # the module, before any test appends evidence about the held customers.
+    seen = set()
+    for i in range(HELD):
+        body = decision_body(path.world, path.world.held.iloc[i])
+        body["amount_requested"] = round(max(float(body["order"]["amount"]) * 0.25, 1.0), 2)
+        for pin in (None, "gold"):
+            seen.add(path.decide(body, pinned_tier=pin)[1])
+    assert Action.REFUND_BEFORE_RETURN in seen or Action.AUTO_APPROVE in seen
+    assert Action.STANDARD_RETURN in seen
+
+
 # --- evidence, appended to the event store as the shop would send it ----------------------------
 
 
@@ -608,18 +624,3 @@ def test_goods_that_cannot_come_back_get_no_partial_offer_and_no_promise_of_a_re
     assert decision.action not in (Action.PARTIAL_REFUND_OFFER, Action.REFUND_BEFORE_RETURN)
     message = decision.customer_message.lower()
     assert "send it back" not in message and "send the item back" not in message, message
-
-
-def test_the_world_reaches_privileges_and_review_so_the_properties_can_fail(
-    path: DecisionPath,
-) -> None:
-    # The properties above mean something only if the requests they start from reach both
-    # ends of the action order: privileges that evidence must take away, and reviews.
-    seen = set()
-    for i in range(HELD):
-        body = decision_body(path.world, path.world.held.iloc[i])
-        body["amount_requested"] = round(max(float(body["order"]["amount"]) * 0.25, 1.0), 2)
-        for pin in (None, "gold"):
-            seen.add(path.decide(body, pinned_tier=pin)[1])
-    assert Action.REFUND_BEFORE_RETURN in seen or Action.AUTO_APPROVE in seen
-    assert Action.STANDARD_RETURN in seen
