@@ -185,8 +185,8 @@ class AbuseRiskModel(ClassifierMixin, BaseEstimator):
 
     300 trees: on four worlds of 20,000 customers (seeds 7, 11, 13, 17) they ranked the test
     months at least as well as 200 on average and were better calibrated on each; 400 and more
-    lost ranking. Even fitted on the oracle's true labels, this model reaches about 0.967 and
-    0.954 of the oracle's ROC-AUC on seeds 7 and 11: on worlds this size the limit is the
+    lost ranking. Even fitted on the oracle's true labels, this model reaches about 0.966 and
+    0.956 of the oracle's ROC-AUC on seeds 7 and 11: on worlds this size the limit is the
     number of requests (about 1,400 with a label at the cutoff), not the labels.
     """
 
