@@ -596,6 +596,27 @@ def test_confirmed_abuse_the_worst_tiers_and_the_watch_list_never_get_a_privileg
 
 
 @given(
+    context=contexts(),
+    score_=st.floats(0.0, 0.999),
+    tier=st.sampled_from(["gold", "silver", "standard", "watch", "restricted"]),
+    confirmed=st.integers(1, 5),
+)
+@settings(max_examples=200, derandomize=True, database=None, deadline=None)
+def test_a_confirmed_abuser_asking_to_keep_the_goods_goes_to_a_person(
+    context: RequestContext, score_: float, tier: str, confirmed: int
+) -> None:
+    # The commonest repeat abuse is a false "not received" or "damaged" claim: goods and money
+    # kept. Once the account has confirmed abuse, such a claim on shipped goods is never decided
+    # without a person, whatever the score and tier say.
+    policy, tiers = shipped()
+    keep = context.model_copy(
+        update={"refund_type": "refund_only", "customer_confirmed_abusive_refunds": confirmed}
+    )
+    decision = decide(keep, Scores(abuse_score=score_, tier=tier), policy, tiers)
+    assert decision.action == Action.MANUAL_REVIEW, decision.rule_id
+
+
+@given(
     category=st.sampled_from(sorted(NON_RETURNABLE_CATEGORIES)),
     amount=st.floats(1.0, 900.0),
     score_=st.floats(0.0, 0.999),
