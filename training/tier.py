@@ -504,7 +504,9 @@ def fit_cutoffs(scores: np.ndarray, tiers: Tiers) -> dict[str, float]:
     take the default tier whatever the bounds). A bound is the score below which the tier's
     share (and the better tiers') of customers lie: `np.quantile` with the "inverted_cdf"
     method, an actual score, and a tier holds the scores at or below it. Where many customers
-    share one score a tier can hold more or less than its share; a bound equal to the previous
+    share the score at the bound, they all go to the tier or all to the next, whichever leaves
+    the tier's share nearer; so a tier can hold more or less than its share; a bound equal to
+    the previous
     one is nudged up by the smallest step so bounds still rise (the tier is then empty). The
     worst tier's bound is 1.0 (it takes every customer). Without shares in the tiers file the
     file's own bounds are returned.
@@ -523,6 +525,11 @@ def fit_cutoffs(scores: np.ndarray, tiers: Tiers) -> dict[str, float]:
     previous = 0.0
     for tier, q in zip(tiers.tiers[:-1], cumulative, strict=True):
         bound = float(np.quantile(known, min(float(q), 1.0), method="inverted_cdf"))
+        # Customers sharing the bound's score all fall in the tier; when leaving them to the
+        # next tier comes nearer the share, the bound is the score just below theirs.
+        below = known[known < bound]
+        if len(below) and abs(len(below) / len(known) - q) < abs(np.mean(known <= bound) - q):
+            bound = float(below.max())
         bound = max(bound, float(np.nextafter(previous, 1.0)))
         bounds[tier.name] = min(bound, float(np.nextafter(1.0, 0.0)))
         previous = bounds[tier.name]

@@ -396,12 +396,19 @@ def test_cutoffs_give_every_tier_its_share_of_the_training_customers(
     names = tiers_for(known, fitted)
     below = np.cumsum([np.mean(names == name) for name in fitted.names])
     n, distinct = len(known), len(np.unique(known)) == len(known)
+    values = np.unique(known)
+    reached = np.array([np.mean(known <= v) for v in values])
     for k, target in enumerate(np.cumsum(shares)[:-1]):
-        # At least the share lies at or below its bound; with distinct scores, at most one
-        # customer more than the share (the bound is an actual score).
-        assert below[k] >= target - 1e-9
+        # Customers sharing a score share a tier, so the share at or below a bound is the
+        # nearest to the tier's that any bound above the better tier's reaches (or the better
+        # tier's own, when this tier is left empty); with distinct scores, within a customer.
+        previous = bounds[k - 1] if k else -np.inf
+        candidates = reached[values > previous]
+        if k:
+            candidates = np.append(candidates, below[k - 1])
+        assert abs(below[k] - target) <= np.min(np.abs(candidates - target)) + 1e-9
         if distinct:
-            assert below[k] <= target + 1.0 / n + 1e-9
+            assert abs(below[k] - target) <= 1.0 / n + 1e-9
     assert set(tiers_for(scores[np.isnan(scores)], fitted)) <= {"middle"}
 
 
