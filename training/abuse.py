@@ -112,6 +112,23 @@ EVIDENCE: tuple[str, ...] = (
     "customer_not_received_claims_on_delivered_all_time",
     "linked_accounts_confirmed_abusive_refunds_by_any",
 )
+# Features the trees never split on, with the reason. A customer's first refund request moves
+# them from missing to a value, and monotone constraints order values only, not missing
+# against present: fitted freely, a first "not received" claim made days ago lowered every
+# such request's score on the default world (the constrained counts happened to make up for
+# it). How recently and how soon after delivery the customer claimed is carried by the
+# windowed counts, which are constrained.
+UNORDERED: dict[str, str] = {
+    "customer_days_since_last_refund_request": (
+        "missing until the first refund request, so no direction can be kept"
+    ),
+    **{
+        f"customer_mean_days_from_delivery_to_claim_{window}": (
+            "one more claim moves a mean either way, and from missing to a value"
+        )
+        for window in ("7d", "30d", "90d", "365d", "all_time")
+    },
+}
 MONOTONE_UP_SIGN: dict[str, int] = dict.fromkeys(MONOTONE_UP, 1)
 """LightGBM's sign per constrained feature (every listed direction is upwards)."""
 EVIDENCE_COLUMNS: tuple[int, ...] = tuple(FEATURE_NAMES.index(n) for n in EVIDENCE)
@@ -165,11 +182,17 @@ class AbuseRiskModel(ClassifierMixin, BaseEstimator):
     Follows scikit-learn's contract: parameters only in `__init__`, learned state in trailing
     underscore attributes, `random_state` threaded through; one thread, so a fit is
     reproducible bit for bit.
+
+    300 trees: on four worlds of 20,000 customers (seeds 7, 11, 13, 17) they ranked the test
+    months at least as well as 200 on average and were better calibrated on each; 400 and more
+    lost ranking. Even fitted on the oracle's true labels, this model reaches about 0.966 and
+    0.956 of the oracle's ROC-AUC on seeds 7 and 11: on worlds this size the limit is the
+    number of requests (about 1,400 with a label at the cutoff), not the labels.
     """
 
     def __init__(
         self,
-        n_estimators: int = 200,
+        n_estimators: int = 300,
         learning_rate: float = 0.06,
         num_leaves: int = 3,
         min_child_samples: int = 40,
@@ -206,8 +229,11 @@ class AbuseRiskModel(ClassifierMixin, BaseEstimator):
             "lambda_l2": self.l2_regularisation,
             "monotone_constraints": [MONOTONE_UP_SIGN.get(n, 0) for n in FEATURE_NAMES],
             "monotone_constraints_method": "advanced",
-            # The evidence columns belong to the scorecard stage alone.
-            "feature_contri": [0.0 if n in EVIDENCE else 1.0 for n in FEATURE_NAMES],
+            # The evidence columns belong to the scorecard stage alone; no stage splits on
+            # the unordered ones (the scorecard sees only the evidence columns).
+            "feature_contri": [
+                0.0 if n in EVIDENCE or n in UNORDERED else 1.0 for n in FEATURE_NAMES
+            ],
             "seed": self.random_state,
             "num_threads": 1,
             "deterministic": True,

@@ -148,14 +148,37 @@ OPPORTUNIST_TYPE = "opportunist"
 LATENT_TYPES: tuple[str, ...] = (HONEST_TYPE, OPPORTUNIST_TYPE, *ABUSIVE_TYPES)
 
 
+NOT_TIER_INPUTS: dict[str, str] = {
+    "customer_days_since_last_refund_request": (
+        "missing for a customer who never asked for a refund, and a monotone constraint orders "
+        "only the values, not 'never' against them: a first claim moved it from missing to a "
+        "value the trees read as safer, and lifted the customer's tier. How recently the "
+        "customer claimed is carried by the windowed refund counts, which are constrained"
+    ),
+    **{
+        f"customer_mean_days_from_delivery_to_claim_{window}": (
+            "one more claim moves a mean either way (and from missing to a value), so it has "
+            "no direction a tier could honestly keep: evidence would buy trust"
+        )
+        for window in ("7d", "30d", "90d", "365d", "all_time")
+    },
+}
+"""Customer features the tier model does not read, each with the reason."""
+
+
+def _tier_input(feature: Feature) -> bool:
+    return feature.entity in TIER_ENTITIES and feature.name not in NOT_TIER_INPUTS
+
+
 def tier_feature_names(features: Iterable[Feature] = FEATURES) -> tuple[str, ...]:
-    """The tier model's inputs: the customer and linked-account features, in definition order."""
-    return tuple(f.name for f in features if f.entity in TIER_ENTITIES)
+    """The tier model's inputs: the customer and linked-account features, in definition order,
+    but for those in `NOT_TIER_INPUTS`."""
+    return tuple(f.name for f in features if _tier_input(f))
 
 
 def tier_categorical_features(features: Iterable[Feature] = FEATURES) -> tuple[str, ...]:
     """Which tier inputs are category codes (given to LightGBM as integer codes)."""
-    return tuple(f.name for f in features if f.entity in TIER_ENTITIES and f.categorical)
+    return tuple(f.name for f in features if _tier_input(f) and f.categorical)
 
 
 # Directions the model may not contradict, with the reason; every other feature is learnt
@@ -217,10 +240,13 @@ MONOTONE: dict[str, tuple[int, str]] = {
         "an outcome found on an earlier refund never makes a customer more trustworthy: the "
         "share found abusive is constrained on its own",
     ),
-    "customer_days_since_last_refund_request": (
-        -1,
-        "a more recent refund request never makes a customer more trustworthy",
-    ),
+    **{
+        f"linked_accounts_by_{kind}": (
+            +1,
+            "another account sharing a fingerprint never makes a customer more trustworthy",
+        )
+        for kind in ("device", "address", "payment", "any")
+    },
     "customer_tenure_days": (
         -1,
         "with everything else equal, a longer clean history never makes a customer riskier",
@@ -478,7 +504,9 @@ def fit_cutoffs(scores: np.ndarray, tiers: Tiers) -> dict[str, float]:
     take the default tier whatever the bounds). A bound is the score below which the tier's
     share (and the better tiers') of customers lie: `np.quantile` with the "inverted_cdf"
     method, an actual score, and a tier holds the scores at or below it. Where many customers
-    share one score a tier can hold more or less than its share; a bound equal to the previous
+    share the score at the bound, they all go to the tier or all to the next, whichever leaves
+    the tier's share nearer; so a tier can hold more or less than its share; a bound equal to
+    the previous
     one is nudged up by the smallest step so bounds still rise (the tier is then empty). The
     worst tier's bound is 1.0 (it takes every customer). Without shares in the tiers file the
     file's own bounds are returned.
@@ -497,6 +525,11 @@ def fit_cutoffs(scores: np.ndarray, tiers: Tiers) -> dict[str, float]:
     previous = 0.0
     for tier, q in zip(tiers.tiers[:-1], cumulative, strict=True):
         bound = float(np.quantile(known, min(float(q), 1.0), method="inverted_cdf"))
+        # Customers sharing the bound's score all fall in the tier; when leaving them to the
+        # next tier comes nearer the share, the bound is the score just below theirs.
+        below = known[known < bound]
+        if len(below) and abs(len(below) / len(known) - q) < abs(np.mean(known <= bound) - q):
+            bound = float(below.max())
         bound = max(bound, float(np.nextafter(previous, 1.0)))
         bounds[tier.name] = min(bound, float(np.nextafter(1.0, 0.0)))
         previous = bounds[tier.name]

@@ -192,6 +192,24 @@ def test_links_to_confirmed_abusers_score_above_links_to_innocent_accounts(
     assert (model.predict_proba(abusers)[:, 1] > model.predict_proba(innocent)[:, 1]).all()
 
 
+def test_a_first_claim_made_any_time_ago_never_lowers_the_score(
+    default_model: tuple[AbuseRiskModel, np.ndarray],
+) -> None:
+    """Requests of customers who never asked for a refund, given an earlier one: whenever it
+    was made and however soon after delivery, the features of its timing alone never lower the
+    score (the counts it adds are constrained on their own)."""
+    model, X = default_model
+    never = X[np.isnan(X[:, column("customer_days_since_last_refund_request")])]
+    assert len(never) > 100
+    before = model.predict_raw(never)
+    for days in (0.5, 3.0, 10.0, 40.0, 120.0, 300.0):
+        claimed = never.copy()
+        claimed[:, column("customer_days_since_last_refund_request")] = days
+        for window in ("7d", "30d", "90d", "365d", "all_time"):
+            claimed[:, column(f"customer_mean_days_from_delivery_to_claim_{window}")] = days / 2
+        assert (model.predict_raw(claimed) >= before - 1e-12).all(), f"a claim {days} days ago"
+
+
 def test_every_evidence_family_has_gain_and_raises_contributions(
     default_model: tuple[AbuseRiskModel, np.ndarray],
 ) -> None:
