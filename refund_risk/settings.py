@@ -96,6 +96,12 @@ class Settings(BaseSettings):
         default=True,
         description="Read the whole event store into memory at service start (fast requests).",
     )
+    require_history: bool = Field(
+        default=True,
+        description="Readiness requires the event store to hold some history (orders): an "
+        "empty one most often means the history went to another database or schema. Off for "
+        "a shop that starts with none.",
+    )
     record_in_process: bool = Field(
         default=True,
         description="Record decisions in a recorder process of the service's own, so the "
