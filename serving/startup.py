@@ -139,9 +139,12 @@ class StartState:
 def history_check(engine: Engine, required: bool) -> CheckOut:
     """Whether the event store holds any history: an empty one makes every customer look new
     (most often the history was ingested into another database or schema)."""
+    from features.store import EVENT_TABLES
+
     schema = None
     with engine.connect() as connection:
-        found = connection.execute(sa.text("SELECT 1 FROM orders LIMIT 1")).first() is not None
+        orders = sa.select(sa.literal(1)).select_from(EVENT_TABLES["orders"]).limit(1)
+        found = connection.execute(orders).first() is not None
         if not found and engine.dialect.name == "postgresql":
             schema = connection.execute(sa.text("SELECT current_schema()")).scalar()
     if found:
