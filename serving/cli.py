@@ -19,7 +19,12 @@ events_app = typer.Typer(help="The service's event store.", no_args_is_help=True
 
 
 def run_server(
-    app: Any, host: str, port: int, log_level: str = "warning", workers: int = 1
+    app: Any,
+    host: str,
+    port: int,
+    log_level: str = "warning",
+    workers: int = 1,
+    factory: bool = False,
 ) -> None:
     """Serve an ASGI app the way the service always runs: uvicorn, no access log.
 
@@ -43,6 +48,7 @@ def run_server(
         "loop": "auto",
         "http": "auto",
         "timeout_graceful_shutdown": 10,
+        "factory": factory,
     }
     if workers == 1:
         uvicorn.run(app, **options)  # exits with STARTUP_FAILURE itself when the start fails
