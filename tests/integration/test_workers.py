@@ -367,8 +367,14 @@ def _decisions(metrics: str) -> float:
         [str(BIN / "refund-risk"), "serve", "--workers", "2", "--log-level", "warning"],
         [str(BIN / "uvicorn"), "serving.asgi:app"],
         [str(BIN / "uvicorn"), "serving.app:create_app", "--factory"],
+        [str(BIN / "gunicorn"), "serving.asgi:app", "-k", "uvicorn.workers.UvicornWorker"],
     ],
-    ids=["refund-risk serve --workers 2", "uvicorn serving.asgi:app", "uvicorn --factory"],
+    ids=[
+        "refund-risk serve --workers 2",
+        "uvicorn serving.asgi:app",
+        "uvicorn --factory",
+        "gunicorn",
+    ],
 )
 def test_a_start_that_cannot_succeed_exits_non_zero_with_a_sentence(
     tmp_path: Path, command: list[str]
@@ -379,7 +385,9 @@ def test_a_start_that_cannot_succeed_exits_non_zero_with_a_sentence(
         "REFUND_RISK_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none",
     }
     port = str(_free_port())
-    if "--port" not in command:
+    if "gunicorn" in command[0]:
+        command = [*command, "-w", "2", "-b", f"127.0.0.1:{port}"]
+    elif "--port" not in command:
         command = [*command, "--port", port]
     done = subprocess.run(
         command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180
