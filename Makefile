@@ -49,6 +49,8 @@ bench: $(STAMP)
 	$(BIN)/refund-risk data benchmark --customers 20000 --customers 1000000
 	$(BIN)/refund-risk features benchmark --customers 20000 --customers 1000000
 	$(BIN)/python -m bench.run --seconds 15 --warmup 5
+	$(BIN)/python -m bench.run --seconds 15 --warmup 5 --workers 1 --workers 2 \
+	  --database-url "$${REFUND_RISK_BENCH_POSTGRES_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/test}"
 
 clean:
 	rm -rf $(VENV) data/generated mlruns .mypy_cache .ruff_cache .pytest_cache

@@ -43,8 +43,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
-    run_server(create_echo_app(), args.host, args.port, log_level="warning")
+    if args.workers == 1:
+        run_server(create_echo_app(), args.host, args.port, log_level="warning")
+    else:
+        run_server(
+            "bench.echo_app:create_echo_app",
+            args.host,
+            args.port,
+            log_level="warning",
+            workers=args.workers,
+            factory=True,
+        )
 
 
 if __name__ == "__main__":

@@ -58,6 +58,8 @@ PATH = "/v1/refund-decisions"
 # p99 latency under four times the bare endpoint's.
 TARGET_THROUGHPUT_SHARE = 0.5
 TARGET_P99_RATIO = 4.0
+# On PostgreSQL, two workers on two cores: at least 1.5 times one worker's decisions per second.
+TARGET_WORKER_SCALING = 1.5
 
 
 def _iso(value: Any) -> str | None:
@@ -164,20 +166,31 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_ready(port: int, process: subprocess.Popen[bytes], timeout: float = 120.0) -> None:
+def _wait_ready(
+    port: int,
+    process: subprocess.Popen[bytes],
+    path: str = "/healthz",
+    ready: bytes = b"HTTP/1.1 ",
+    in_a_row: int = 1,
+    timeout: float = 300.0,
+) -> None:
+    """Wait until `in_a_row` new connections in a row get an answer starting with `ready`
+    (with several workers, each connection may reach another)."""
     deadline = time.monotonic() + timeout
+    answered = 0
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the server exited with code {process.returncode}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-                s.sendall(f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
-                if s.recv(1024).startswith(b"HTTP/1.1 "):  # any answer: it is serving
-                    return
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+                answered = answered + 1 if s.recv(1024).startswith(ready) else 0
         except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("the server did not answer /healthz in time")
+            answered = 0
+        if answered >= in_a_row:
+            return
+        time.sleep(0.05 if answered else 0.2)
+    raise RuntimeError(f"the server did not answer {path} in time")
 
 
 def _descendants(pid: int) -> list[int]:
@@ -287,9 +300,15 @@ def drive(
 
 @contextmanager
 def server(
-    command: list[str], port: int, env: dict[str, str], cpus: set[int] | None
+    command: list[str],
+    port: int,
+    env: dict[str, str],
+    cpus: set[int] | None,
+    workers: int = 1,
+    readiness: str | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run a server process until the block ends."""
+    """Run a server process until the block ends; with `readiness`, until that path answers
+    200 on every worker (the scoring service answers /healthz while it still loads)."""
 
     def pin() -> None:
         if cpus:
@@ -297,7 +316,10 @@ def server(
 
     process = subprocess.Popen(command, env=env, cwd=ROOT, preexec_fn=pin)
     try:
-        _wait_ready(port, process)
+        if readiness is None:
+            _wait_ready(port, process)
+        else:
+            _wait_ready(port, process, readiness, b"HTTP/1.1 200", in_a_row=10 * workers)
         yield process
     finally:
         process.terminate()
@@ -366,6 +388,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--json", action="store_true", help="Also print the figures as JSON.")
     parser.add_argument(
+        "--workers",
+        type=int,
+        action="append",
+        help="Worker processes of both servers; give it several times (--workers 1 --workers "
+        "2) to measure each in one run. More than one needs --database-url. Default: 1.",
+    )
+    parser.add_argument(
         "--database-url",
         help="A PostgreSQL database to run on instead of SQLite (a schema of its own is made "
         "there for the run and dropped after).",
@@ -373,6 +402,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error(f"--rounds must be 1 or more, not {args.rounds}")
+    args.workers = args.workers or [1]
+    if min(args.workers) < 1:
+        parser.error(f"--workers must be 1 or more, not {min(args.workers)}")
+    if max(args.workers) > 1 and not args.database_url:
+        parser.error("several workers need PostgreSQL (--database-url): SQLite serves one process")
 
     workdir = Path(tempfile.mkdtemp(prefix="refund-risk-bench-"))
     env = {
@@ -411,70 +445,29 @@ def main(argv: list[str] | None = None) -> None:
         server_cpus = {available[-1]} if args.pin and len(available) >= 2 else None
         if server_cpus:
             os.sched_setaffinity(0, set(available[:-1]))
-        bin_dir = Path(sys.executable).parent
-        results: dict[str, Measured] = {}
-        # Each customer's features are built in memory on their first request after start-up;
-        # by default the warm-up lasts until every customer the load is about has been asked
-        # about once, so the figures are those of a service that has been running a while.
-        warm = len(bodies) if args.warm_customers else 0
-        echo_port, serve_port = _free_port(), _free_port()
-        echo = [sys.executable, "-m", "bench.echo_app", "--port", str(echo_port)]
-        serve = [
-            str(bin_dir / "refund-risk"),
-            "serve",
-            "--port",
-            str(serve_port),
-            "--log-level",
-            "warning",
-        ]
-        with (
-            server(echo, echo_port, env, server_cpus) as echo_process,
-            server(serve, serve_port, env, server_cpus) as serve_process,
-        ):
-            endpoints = {
-                "bare": (
-                    echo_process,
-                    echo_port,
-                    _requests(bodies, after, echo_port, {}, "echo"),
-                ),
-                "scoring": (
-                    serve_process,
-                    serve_port,
-                    _requests(bodies, after, serve_port, {"X-API-Key": token}, "bench"),
-                ),
-            }
-            rounds = args.rounds
-            turns: dict[str, list[Measured]] = {name: [] for name in endpoints}
-            for turn in range(rounds):
-                for name, (process, port, next_request) in endpoints.items():
-                    turns[name].append(
-                        drive(
-                            process,
-                            port,
-                            next_request,
-                            args.connections,
-                            args.seconds / rounds,
-                            args.warmup if turn == 0 else 1.0,
-                            warm if turn == 0 else 0,
-                        )
+        by_workers: dict[int, dict[str, Measured]] = {}
+        for workers in args.workers:
+            results, turns, batch = measure(workers, bodies, after, token, env, server_cpus, args)
+            by_workers[workers] = results
+            if len(args.workers) > 1:
+                print(f"\n== {workers} worker{'s' if workers > 1 else ''} ==")
+            report(results, args, workers)
+            if args.rounds > 1:
+                print(
+                    "by round, bare / scoring req/s (share): "
+                    + ", ".join(
+                        f"{b.load.throughput:,.0f} / {s.load.throughput:,.0f} "
+                        f"({s.load.throughput / b.load.throughput:.2f})"
+                        for b, s in zip(turns["bare"], turns["scoring"], strict=True)
                     )
-            batch = _write_batch(serve_port)
-        results = {name: Measured.combined(parts) for name, parts in turns.items()}
-        report(results, args)
-        if rounds > 1:
-            print(
-                "by round, bare / scoring req/s (share): "
-                + ", ".join(
-                    f"{b.load.throughput:,.0f} / {s.load.throughput:,.0f} "
-                    f"({s.load.throughput / b.load.throughput:.2f})"
-                    for b, s in zip(turns["bare"], turns["scoring"], strict=True)
                 )
-            )
+            print(f"decisions per database transaction: {batch:.1f}")
+        if len(by_workers) > 1:
+            report_workers(by_workers)
         stages = _stage_times()
         print(
             "scoring, inside the decision (ms, mean over recorded decisions): "
             + ", ".join(f"{k} {v:.3f}" for k, v in stages.items())
-            + f"; decisions per database transaction: {batch:.1f}"
         )
     finally:
         if schema is not None:
@@ -483,6 +476,92 @@ def main(argv: list[str] | None = None) -> None:
             print(f"kept {workdir}", file=sys.stderr)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def measure(
+    workers: int,
+    bodies: list[dict[str, Any]],
+    after: pd.Timestamp,
+    token: str,
+    env: dict[str, str],
+    server_cpus: set[int] | None,
+    args: argparse.Namespace,
+) -> tuple[dict[str, Measured], dict[str, list[Measured]], float]:
+    """Both servers with `workers` worker processes each, driven in alternating turns."""
+    bin_dir = Path(sys.executable).parent
+    # Each customer's features are built in memory on their first request after start-up;
+    # by default the warm-up lasts until every customer the load is about has been asked
+    # about once, so the figures are those of a service that has been running a while.
+    warm = len(bodies) if args.warm_customers else 0
+    echo_port, serve_port = _free_port(), _free_port()
+    echo = [sys.executable, "-m", "bench.echo_app", "--port", str(echo_port)]
+    echo += ["--workers", str(workers)]
+    serve = [
+        str(bin_dir / "refund-risk"),
+        "serve",
+        "--port",
+        str(serve_port),
+        "--log-level",
+        "warning",
+        "--workers",
+        str(workers),
+    ]
+    # Each run's refund ids are its own: a later run must decide anew, not replay.
+    tag = f"w{workers}"
+    with (
+        server(echo, echo_port, env, server_cpus, workers) as echo_process,
+        server(serve, serve_port, env, server_cpus, workers, "/readyz") as serve_process,
+    ):
+        endpoints = {
+            "bare": (
+                echo_process,
+                echo_port,
+                _requests(bodies, after, echo_port, {}, f"echo-{tag}"),
+            ),
+            "scoring": (
+                serve_process,
+                serve_port,
+                _requests(bodies, after, serve_port, {"X-API-Key": token}, f"bench-{tag}"),
+            ),
+        }
+        rounds = args.rounds
+        turns: dict[str, list[Measured]] = {name: [] for name in endpoints}
+        for turn in range(rounds):
+            for name, (process, port, next_request) in endpoints.items():
+                turns[name].append(
+                    drive(
+                        process,
+                        port,
+                        next_request,
+                        args.connections,
+                        args.seconds / rounds,
+                        args.warmup if turn == 0 else 1.0,
+                        warm if turn == 0 else 0,
+                    )
+                )
+        batch = _write_batch(serve_port)
+    results = {name: Measured.combined(parts) for name, parts in turns.items()}
+    return results, turns, batch
+
+
+def report_workers(by_workers: dict[int, dict[str, Measured]]) -> None:
+    """Decisions per second for each number of workers, against one worker's."""
+    print("\nworkers  decisions/s  bare req/s  scoring/bare  decisions/s vs 1 worker")
+    base = by_workers.get(1, by_workers[min(by_workers)])["scoring"].load.throughput
+    for workers, results in sorted(by_workers.items()):
+        scoring = results["scoring"].load.throughput
+        bare = results["bare"].load.throughput
+        print(
+            f"{workers:>7}  {scoring:>11,.0f}  {bare:>10,.0f}  {scoring / bare:>12.2f}  "
+            f"{scoring / base:>23.2f}"
+        )
+    if 1 in by_workers and 2 in by_workers:
+        ratio = by_workers[2]["scoring"].load.throughput / base
+        met = "met" if ratio >= TARGET_WORKER_SCALING else "NOT met"
+        print(
+            f"2 workers / 1 worker, decisions/s: {ratio:.2f} "
+            f"(target >= {TARGET_WORKER_SCALING:.1f}: {met})"
+        )
 
 
 def _write_batch(port: int) -> float:
@@ -570,14 +649,15 @@ def _create_key(env: dict[str, str]) -> str:
     return token
 
 
-def report(results: dict[str, Measured], args: argparse.Namespace) -> None:
+def report(results: dict[str, Measured], args: argparse.Namespace, workers: int = 1) -> None:
     """Print both runs and the two ratios the targets are about."""
     bare, scoring = results["bare"].load.summary(), results["scoring"].load.summary()
     warm = "every customer asked about once first" if args.warm_customers else "fresh start"
     print(
         f"\nPOST {PATH}: {args.connections} connections, {args.seconds:g} s each in "
         f"{args.rounds} alternating turns, after a warm-up of {args.warmup:g} s or more "
-        f"({warm}), {args.customers:,}-customer world"
+        f"({warm}), {args.customers:,}-customer world, "
+        f"{'PostgreSQL' if args.database_url else 'SQLite'}, {workers} worker(s) per server"
     )
     print(
         f"{'endpoint':<10} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} "
@@ -585,7 +665,8 @@ def report(results: dict[str, Measured], args: argparse.Namespace) -> None:
     )
     for name, figures in (("bare", bare), ("scoring", scoring)):
         cpu = results[name].cpu_us_per_request
-        loop = results[name].loop_cpu_us_per_request
+        # With several workers the main process is uvicorn's supervisor, not an event loop.
+        loop = results[name].loop_cpu_us_per_request if workers == 1 else None
         print(
             f"{name:<10} {figures['throughput_rps']:>9,.0f} {figures['p50_ms']:>8.2f} "
             f"{figures['p99_ms']:>8.2f} {figures['mean_ms']:>8.2f} {figures['errors']:>7.0f} "
@@ -606,7 +687,7 @@ def report(results: dict[str, Measured], args: argparse.Namespace) -> None:
     if cpus[0] and cpus[1]:
         print(f"bare CPU / scoring CPU per request: {cpus[0] / cpus[1]:.2f}")
     loops = [results[n].loop_cpu_us_per_request for n in ("bare", "scoring")]
-    if loops[0] and loops[1]:
+    if loops[0] and loops[1] and workers == 1:
         print(
             f"bare / scoring main-process CPU per request: {loops[0] / loops[1]:.2f} "
             "(the event loop's share of the work: throughput follows it)"

@@ -160,6 +160,18 @@ def settings_engine(settings: Settings, database_url: str | None = None) -> Engi
     return create_store_engine(url, schema=settings.database_schema)
 
 
+MIGRATION_LOCK_KEY = 0x5265_6675_6E64_4D67
+"""PostgreSQL advisory lock key under which migrations run (any schema of the database)."""
+
+
+def hold_migration_lock(connection: Connection) -> None:
+    """On PostgreSQL, wait for and hold, until this transaction ends, the lock under which
+    migrations run: processes starting together (several workers) then migrate one after the
+    other, the later ones finding the tables made, instead of racing to create them."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY)))
+
+
 def alembic_config(connection: Connection, script_location: Path = MIGRATIONS_DIR) -> Config:
     """An Alembic configuration in code, bound to `connection` (the event store's migrations
     unless another folder is named)."""
@@ -167,14 +179,6 @@ def alembic_config(connection: Connection, script_location: Path = MIGRATIONS_DI
     config.set_main_option("script_location", str(script_location))
     config.attributes["connection"] = connection
     return config
-
-
-def migration_lock(connection: Connection) -> None:
-    """On PostgreSQL, wait for any other process migrating the same database (instances started
-    together), for the rest of the transaction; then migrations already run change nothing."""
-    if connection.dialect.name == "postgresql":
-        key = sa.func.hashtextextended("refund-risk migrations", 0)
-        connection.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
 
 
 def run_migrations_online(metadata: sa.MetaData, version_table: str, entry_point: str) -> None:
@@ -289,7 +293,7 @@ class EventStore:
     def migrate(self) -> None:
         """Run the event store's migrations up to the latest."""
         with self.engine.begin() as connection:
-            migration_lock(connection)
+            hold_migration_lock(connection)
             command.upgrade(alembic_config(connection), "head")
 
     def dispose(self) -> None:

@@ -105,6 +105,12 @@ class Settings(BaseSettings):
         "in memory (the least recently used go first); each is checked against the database's "
         "version of it before a decision uses it.",
     )
+    require_history: bool = Field(
+        default=True,
+        description="Readiness requires the event store to hold some history (orders): an "
+        "empty one most often means the history went to another database or schema. Off for "
+        "a shop that starts with none.",
+    )
     record_in_process: bool = Field(
         default=True,
         description="Record decisions in a recorder process of the service's own, so the "

@@ -33,7 +33,6 @@ from typing import Any, Literal
 import httpx
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from scipy.stats import poisson
 from sqlalchemy.engine import Engine
 
 from features.store import EVENT_TABLES
@@ -229,6 +228,10 @@ def evaluate(engine: Engine, rules: list[Rule], now: datetime) -> list[Firing]:
             observed = seen.value
             expected = baseline.get(subject, 0.0) * share
             if rule.test == "poisson":
+                # Imported here: scipy.stats takes seconds to import, which would delay the
+                # moment a served process first answers its liveness probe.
+                from scipy.stats import poisson
+
                 # At least half a request expected: a subject new to the shop is judged against a
                 # small rate rather than none, which would make any request a certainty of alarm.
                 fires = poisson.sf(observed - 1, max(expected, 0.5)) < rule.p_value

@@ -18,13 +18,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Security
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import APIKeyHeader
 from pydantic import ValidationError
 from starlette.types import Message, Receive, Scope, Send
 
-from refund_risk.settings import Settings
+from refund_risk.errors import ConfigurationError, RefundRiskError
+from refund_risk.settings import Settings, load_settings
 from serving import alerts, ops_routes
 from serving.auth import Role
 from serving.errors import (
@@ -42,8 +44,10 @@ from serving.schemas import (
     STAGE_ERROR_EXAMPLE,
     BatchDecisionOut,
     BatchDecisionRequest,
+    CheckOut,
     CustomerTierOut,
     DecisionOut,
+    ErrorBody,
     ErrorResponse,
     EventsIn,
     EventsOut,
@@ -55,6 +59,7 @@ from serving.schemas import (
     UtcTime,
 )
 from serving.service import Service
+from serving.startup import StartState, history_check, preflight
 
 log = logging.getLogger(__name__)
 
@@ -261,6 +266,11 @@ class RefundRiskAPI(FastAPI):
                 return
             receive = _limited(receive, self.body_limit)
         service: Service | None = self.state.service
+        if service is None and scope["type"] == "http" and scope["path"] not in _WHILE_STARTING:
+            starting: StartState | None = self.state.starting
+            if starting is not None:
+                await _not_started(starting)(scope, receive, send)
+                return
         if (
             scope["type"] != "http"
             or scope["path"] != DECISION_PATH
@@ -302,6 +312,27 @@ class RefundRiskAPI(FastAPI):
         finally:
             elapsed = time.perf_counter() - started
             service.metrics.observe_request("POST", DECISION_PATH, status, elapsed)
+
+
+_WHILE_STARTING = frozenset(
+    {"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+)
+"""What a served process answers before its service is built (with the OpenAPI document)."""
+
+STARTING_RETRY_AFTER_SECONDS = 5
+
+
+def _not_started(starting: StartState) -> Response:
+    """The answer to a request that needs the service before it is built."""
+    if starting.failure is not None:
+        message = f"the service failed to start: {starting.failure}"
+    else:
+        message = "the service is starting (loading the event history and the models); retry"
+    return JSONResponse(
+        {"error": ErrorBody(code="starting", message=message).model_dump()},
+        status_code=503,
+        headers={"Retry-After": str(STARTING_RETRY_AFTER_SECONDS)},
+    )
 
 
 async def _read_decision_request(
@@ -493,10 +524,20 @@ async def reload(service: AsAdmin, body: ReloadIn | None = None) -> ReloadOut:
     return await service.reload(body.alias, body.policy)
 
 
-@router.get("/healthz", tags=["health"], summary="Liveness")
-async def healthz() -> dict[str, str]:
-    """The process answers."""
-    return {"status": "ok"}
+@router.get(
+    "/healthz",
+    tags=["health"],
+    summary="Liveness",
+    responses={503: {"description": "The service failed to start; `detail` says why."}},
+)
+async def healthz(request: Request) -> Response:
+    """The process answers: from its first second, while the history and models still load
+    (readiness is `/readyz`). 503 once the start has failed for good, so that a liveness probe
+    replaces the process."""
+    starting: StartState | None = request.app.state.starting
+    if starting is not None and starting.failure is not None:
+        return JSONResponse({"status": "failed", "detail": starting.failure}, status_code=503)
+    return JSONResponse({"status": "ok"})
 
 
 @router.get(
@@ -506,19 +547,45 @@ async def healthz() -> dict[str, str]:
         200: {"description": "Ready: decisions are made and recorded (perhaps degraded)."},
         503: {
             "model": ReadinessOut,
-            "description": "Not ready: decisions cannot be recorded (no database, the "
-            "recorder has not answered for a while, or the last few groups failed).",
+            "description": "Not ready: still starting (`starting`: the history and models are "
+            "loading), or decisions cannot be recorded (no database, the recorder has not "
+            "answered for a while, or the last few groups failed), or the event store holds "
+            "no history (`event_store` names the database and schema read).",
         },
     },
     tags=["health"],
     summary="Readiness: can it decide and record, and with what",
 )
-async def readyz(service: ServiceDep) -> Response:
+async def readyz(request: Request) -> Response:
     """200 when the instance can decide and record decisions, also when degraded (no abuse
-    model: the rules-only policy decides, and `degraded` says so); 503 only when decisions
-    cannot be recorded. The body names the models (name, version, alias) and the policy in
-    use, and each check. Liveness is `/healthz`."""
+    model: the rules-only policy decides, and `degraded` says so); 503 while it starts, when
+    decisions cannot be recorded, and when the event store holds no history (every customer
+    would look new; `REFUND_RISK_REQUIRE_HISTORY=false` accepts that, for a shop starting from
+    none). The body names the models (name, version, alias) and the policy in use, and each
+    check. Liveness is `/healthz`."""
+    service: Service | None = request.app.state.service
+    if service is None:
+        starting: StartState = request.app.state.starting or StartState()
+        readiness = ReadinessOut(
+            status="starting" if starting.failure is None else "unavailable",
+            ready=False,
+            degraded=False,
+            models=[],
+            policy="not loaded yet",
+            checks={"start": starting.check()},
+        )
+        return JSONResponse(readiness.model_dump(), status_code=503)
     readiness = service.readiness()
+    if readiness.checks["database"].ok:
+        try:
+            history = history_check(service.engine, service.settings.require_history)
+        except sa.exc.SQLAlchemyError as exc:
+            first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+            history = CheckOut(ok=False, detail=first[0] if first else "unreadable")
+        readiness.checks["event_store"] = history
+        if not history.ok:
+            readiness.ready = False
+            readiness.status = "unavailable"
     return JSONResponse(readiness.model_dump(), status_code=200 if readiness.ready else 503)
 
 
@@ -540,9 +607,25 @@ async def metrics(service: ServiceDep) -> Response:
 
 
 def create_app(
-    settings: Settings, *, freeze_gc: bool = True, service: Service | None = None
+    settings: Settings | None = None,
+    *,
+    freeze_gc: bool = True,
+    service: Service | None = None,
+    served: bool = False,
 ) -> FastAPI:
     """The API, with a lifespan that builds the service from `settings` (or uses `service`).
+
+    Without `settings`, they are read from the environment (`REFUND_RISK_*`), so that
+    `uvicorn serving.app:create_app --factory` works; `serving.asgi:app` is the documented
+    entry point.
+
+    `served` is for a process that serves the API (`refund-risk serve`, `serving.asgi`): the
+    start-up first checks what can make it fail for good (`serving.startup.preflight`: policy
+    files, database, and that no other process serves a SQLite file), failing the start with
+    that sentence; then it builds the service in a thread while the process answers
+    `/healthz` from its first second, `/readyz` with 503 `starting`, and every other route
+    with 503 `starting` and a `Retry-After`. Otherwise the lifespan builds the service before
+    the first request is answered.
 
     `freeze_gc` moves everything built at start-up out of the garbage collector's way: the
     models, the event store in memory and MLflow's modules are long-lived, and a full collection
@@ -552,18 +635,21 @@ def create_app(
     every second under load, 80 ms each.
     """
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        built = service or Service.start(settings)
+    if settings is None:
+        settings = load_settings()
+    config = settings
+
+    def begin(app: FastAPI, built: Service) -> asyncio.Task[None] | None:
+        """Put the built service in use; the alert evaluation task, if any."""
         app.state.service = built
         evaluating = None
-        if settings.alert_interval_seconds > 0:
+        if config.alert_interval_seconds > 0:
             evaluating = asyncio.create_task(
                 alerts.evaluate_periodically(
                     built.engine,
                     app.state.alerts,
                     app.state.alert_sender,
-                    settings.alert_interval_seconds,
+                    config.alert_interval_seconds,
                     built.reviews.clock,
                 )
             )
@@ -571,14 +657,55 @@ def create_app(
             gc.collect()
             gc.freeze()
             gc.set_threshold(*GC_THRESHOLDS)
+        return evaluating
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not served or service is not None:
+            built = service or Service.start(config)
+            evaluating = begin(app, built)
+            try:
+                yield
+            finally:
+                if evaluating is not None:
+                    evaluating.cancel()
+                app.state.service = None
+                if service is None:
+                    built.close()
+            return
+        try:
+            lock = await asyncio.to_thread(preflight, config)
+        except ConfigurationError as exc:
+            log.error("the service cannot start: %s", exc)
+            raise
+        state = app.state.starting = StartState()
+        tasks: list[asyncio.Task[None] | None] = []
+
+        async def build() -> Service | None:
+            try:
+                built = await asyncio.to_thread(Service.start, config)
+            except Exception as exc:
+                state.failure = str(exc) if isinstance(exc, RefundRiskError) else repr(exc)
+                log.error("the service failed to start: %s", state.failure, exc_info=exc)
+                return None
+            tasks.append(begin(app, built))
+            log.info("ready after %.1f s", time.monotonic() - state.began)
+            return built
+
+        building = asyncio.create_task(build())
         try:
             yield
         finally:
-            if evaluating is not None:
-                evaluating.cancel()
+            # A stop during the start waits for it, so nothing is left half-open.
+            finished = await building
+            for task in tasks:
+                if task is not None:
+                    task.cancel()
             app.state.service = None
-            if service is None:
-                built.close()
+            if finished is not None:
+                finished.close()
+            if lock is not None:
+                lock.release()
 
     app = RefundRiskAPI(
         title="Refund risk",
@@ -595,6 +722,7 @@ def create_app(
     )
     app.body_limit = settings.max_body_bytes
     app.state.service = None
+    app.state.starting = None
     app.state.alerts = alerts.load_alerts(settings.alerts)
     secret = None if settings.alert_secret is None else settings.alert_secret.get_secret_value()
     app.state.alert_sender = alerts.sender_for(app.state.alerts, secret)

@@ -33,7 +33,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from features.bulk import BulkInsert
-from features.store import EVENT_TABLES, migration_lock
+from features.store import EVENT_TABLES, hold_migration_lock
 from features.store import alembic_config as store_alembic_config
 
 log = logging.getLogger(__name__)
@@ -200,7 +200,7 @@ def alembic_config(connection: Connection) -> Config:
 def migrate(engine: Engine) -> None:
     """Bring the service's tables up to the latest migration."""
     with engine.begin() as connection:
-        migration_lock(connection)
+        hold_migration_lock(connection)
         command.upgrade(alembic_config(connection), "head")
 
 

@@ -745,10 +745,12 @@ class ReadinessOut(_Out):
         },
     )
 
-    status: Literal["ready", "degraded", "unavailable"] = Field(
+    status: Literal["ready", "degraded", "starting", "unavailable"] = Field(
         description="`ready`: deciding with the models; `degraded`: deciding with the "
-        "rules-only policy (no abuse model), still ready; `unavailable`: cannot record "
-        "decisions (database or recorder), not ready."
+        "rules-only policy (no abuse model), still ready; `starting`: the event history and "
+        "models are still loading, not ready; `unavailable`: cannot record decisions "
+        "(database or recorder), the event store holds no history, or the start failed, "
+        "not ready."
     )
     ready: bool = Field(description="Whether the instance can decide and record decisions.")
     degraded: bool = Field(description="Deciding without the abuse model (rules-only policy).")
