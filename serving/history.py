@@ -118,14 +118,37 @@ class SharedHistory:
     def __len__(self) -> int:
         return self.builder.history_count()
 
-    def fresh(self, connection: Connection, customer_id: str) -> int:
+    def fresh(
+        self,
+        connection: Connection,
+        customer_id: str,
+        arriving: Collection[tuple[str, str]] = (),
+    ) -> int:
         """Make memory hold the committed histories of the customer and of every account
         sharing a fingerprint with them, and who shares each fingerprint; the customer's
-        version. Call it holding the customer's lock, in the transaction that decides."""
+        version. `arriving` are (kind, fingerprint) pairs of an order about to be appended for
+        the customer: accounts using them are its neighbours too, though the database does not
+        link them to the customer yet. Call it holding the customer's lock, in the transaction
+        that decides."""
         stored: dict[str, int] = {
             str(c): int(v)
             for c, v in connection.execute(_NEIGHBOURHOOD, {"customer_id": customer_id})
         }
+        new_keys = set(arriving) - set(self.builder.fingerprint_keys(customer_id))
+        new_links = self.store.fingerprint_links(new_keys, connection) if new_keys else []
+        newcomers = {str(link["customer_id"]) for link in new_links} - set(stored)
+        if newcomers:
+            stored.update(
+                {
+                    str(c): int(v)
+                    for c, v in connection.execute(
+                        sa.select(HISTORY_VERSIONS.c.customer_id, HISTORY_VERSIONS.c.version).where(
+                            HISTORY_VERSIONS.c.customer_id.in_(sorted(newcomers))
+                        )
+                    )
+                }
+            )
+            stored.update({c: 0 for c in newcomers if c not in stored})
         linked = set(stored) - {customer_id}
         known = self._versions
         stale = {c for c, v in stored.items() if known.get(c) != v}
@@ -138,7 +161,7 @@ class SharedHistory:
         self.metrics.history_misses.inc()
         if stale:
             self.builder.install(stale, self.store.histories(stale, connection))
-        keys = self.builder.fingerprint_keys(customer_id)
+        keys = [*self.builder.fingerprint_keys(customer_id), *new_keys]
         self.builder.replace_fingerprints(
             customer_id, keys, self.store.fingerprint_links(keys, connection)
         )

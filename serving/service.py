@@ -494,7 +494,8 @@ class Service:
                 connection.execute(sa.text(f"SET LOCAL statement_timeout = {timeout_ms}"))
                 lock(connection, customer_id)
                 started = time.perf_counter()
-                read = self.history.fresh(connection, customer_id)
+                arriving = [(link["kind"], link["fingerprint"]) for link in order_links(order_row)]
+                read = self.history.fresh(connection, customer_id, arriving)
                 try:
                     writes = int(self._append_order_locked(connection, request, order_row))
                 except FactConflictError:

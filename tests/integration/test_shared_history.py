@@ -239,3 +239,33 @@ def test_the_cache_stays_within_its_size_and_counts_in_metrics(store: EventStore
     assert "refund_risk_history_cache_misses_total 4.0" in text
     assert "refund_risk_history_cache_evictions_total 2.0" in text
     assert "refund_risk_history_cache_customers 2.0" in text
+
+
+def test_an_arriving_order_links_its_new_customer_to_what_other_processes_committed(
+    store: EventStore,
+) -> None:
+    # L orders on device 0 and is read here; another process then confirms L's refund
+    # abusive. N's first order arrives on device 0: the database does not link N to L until
+    # that order is written, yet N's features must count L's confirmed abuse as committed.
+    world = World()
+    builder = OnlineFeatureBuilder(store)
+    shared = SharedHistory(builder, store, 100, metrics=Metrics())
+    l_, n = 0, 1
+    store.write(world.rows(("order", l_, 0, False)))
+    store.write(world.rows(("refund", l_, 0, False)))
+    with store.engine.begin() as connection:
+        lock(connection, world.customer(l_))
+        shared.fresh(connection, world.customer(l_))
+    store.write(world.rows(("outcome", l_, 0, True)))  # another process
+    arriving = world.rows(("order", n, 0, False))
+    request = world.refund(n, f"probe-{world.tag}", world.now())
+    with store.engine.begin() as connection:
+        lock(connection, world.customer(n))
+        keys = [(link["kind"], link["fingerprint"]) for link in arriving["identity_links"]]
+        shared.fresh(connection, world.customer(n), keys)
+        store.write(arriving, connection)
+        builder.remember(arriving)
+        got = builder.row(request)
+    expected = OnlineFeatureBuilder(store).row(request)
+    assert expected["linked_accounts_confirmed_abusive_refunds_by_device"] == 1
+    assert _same(got, expected) == []
