@@ -2,10 +2,10 @@
 
 Each instance is a real `refund-risk serve` process. A sequence of decisions, outcomes posted
 to /v1/events and review resolutions, for customers who share a device, is sent across two
-instances on one schema, and the same sequence to a single instance on another schema; every
-stored decision and feature vector must agree. Then two decisions of one customer are sent to
-both instances at once: they are made one after the other, so the tier's limit on unreturned
-value holds.
+instances on one schema, to one instance of two worker processes on another, and to a single
+one-process instance on a third; every stored decision and feature vector must agree. Then two
+decisions of one customer are sent to both instances at once: they are made one after the
+other, so the tier's limit on unreturned value holds.
 
 Every customer here is pinned to the silver tier (an analyst's pin, stored before the
 instances start) and the policy pays before return within the tier's limits whatever the abuse
@@ -38,6 +38,7 @@ import yaml
 from features.store import create_store_engine
 from serving import db
 from serving.auth import Role, create_key
+from training.dataset import FEATURE_NAMES
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.xdist_group("serving-model")]
 
@@ -134,9 +135,10 @@ def instances(
     policy: dict[str, str],
     tmp: Path,
     silver: list[str],
+    workers: int = 1,
 ) -> Iterator[list[Instance]]:
-    """`count` service processes on one schema (the `silver` customers pinned to silver),
-    started together, stopped after."""
+    """`count` service instances of `workers` processes each on one schema (the `silver`
+    customers pinned to silver), started together, stopped after."""
     keys = _prepare(url, schema, silver)
     env = {
         **os.environ,
@@ -147,6 +149,7 @@ def instances(
         "REFUND_RISK_MLFLOW_TRACKING_URI": str(world.settings.mlflow_tracking_uri),
         "REFUND_RISK_API_KEY_CACHE_SECONDS": "0",
         "REFUND_RISK_ALERT_INTERVAL_SECONDS": "0",
+        "REFUND_RISK_REQUIRE_HISTORY": "false",  # each schema starts with no history
         **policy,
     }
     command = [str(Path(sys.executable).parent / "refund-risk"), "serve", "--log-level", "warning"]
@@ -155,7 +158,7 @@ def instances(
         for _ in range(count):
             port = _free_port()
             process = subprocess.Popen(
-                [*command, "--host", "127.0.0.1", "--port", str(port)],
+                [*command, "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
@@ -163,22 +166,27 @@ def instances(
             stack.callback(_stop, process)
             running.append((process, f"http://127.0.0.1:{port}"))
         for process, base in running:
-            _wait_ready(process, base)
+            _wait_ready(process, base, workers)
         yield [Instance(base, keys) for _, base in running]
 
 
-def _wait_ready(process: subprocess.Popen[bytes], base: str) -> None:
+def _wait_ready(process: subprocess.Popen[bytes], base: str, workers: int = 1) -> None:
+    """Wait until the instance is ready: with several workers, each answers its own probe,
+    so readiness must hold on many connections in a row (whichever worker takes each)."""
     deadline = time.monotonic() + 180
+    in_a_row = 0
     while time.monotonic() < deadline:
         if process.poll() is not None:
             err = process.stderr.read().decode() if process.stderr else ""
             raise RuntimeError(f"the service exited with {process.returncode}: {err[-2000:]}")
         try:
-            if httpx.get(base + "/readyz", timeout=2.0).status_code == 200:
-                return
+            ready = httpx.get(base + "/readyz", timeout=2.0).status_code == 200
         except httpx.TransportError:
-            pass
-        time.sleep(0.2)
+            ready = False
+        in_a_row = in_a_row + 1 if ready else 0
+        if in_a_row >= (1 if workers == 1 else 10 * workers):
+            return
+        time.sleep(0.2 if not ready else 0.01)
     raise RuntimeError(f"the service at {base} was not ready in time")
 
 
@@ -355,32 +363,40 @@ def test_two_instances_decide_as_one(
     url = postgres_schema[0]
     # Requests may be at most five minutes ahead of the service's clock; a review's outcome
     # is known at the wall clock's time, before every request of the sequence.
-    base = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=150)
+    base = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=240)
     results = {}
-    for name, count in (("two", 2), ("one", 1)):
+    # Two instances; one instance of two worker processes (the sequence's requests go to
+    # whichever worker takes each connection); one instance of one process.
+    for name, count, workers in (("two", 2, 1), ("workers", 1, 2), ("one", 1, 1)):
         schema = new_schema()
         engine = create_store_engine(url, schema=schema)
         steps = _sequence(Scenario(base, "s"))
         silver = [f"c-s-{n}" for n in (1, 2, 3)]
         tmp = tmp_path / name
-        with instances(count, url, schema, serving_world, policy_files, tmp, silver) as nodes:
+        with instances(
+            count, url, schema, serving_world, policy_files, tmp, silver, workers
+        ) as nodes:
             _run(steps, nodes, engine)
         results[name] = _stored(engine)
         engine.dispose()
     assert datetime.now(UTC) < base, "too slow: the reviews' outcomes came after the requests"
-    two, one = results["two"], results["one"]
-    assert sorted(two) == sorted(one) and len(one) == 12
-    for refund_id in one:
-        a, b = two[refund_id], one[refund_id]
-        assert _same_features(a.pop("features"), b.pop("features")), refund_id
-        assert a == b, refund_id
+    one = results["one"]
+    assert len(one) == 12
+    for name in ("two", "workers"):
+        several = results[name]
+        assert sorted(several) == sorted(one), name
+        for refund_id in one:
+            a, b = dict(several[refund_id]), dict(one[refund_id])
+            assert _same_features(a.pop("features"), b.pop("features")), (name, refund_id)
+            assert a == b, (name, refund_id)
     actions = {r: one[f"r-s-{r}"]["action"] for r in range(1, 13)}
     # What the sequence is there to exercise: the limit, an outcome and a review seen by
     # the other instance.
     assert actions[6] == "refund_before_return" and actions[7] != "refund_before_return"
     assert one["r-s-8"]["rule_id"] == "linked_to_abusers"
     assert one["r-s-9"]["rule_id"] == "confirmed_abuser_no_privileges"
-    assert "1 earlier refund confirmed abusive" in one["r-s-10"]["reasons"]  # the review
+    confirmed = FEATURE_NAMES.index("customer_confirmed_abusive_refunds")
+    assert one["r-s-10"]["features"][confirmed] == 1  # the review, resolved on the other
     assert one["r-s-12"]["rule_id"] == "linked_to_abusers"
 
 
