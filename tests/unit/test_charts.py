@@ -103,4 +103,5 @@ def test_day_labels_stay_inside_the_picture_however_many_days(n: int, kind: str)
     for e in bottom:
         half = len(e.text or "") * GLYPH_PX / 2
         x = float(e.get("x", "0"))
-        assert 0 <= x - half and x + half <= charts.WIDTH, (n, e.text, x)
+        assert x - half >= 0, (n, e.text, x)
+        assert x + half <= charts.WIDTH, (n, e.text, x)
