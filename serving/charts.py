@@ -89,15 +89,23 @@ def _frame(
     n = max(len(labels), 1)
     slot = (WIDTH - left - RIGHT) / n
     every = max(1, math.ceil(n / 10))
-    last_x = left + slot * (n - 0.5)
+
+    def centre(i: int, label: str) -> float:
+        # Centred under its slot, but moved in where half the label would leave the picture
+        # (the last of many days' narrow slots ends a few pixels from the right edge).
+        half = text_width(label) / 2 + 0.5  # and half a pixel, for the rounding of x
+        return min(max(left + slot * (i + 0.5), half), WIDTH - half)
+
+    last_x = centre(n - 1, _short_day(labels[-1])) if labels else 0.0
     for i, label in enumerate(labels):
-        x = left + slot * (i + 0.5)
+        shown = _short_day(label)
+        x = centre(i, shown)
         # The last label is always shown; a regular one too close to it would overprint it.
-        clear = last_x - x >= text_width(_short_day(label)) + 6
+        clear = last_x - x >= text_width(shown) + 6
         if i == n - 1 or (i % every == 0 and clear):
             parts.append(
                 f'<text class="axis" x="{x:.1f}" y="{HEIGHT - 8}" text-anchor="middle">'
-                f"{escape(_short_day(label))}</text>"
+                f"{escape(shown)}</text>"
             )
     return parts, left
 

@@ -272,3 +272,17 @@ def serving_world(tmp_path_factory: pytest.TempPathFactory) -> Any:
     tmp = private_copy(built, tmp_path_factory, "serving-world")
     tables, held, keys = load(tmp / "world.pickle")
     return World(settings_for(tmp), tables, held, keys, tmp / "data" / "service.db")
+
+
+@pytest.fixture(scope="session")
+def demo_world(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The world `make demo` builds (see `tests/demo_world.py`), built once per test run by
+    whichever worker asks first; each worker that asks gets its own copy to serve."""
+    from demo_world import DemoWorld, build_demo_world, demo_settings
+
+    def build(folder: Path) -> None:
+        save(build_demo_world(folder).keys, folder / "keys.pickle")
+
+    built = built_once(tmp_path_factory, "demo-world", build)
+    tmp = private_copy(built, tmp_path_factory, "demo-world")
+    return DemoWorld(demo_settings(tmp), load(tmp / "keys.pickle"))

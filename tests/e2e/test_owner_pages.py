@@ -1,13 +1,12 @@
 """The owner's part of the dashboard in a real browser: every chart drawn, none clipped.
 
 Runs the same served world and Chromium as the ops pages' tests (their fixtures, imported).
-Set REFUND_RISK_SCREENSHOTS to a folder to keep a screenshot of the dashboard.
+The same chart checks run on the world `make demo` builds in `test_demo_dashboard.py`, which
+also makes the README's screenshot.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -77,9 +76,5 @@ def test_the_owner_sees_refund_rate_reasons_and_categories_with_no_chart_empty_o
         assert "5 rules, evaluated by the service" in alerts.inner_text()
         page.click("#alerts summary")
         assert alerts.locator("details li").count() == 5
-        folder = os.environ.get("REFUND_RISK_SCREENSHOTS")
-        if folder:
-            Path(folder).mkdir(parents=True, exist_ok=True)
-            page.locator("#shop").screenshot(path=str(Path(folder) / "dashboard-owner.png"))
     finally:
         context.close()

@@ -87,3 +87,21 @@ def test_day_labels_never_overprint_each_other(n: int) -> None:
     widest = max(len(e.text or "") for e in bottom) * GLYPH_PX
     assert all(b - a >= widest for a, b in itertools.pairwise(xs)), xs
     assert bottom[-1].text == days[-1][5:]  # the last day is always named
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(min_value=1, max_value=120), st.sampled_from(["line", "bars", "stacked"]))
+def test_day_labels_stay_inside_the_picture_however_many_days(n: int, kind: str) -> None:
+    days = [f"2026-{1 + i // 28:02d}-{1 + i % 28:02d}" for i in range(n)]
+    svg = {
+        "line": lambda: charts.line(days, [0.5] * n, "by day"),
+        "bars": lambda: charts.bars(days, [3.0] * n, "by day"),
+        "stacked": lambda: charts.stacked_bars(days, {"a": [2.0] * n}, "by day"),
+    }[kind]()
+    bottom = [e for e in _texts(svg) if e.get("text-anchor") == "middle"]
+    assert bottom, svg
+    for e in bottom:
+        half = len(e.text or "") * GLYPH_PX / 2
+        x = float(e.get("x", "0"))
+        assert x - half >= 0, (n, e.text, x)
+        assert x + half <= charts.WIDTH, (n, e.text, x)
