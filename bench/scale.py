@@ -285,7 +285,11 @@ def main(argv: list[str] | None = None) -> None:
         "rss_after_load_bytes": rss_after,
         "rss_peak_bytes": peak[0],
     }
-    print(f"\nworld {args.label or args.raw}: refund-risk serve, 1 worker, configured from env")
+    load_avg = os.getloadavg()[0]
+    print(
+        f"\nworld {args.label or args.raw}: refund-risk serve, 1 worker, configured from env; "
+        f"machine load average {load_avg:.1f} on {os.cpu_count()} cores at the end"
+    )
     print(f"{'figure':<52} {'measured':>14}  target")
     rows = [
         (
