@@ -25,9 +25,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from scipy.stats import poisson
 from sqlalchemy.engine import Connection, Engine
-from statsmodels.stats.multitest import multipletests
 
 from data.schema import REASON_DETAILS, REASONS
 from features.store import EVENT_TABLES
@@ -177,6 +175,11 @@ def stand_out(
     requests at the rest of the category's rate; q its Benjamini-Hochberg adjusted value over
     the products tested; it stands out when q is at most `fdr`. A product with fewer than
     `min_orders` orders, or a category with no other order or request, is not tested."""
+    # Imported here: scipy.stats and statsmodels take seconds to import, which would hold the
+    # port closed at start-up (liveness); only the owner's pages need them.
+    from scipy.stats import poisson
+    from statsmodels.stats.multitest import multipletests
+
     tested: list[int] = []
     p_values: list[float] = []
     for i, c in enumerate(counts):

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+# The service imports scipy and statsmodels on first use, not when it starts; import them
+# here so that no example pays for it against Hypothesis's deadline.
+import scipy.stats  # noqa: F401
+import statsmodels.stats.multitest  # noqa: F401
 from hypothesis import given
 from hypothesis import strategies as st
 

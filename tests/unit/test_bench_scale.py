@@ -1,0 +1,109 @@
+"""The start-and-memory benchmark's own arithmetic: memory read from /proc, the paced schedule,
+and request templates drawn from a raw world without loading every order."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bench.scale import paced_schedule, pick_templates, rss_bytes_from_status
+
+STATUS = """Name:\tpython
+VmPeak:\t  900000 kB
+VmSize:\t  800000 kB
+VmHWM:\t  700000 kB
+VmRSS:\t  123456 kB
+RssAnon:\t  100000 kB
+"""
+
+
+def test_resident_memory_is_vmrss_not_the_peak_or_size() -> None:
+    assert rss_bytes_from_status(STATUS) == 123456 * 1024
+
+
+def test_a_status_without_vmrss_is_no_memory() -> None:
+    assert rss_bytes_from_status("Name:\tzombie\nState:\tZ (zombie)\n") == 0
+
+
+def test_an_unknown_unit_is_refused() -> None:
+    with pytest.raises(ValueError, match="VmRSS"):
+        rss_bytes_from_status("VmRSS:\t 12 MB\n")
+
+
+@given(
+    rate=st.floats(min_value=0.5, max_value=500.0),
+    seconds=st.floats(min_value=0.5, max_value=60.0),
+)
+@settings(max_examples=200, deadline=None)
+def test_the_paced_schedule_keeps_the_rate_and_the_time(rate: float, seconds: float) -> None:
+    schedule = paced_schedule(rate, seconds)
+    assert len(schedule) == int(rate * seconds)
+    assert all(0 <= t < seconds for t in schedule)
+    gaps = [b - a for a, b in itertools.pairwise(schedule)]
+    assert all(g == pytest.approx(1 / rate) for g in gaps)
+
+
+@pytest.mark.parametrize(("rate", "seconds"), [(0, 10), (10, 0), (-1, 5)])
+def test_a_paced_load_needs_a_positive_rate_and_time(rate: float, seconds: float) -> None:
+    with pytest.raises(ValueError, match="positive"):
+        paced_schedule(rate, seconds)
+
+
+def _world(raw: Path) -> None:
+    t = pd.Timestamp("2026-01-01")
+    customers = pd.DataFrame({"customer_id": [f"c{i}" for i in range(30)]})
+    orders = pd.DataFrame(
+        {
+            "order_id": [f"o{i}-{j}" for i in range(30) for j in range(2)],
+            "customer_id": [f"c{i}" for i in range(30) for _ in range(2)],
+            "ordered_at": [t + pd.Timedelta(days=j + i) for i in range(30) for j in range(2)],
+            "category": "apparel",
+            "amount": 50.0,
+            "item_count": 1,
+            "payment_method": "card",
+            "device_id": "d",
+            "address_id": "a",
+            "payment_fingerprint": "p",
+            "shipped_at": [t + pd.Timedelta(days=j + i + 1) for i in range(30) for j in range(2)],
+            # customers c0-c9 never had an order delivered: they cannot be templates
+            "delivered_at": [
+                pd.NaT if i < 10 else t + pd.Timedelta(days=j + i + 2)
+                for i in range(30)
+                for j in range(2)
+            ],
+            "delivery_evidence": "signed",
+        }
+    )
+    refunds = pd.DataFrame(
+        {
+            "order_id": ["o10-0"],
+            "requested_at": [t + pd.Timedelta(days=20)],
+            "refund_type": ["return_and_refund"],
+            "reason": ["changed_mind"],
+            "reason_detail": [""],
+            "amount_requested": [25.0],
+            "photo_count": [0],
+        }
+    )
+    customers.to_parquet(raw / "customers.parquet")
+    orders.to_parquet(raw / "orders.parquet")
+    refunds.to_parquet(raw / "refund_requests.parquet")
+
+
+def test_templates_are_distinct_customers_on_their_latest_delivered_order(tmp_path: Path) -> None:
+    _world(tmp_path)
+    bodies, after = pick_templates(tmp_path, 8, seed=3)
+    customers = [b["customer_id"] for b in bodies]
+    assert len(customers) == len(set(customers)) == 8
+    for body in bodies:
+        n = int(body["customer_id"][1:])
+        assert n >= 10
+        assert body["order"]["order_id"] == f"o{n}-1"
+        assert body["amount_requested"] == 25.0
+    # the history ends at the last delivery (c29, day 32), after the last refund request
+    assert after == pd.Timestamp("2026-01-01") + pd.Timedelta(days=32)
