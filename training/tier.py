@@ -869,6 +869,8 @@ class TierTrainingResult:
     """Why realised loss does not rise strictly across tiers, and what to try; None if it does."""
     test_rows: pd.DataFrame = field(default_factory=pd.DataFrame)
     """The feature columns of the test months' customers with a history, in `test` order."""
+    example_rows: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """The first five fitted rows (calibration rows if fewer), the model's input example."""
 
     def summary(self) -> dict[str, float]:
         """Every headline figure in one flat mapping, for logs and MLflow metrics."""
@@ -1058,6 +1060,12 @@ def train_tier_parts(
     # The cut-offs come from the latest months known at training, as the model then scores them.
     population = calibration_scores if len(cal_rows) else estimator.predict_proba(fit.rows)[:, 1]
     fit_rows = len(fit.rows)
+    example_rows = pd.concat(
+        [p.loc[:, list(features)].head(5) for p in (fit.rows, cal_rows) if len(p)],
+        ignore_index=True,
+    ).head(5)
+    # Released before the test months are read: a caller may build those only now.
+    del fit, calibration, cal_rows
     cutoffs = fit_cutoffs(population, tiers)
     tiers = with_bounds(tiers, cutoffs)
     scores, losses, heads, kept_rows = [], [], [], []
@@ -1086,7 +1094,7 @@ def train_tier_parts(
         ),
         "new_customer_share": float((~scored).mean()),
         "fit_rows": float(fit_rows),
-        "calibration_rows": float(len(cal_rows)),
+        "calibration_rows": float(len(cal_labels)),
         "test_rows": float(len(score)),
     }
     test = pd.DataFrame(
@@ -1132,6 +1140,7 @@ def train_tier_parts(
         cutoffs=cutoffs,
         ordering_problem=ordering_problem(table, loss_name),
         test_rows=pd.concat(kept_rows, ignore_index=True) if kept_rows else pd.DataFrame(),
+        example_rows=example_rows,
     )
 
 
