@@ -119,7 +119,7 @@ def train_tier_command(
 
     settings = load_settings()
     tiers = load_tiers(tiers_file) if tiers_file else load_tiers()
-    inputs = load_training_inputs(settings)
+    inputs = load_training_inputs(settings, refund_rows=False)
     run = run_tier_training(settings, inputs, tiers, promote, test_months, loss)
     result = run.result
     typer.echo(f"split: {result.split.describe()}")

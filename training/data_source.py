@@ -26,21 +26,24 @@ class TrainingInputs:
     manifest: dict[str, Any] = field(default_factory=dict)
 
 
-def load_training_inputs(settings: Settings) -> TrainingInputs:
+def load_training_inputs(settings: Settings, refund_rows: bool = True) -> TrainingInputs:
     """Read the raw tables and build the refund feature rows from them.
 
     The rows are built here rather than read from an earlier `features build` so a model can
-    never be trained on a feature table from other definitions or other raw data.
+    never be trained on a feature table from other definitions or other raw data. With
+    `refund_rows=False` (the tier model, which learns from monthly snapshots) they are not
+    built and `rows` is empty; the manifest is the same.
     """
     tables = read_world(settings.raw_dir)
-    rows = build_refund_features(tables)
+    requests = tables["refund_requests"]
+    rows = build_refund_features(tables) if refund_rows else requests.iloc[:0]
     oracle = load_oracle(settings.oracle_dir)
-    requested = rows["requested_at"]
+    requested = requests["requested_at"]
     manifest = {
         "feature_version": FEATURE_VERSION,
         "raw_dir": str(settings.raw_dir),
         "rows": {name: len(frame) for name, frame in tables.items()},
-        "refund_rows": len(rows),
+        "refund_rows": len(requests),
         "time_range": [str(requested.min()), str(requested.max())],
     }
     return TrainingInputs(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -10,11 +11,12 @@ import pandas as pd
 
 from features.batch import (
     CREDIT_TARGET_DAYS,
-    build_credit_snapshots,
+    BatchBuilder,
     data_end_us,
     snapshot_dates,
 )
-from features.definitions import FEATURE_VERSION
+from features.definitions import DAY_US, FEATURE_VERSION
+from features.events import times_us
 from policy.model import Tiers
 from refund_risk.errors import DataValidationError
 from refund_risk.settings import Settings
@@ -34,12 +36,17 @@ from training.registry import (
 from training.tier import (
     LOSS_DEFINITIONS,
     MONOTONE,
+    CreditTierModel,
+    SnapshotPart,
     TierTrainingResult,
+    _check_columns,
     default_cutoff,
-    has_history,
+    feature_columns,
     history_needed,
-    loss_labels,
-    train_tier_model,
+    join_parts,
+    plan_tier_split,
+    snapshot_part,
+    train_tier_parts,
 )
 
 GATE_METRIC = "roc_auc"
@@ -74,36 +81,57 @@ def tier_card(result: TierTrainingResult) -> dict[str, Any]:
     }
 
 
-def needed_dates(inputs: TrainingInputs, test_months: int) -> list[pd.Timestamp]:
-    """The snapshot months the split will use: those whose 90-day window had closed by the
-    cutoff (fit and calibration) and the test months; the months between are never read, so
-    they are not built (at a million customers each month is ~700,000 rows)."""
-    dates = snapshot_dates(inputs.tables)
-    end = pd.Timestamp(data_end_us(inputs.tables), unit="us")
-    horizon = pd.Timedelta(days=CREDIT_TARGET_DAYS)
-    complete = [d for d in dates if d + horizon <= end]
-    if len(complete) < test_months:
-        return dates  # let the split explain what is missing
-    cutoff = complete[-test_months]
-    return [d for d in dates if d + horizon <= cutoff or d >= cutoff]
+def snapshot_months(inputs: TrainingInputs) -> pd.DataFrame:
+    """One row per snapshot month that holds a customer: `snapshot_at` and whether its 90-day
+    target window closed before the data ends (`target_window_complete`), as the snapshot rows
+    of that month would say; enough to plan the split before any month is built."""
+    customers = inputs.tables["customers"]
+    signups = times_us(customers["signup_at"])
+    first_signup = int(signups.min()) if len(signups) else None
+    end = data_end_us(inputs.tables)
+    horizon = CREDIT_TARGET_DAYS * DAY_US
+    rows = []
+    for at in snapshot_dates(inputs.tables):
+        t0 = int(pd.Timestamp(at).value // 1_000)
+        if first_signup is not None and first_signup < t0:
+            rows.append({"snapshot_at": at, "target_window_complete": t0 + horizon <= end})
+    return pd.DataFrame(rows, columns=["snapshot_at", "target_window_complete"])
 
 
-def build_snapshots(
-    inputs: TrainingInputs, dates: list[pd.Timestamp] | None = None
-) -> pd.DataFrame:
-    """The monthly customer snapshots of the world (all months, or `dates`), in one frame."""
-    frames = list(build_credit_snapshots(inputs.tables, dates=dates))
-    if not frames:
-        orders = len(inputs.tables["orders"])
-        raise DataValidationError(
-            f"there is no monthly customer snapshot to train on: the data holds {orders:,} "
-            "orders, and snapshots start at the first month after the first order; import the "
-            f"shop's orders (`refund-risk data import`). {history_needed(2)}"
-        )
-    return pd.concat(frames, ignore_index=True)
+def _no_snapshot(inputs: TrainingInputs) -> DataValidationError:
+    orders = len(inputs.tables["orders"])
+    return DataValidationError(
+        f"there is no monthly customer snapshot to train on: the data holds {orders:,} "
+        "orders, and snapshots start at the first month after the first order; import the "
+        f"shop's orders (`refund-risk data import`). {history_needed(2)}"
+    )
 
 
-def _champion_value(client: Any, result: TierTrainingResult, snapshots: pd.DataFrame) -> GateResult:
+def snapshot_parts(
+    inputs: TrainingInputs,
+    dates: Sequence[pd.Timestamp],
+    features: Sequence[str],
+    builder: BatchBuilder,
+    test: bool = False,
+) -> Iterator[SnapshotPart]:
+    """The snapshot months `dates`, built one at a time and each cut down at once to what tier
+    training reads: the model's `features` of customers with a history (for `test` months,
+    every feature column and each row's snapshot date and customer id)."""
+    for at in dates:
+        yield _month_part(builder, at, features, test)
+
+
+def _month_part(
+    builder: BatchBuilder, at: pd.Timestamp, features: Sequence[str], test: bool
+) -> SnapshotPart:
+    # A function of its own, so the whole month's frame is released before the next is built.
+    frame = builder.snapshot_rows(at)
+    _check_columns(frame, features)
+    columns = feature_columns(frame) if test else features
+    return snapshot_part(frame, columns, with_head=test)
+
+
+def _champion_value(client: Any, result: TierTrainingResult) -> GateResult:
     """Compare with the champion tier model on the same test customer-months."""
     from training.metrics import safe_auc
     from training.run_abuse import score_with_card
@@ -118,11 +146,11 @@ def _champion_value(client: Any, result: TierTrainingResult, snapshots: pd.DataF
         value = run.data.metrics.get(f"headline.{GATE_METRIC}", float("-inf"))
         how = "champion built on other features: its recorded figure"
     else:
-        test = snapshots[snapshots["snapshot_at"].isin(result.split.test_dates)]
-        test = test[has_history(test)]
-        X = test.loc[:, champion.card["features"]].to_numpy(dtype=np.float64)
+        # The test months' customers with a history, as the new model scored them.
+        X = result.test_rows.loc[:, champion.card["features"]].to_numpy(dtype=np.float64)
         scores = score_with_card(champion.model_file, champion.card, X)
-        value = safe_auc(loss_labels(test, result.loss), scores)
+        test = result.test
+        value = safe_auc(test["loss"].to_numpy(dtype=bool)[test["score"].notna()], scores)
         how = "champion re-scored on these customer-months"
     return GateResult(GATE_METRIC, new_value, value, champion.version, bool(new_value > value), how)
 
@@ -134,6 +162,44 @@ def held_back_if_disordered(gate: GateResult | None, problem: str | None) -> Gat
     if gate is None or not gate.promoted or problem is None:
         return gate
     return replace(gate, promoted=False, how=problem)
+
+
+def train_tier_streamed(
+    inputs: TrainingInputs,
+    tiers: Tiers,
+    seed: int,
+    test_months: int = 2,
+    loss: str = "auto",
+) -> tuple[TierTrainingResult, pd.DataFrame]:
+    """`train_tier_model` on every snapshot month of `inputs` and its default cutoff, with the
+    months built one at a time; the same result, in a fraction of the memory. Also returns the
+    first five fitted rows (the model's input example).
+    """
+    # Month by month: only the split's months are built, each is cut down to the rows and
+    # columns training reads as soon as it is built, and the test months are built after the
+    # model is fitted (at a million customers, all months at once took 10.4 GB).
+    months = snapshot_months(inputs)
+    if months.empty:
+        raise _no_snapshot(inputs)
+    cutoff = default_cutoff(months, test_months)
+    split = plan_tier_split(months, cutoff, cutoff)
+    model = CreditTierModel()
+    features = model._feature_list()
+    builder = BatchBuilder(inputs.tables)
+    # The fit and calibration parts are not kept here: training releases them once fitted,
+    # before the test months are built.
+    result = train_tier_parts(
+        split,
+        join_parts(snapshot_parts(inputs, split.fit_dates, features, builder)),
+        join_parts(snapshot_parts(inputs, split.calibration_dates, features, builder)),
+        snapshot_parts(inputs, split.test_dates, features, builder, test=True),
+        seed=seed,
+        tiers=tiers,
+        oracle_customers=inputs.oracle_customers,
+        model=model,
+        loss=loss,
+    )
+    return result, result.example_rows
 
 
 def run_tier_training(
@@ -152,17 +218,7 @@ def run_tier_training(
     import mlflow
     import mlflow.lightgbm
 
-    snapshots = build_snapshots(inputs, needed_dates(inputs, test_months))
-    cutoff = default_cutoff(snapshots, test_months)
-    result = train_tier_model(
-        snapshots,
-        train_end=cutoff,
-        test_start=cutoff,
-        seed=settings.seed,
-        tiers=tiers,
-        oracle_customers=inputs.oracle_customers,
-        loss=loss,
-    )
+    result, example_rows = train_tier_streamed(inputs, tiers, settings.seed, test_months, loss)
     client = client_for(settings)
     exp = experiment_id(client, settings)
     with mlflow.start_run(experiment_id=exp, run_name="credit-tier") as run:
@@ -186,8 +242,7 @@ def run_tier_training(
         mlflow.log_text(result.tier_table.to_csv(index=False), "evaluation/tiers.csv")
         for name, figure in result.figures.items():
             mlflow.log_figure(figure, f"plots/{name}.png")
-        example_rows = snapshots[has_history(snapshots)].head(5)
-        example = example_rows.loc[:, list(result.features)].astype("float64")
+        example = example_rows.astype("float64")
         version = log_and_register(
             TIER_MODEL,
             result.model.booster_,
@@ -195,7 +250,7 @@ def run_tier_training(
             example,
             result.model.predict_raw(example),
         )
-        gate = _champion_value(client, result, snapshots) if promote else None
+        gate = _champion_value(client, result) if promote else None
         gate = held_back_if_disordered(gate, result.ordering_problem)
         if gate is not None:
             mlflow.set_tag("gate", gate.describe())

@@ -867,6 +867,10 @@ class TierTrainingResult:
     """Each tier's upper score bound, fitted at the tiers file's shares (or the file's own)."""
     ordering_problem: str | None = None
     """Why realised loss does not rise strictly across tiers, and what to try; None if it does."""
+    test_rows: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """The feature columns of the test months' customers with a history, in `test` order."""
+    example_rows: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """The first five fitted rows (calibration rows if fewer), the model's input example."""
 
     def summary(self) -> dict[str, float]:
         """Every headline figure in one flat mapping, for logs and MLflow metrics."""
@@ -891,6 +895,71 @@ def _check_columns(snapshots: pd.DataFrame, features: Sequence[str]) -> None:
     leaked = set(features) & (set(CREDIT_TARGET_COLUMNS) | {"latent_type", "ring_id"})
     if leaked:
         raise DataValidationError(f"targets or oracle columns among features: {sorted(leaked)}")
+
+
+@dataclass
+class SnapshotPart:
+    """Snapshot rows of some months cut down to what tier training reads from them.
+
+    `known` says, per row, whether the customer had a history (the model scores only those);
+    `labels` holds per row the two columns the loss definitions read (`TARGET`,
+    `REFUND_REQUESTS`); `rows` holds the feature columns of the known rows only; `head`, for
+    test months, the `snapshot_at` and `customer_id` of every row. A month of a million-customer
+    world is about 700,000 rows, so training keeps these parts, never whole snapshot frames.
+    """
+
+    known: np.ndarray
+    labels: pd.DataFrame
+    rows: pd.DataFrame
+    head: pd.DataFrame | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def snapshot_part(
+    frame: pd.DataFrame, columns: Sequence[str], with_head: bool = False
+) -> SnapshotPart:
+    """`frame` (snapshot rows) reduced to a `SnapshotPart` keeping the feature `columns`."""
+    known = has_history(frame)
+    head = None
+    if with_head:
+        head = pd.DataFrame(
+            {
+                "snapshot_at": frame["snapshot_at"].to_numpy(),
+                "customer_id": frame["customer_id"].to_numpy(),
+            }
+        )
+    return SnapshotPart(
+        known=known,
+        labels=frame.loc[:, [TARGET, REFUND_REQUESTS]].reset_index(drop=True),
+        rows=frame.loc[known, list(columns)].reset_index(drop=True),
+        head=head,
+    )
+
+
+def join_parts(parts: Iterable[SnapshotPart]) -> SnapshotPart:
+    """Several parts as one, rows in the order given (each part is released once copied)."""
+    parts = list(parts)
+    if len(parts) == 1:
+        return parts[0]
+    known = np.concatenate([p.known for p in parts]) if parts else np.zeros(0, dtype=bool)
+    labels = pd.concat([p.labels for p in parts], ignore_index=True) if parts else None
+    heads = [p.head for p in parts if p.head is not None]
+    rows = pd.concat([p.rows for p in parts], ignore_index=True) if parts else None
+    empty = pd.DataFrame({TARGET: np.zeros(0, dtype=bool), REFUND_REQUESTS: np.zeros(0)})
+    return SnapshotPart(
+        known=known,
+        labels=labels if labels is not None else empty,
+        rows=rows if rows is not None else pd.DataFrame(),
+        head=pd.concat(heads, ignore_index=True) if heads else None,
+    )
+
+
+def feature_columns(snapshots: pd.DataFrame) -> list[str]:
+    """The snapshot columns that are features (what a champion model may read), in order."""
+    names = {f.name for f in FEATURES}
+    return [c for c in snapshots.columns if c in names]
 
 
 def train_tier_model(
@@ -920,6 +989,7 @@ def train_tier_model(
     base rates on the test months, the per-tier table, whether realised loss rises strictly from
     the best tier to the worst, the oracle agreement, and two figures: `tier_loss` and
     `score_by_type` (by latent type with the oracle, else by realised loss).
+    `train_tier_parts` does the same from snapshot months built one at a time.
     """
     started = time.perf_counter()
     estimator = clone(model or CreditTierModel()).set_params(random_state=seed)
@@ -927,32 +997,89 @@ def train_tier_model(
     _check_columns(snapshots, features)
     split = plan_tier_split(snapshots, train_end, test_start, calibration_months)
     at = snapshots["snapshot_at"]
-    known = has_history(snapshots)
-    fit_rows = snapshots[at.isin(split.fit_dates).to_numpy() & known]
-    cal_rows = snapshots[at.isin(split.calibration_dates).to_numpy() & known]
-    test_rows = snapshots[at.isin(split.test_dates)].reset_index(drop=True)
-    loss_name = choose_loss(fit_rows, loss, split.fit_dates)
-    y_fit = loss_labels(fit_rows, loss_name)
+
+    def part(dates: tuple[pd.Timestamp, ...], columns: Sequence[str], head: bool) -> SnapshotPart:
+        return snapshot_part(snapshots[at.isin(dates).to_numpy()], columns, head)
+
+    return train_tier_parts(
+        split,
+        part(split.fit_dates, features, False),
+        part(split.calibration_dates, features, False),
+        iter([part(split.test_dates, feature_columns(snapshots), True)]),
+        seed=seed,
+        tiers=tiers,
+        oracle_customers=oracle_customers,
+        model=estimator,
+        loss=loss,
+        started=started,
+    )
+
+
+def train_tier_parts(
+    split: TierSplit,
+    fit: SnapshotPart,
+    calibration: SnapshotPart,
+    test_parts: Iterable[SnapshotPart],
+    *,
+    seed: int,
+    tiers: Tiers,
+    oracle_customers: pd.DataFrame | None = None,
+    model: CreditTierModel | None = None,
+    loss: str = "auto",
+    started: float | None = None,
+) -> TierTrainingResult:
+    """`train_tier_model` on snapshot rows already cut into the split's parts.
+
+    `fit` and `calibration` hold the split's fit and calibration months (their `rows` at least
+    the model's features); `test_parts` yields the test months in order, each with its `head`
+    and the feature columns a champion may read. It is read only after the model is fitted, so
+    a caller may build each test month as it is asked for. The result's `test_rows` keeps the
+    test months' known rows, for re-scoring a champion on them.
+    """
+    started = time.perf_counter() if started is None else started
+    estimator = clone(model or CreditTierModel()).set_params(random_state=seed)
+    features = estimator._feature_list()
+    fit_labels = fit.labels.loc[fit.known]
+    cal_labels = calibration.labels.loc[calibration.known]
+    loss_name = choose_loss(fit_labels, loss, split.fit_dates)
+    y_fit = loss_labels(fit_labels, loss_name)
     if y_fit.all():
         raise DataValidationError(
             f"every customer of the fit months has a refund loss ({LOSS_DEFINITIONS[loss_name]})"
             ": there is nobody to tell them apart from; train with --loss kept, or check that "
             "the refund types and order stages were imported as they are"
         )
-
+    cal_rows = calibration.rows
     estimator.fit(
-        fit_rows,
+        fit.rows,
         y_fit,
         cal_rows if len(cal_rows) else None,
-        loss_labels(cal_rows, loss_name) if len(cal_rows) else None,
+        loss_labels(cal_labels, loss_name) if len(cal_rows) else None,
     )
     calibration_scores = estimator.predict_proba(cal_rows)[:, 1] if len(cal_rows) else np.zeros(0)
     # The cut-offs come from the latest months known at training, as the model then scores them.
-    population = calibration_scores if len(cal_rows) else estimator.predict_proba(fit_rows)[:, 1]
+    population = calibration_scores if len(cal_rows) else estimator.predict_proba(fit.rows)[:, 1]
+    fit_rows = len(fit.rows)
+    example_rows = pd.concat(
+        [p.loc[:, list(features)].head(5) for p in (fit.rows, cal_rows) if len(p)],
+        ignore_index=True,
+    ).head(5)
+    # Released before the test months are read: a caller may build those only now.
+    del fit, calibration, cal_rows
     cutoffs = fit_cutoffs(population, tiers)
     tiers = with_bounds(tiers, cutoffs)
-    score = score_customers(estimator, test_rows)
-    loss_of_test = loss_labels(test_rows, loss_name)
+    scores, losses, heads, kept_rows = [], [], [], []
+    for part in test_parts:
+        score = np.full(len(part), np.nan)
+        if part.known.any():
+            score[part.known] = estimator.predict_proba(part.rows)[:, 1]
+        scores.append(score)
+        losses.append(loss_labels(part.labels, loss_name))
+        heads.append(part.head)
+        kept_rows.append(part.rows)
+    score = np.concatenate(scores) if scores else np.zeros(0)
+    loss_of_test = np.concatenate(losses) if losses else np.zeros(0, dtype=bool)
+    head = pd.concat(heads, ignore_index=True) if heads else pd.DataFrame()
     tier = tiers_for(score, tiers)
     scored = ~np.isnan(score)
     metrics = {
@@ -966,14 +1093,14 @@ def train_tier_model(
             float(loss_of_test[~scored].mean()) if (~scored).any() else math.nan
         ),
         "new_customer_share": float((~scored).mean()),
-        "fit_rows": float(len(fit_rows)),
-        "calibration_rows": float(len(cal_rows)),
-        "test_rows": float(len(test_rows)),
+        "fit_rows": float(fit_rows),
+        "calibration_rows": float(len(cal_labels)),
+        "test_rows": float(len(score)),
     }
     test = pd.DataFrame(
         {
-            "snapshot_at": test_rows["snapshot_at"].to_numpy(),
-            "customer_id": test_rows["customer_id"].to_numpy(),
+            "snapshot_at": head["snapshot_at"].to_numpy(),
+            "customer_id": head["customer_id"].to_numpy(),
             "score": score,
             "tier": tier,
             "loss": loss_of_test,
@@ -1012,6 +1139,8 @@ def train_tier_model(
         loss=loss_name,
         cutoffs=cutoffs,
         ordering_problem=ordering_problem(table, loss_name),
+        test_rows=pd.concat(kept_rows, ignore_index=True) if kept_rows else pd.DataFrame(),
+        example_rows=example_rows,
     )
 
 
