@@ -152,14 +152,24 @@ def bars(
     return _warn_bars(labels, values, title, fmt, warn or [False] * len(values))
 
 
+def shares(labels: Sequence[str], percents: Sequence[float], title: str) -> str:
+    """One bar per label for shares of a whole, in percent, on an axis from 0% to 100% (a
+    count's axis would round 100% up to 200%)."""
+    return _warn_bars(
+        labels, percents, title, lambda v: f"{v:.0f}%", [False] * len(percents), top=100.0
+    )
+
+
 def _warn_bars(
     labels: Sequence[str],
     values: Sequence[float],
     title: str,
     fmt: Callable[[float], str],
     warn: Sequence[bool],
+    top: float | None = None,
 ) -> str:
-    top = _count_max(max(values, default=0.0))
+    if top is None:
+        top = _count_max(max(values, default=0.0))
     parts, left = _frame(labels, top, fmt, title)
     plot_h = HEIGHT - TOP - BOTTOM
     slot = (WIDTH - left - RIGHT) / max(len(labels), 1)

@@ -177,11 +177,10 @@ def _owner_figures(shop: owner.OwnerView) -> dict[str, str]:
             "Refund requests by week, by reason",
         ),
         **_forecast_figures(shop),
-        "settle": charts.bars(
+        "settle": charts.shares(
             list(settle),
             [100.0 * v for v in settle.values()],
             "Share of decisions by time to decide",
-            fmt=lambda v: f"{v:.0f}%",
         ),
         **_product_figures(shop),
     }

@@ -105,3 +105,13 @@ def test_day_labels_stay_inside_the_picture_however_many_days(n: int, kind: str)
         x = float(e.get("x", "0"))
         assert x - half >= 0, (n, e.text, x)
         assert x + half <= charts.WIDTH, (n, e.text, x)
+
+
+@given(st.lists(st.integers(0, 1000), min_size=4, max_size=4).filter(any))
+def test_shares_of_a_whole_read_on_an_axis_that_ends_at_100_percent(counts: list[int]) -> None:
+    percents = [100.0 * c / sum(counts) for c in counts]
+    svg = charts.shares(["< 24 h", "1-3 days", "3-7 days", "> 7 days"], percents, "settle")
+    assert _ticks(svg) == [0.0, 25.0, 50.0, 75.0, 100.0]
+    bars = [float(e.get("height", "0")) for e in ET.fromstring(svg).iter() if e.tag == "rect"]
+    plot_h = charts.HEIGHT - charts.TOP - charts.BOTTOM
+    assert math.isclose(max(bars) / plot_h, max(percents) / 100, abs_tol=0.01)
