@@ -584,27 +584,15 @@ class Service:
             values = tuple(stored)
             if values == OrderTracker.values(order):
                 return False
-            problems = order_changes(dict(zip(ORDER_COLUMNS, values, strict=True)), order)
-            if problems:
-                raise _order_conflict(
-                    repr(order["order_id"]),
-                    [
-                        (p.column if p.column == "customer_id" else f"order.{p.column}", p)
-                        for p in problems
-                    ],
-                )
-        rows: dict[str, list[dict[str, Any]]] = {
-            "orders": [order],
-            "identity_links": order_links(order),
-        }
-        if request.customer is not None:
-            known = connection.execute(
+            _check_progress(dict(zip(ORDER_COLUMNS, values, strict=True)), order)
+        new_customer = (
+            request.customer is not None
+            and connection.execute(
                 self.orders.select_customer, {"customer_id": request.customer_id}
             ).first()
-            if known is None:
-                rows["customers"] = [
-                    {"customer_id": request.customer_id, **request.customer.model_dump()}
-                ]
+            is None
+        )
+        rows = _order_rows(request, order, new_customer)
         self.store.write(rows, connection)
         self.builder.remember(rows)
         return True
@@ -623,24 +611,11 @@ class Service:
             return
         stored = self.orders.stored(order["order_id"])
         if stored is not None:
-            problems = order_changes(stored, order)
-            if problems:
-                raise _order_conflict(
-                    repr(order["order_id"]),
-                    [
-                        (p.column if p.column == "customer_id" else f"order.{p.column}", p)
-                        for p in problems
-                    ],
-                )
-        rows: dict[str, list[dict[str, Any]]] = {
-            "orders": [order],
-            "identity_links": order_links(order),
-        }
-        if request.customer is not None and not self.orders.customer_stored(request.customer_id):
-            rows["customers"] = [
-                {"customer_id": request.customer_id, **request.customer.model_dump()}
-            ]
-        self.builder.append_many(rows)
+            _check_progress(stored, order)
+        new_customer = request.customer is not None and not self.orders.customer_stored(
+            request.customer_id
+        )
+        self.builder.append_many(_order_rows(request, order, new_customer))
         self.orders.remember([order])
 
     def _recorded(self, winners: Sequence[PendingDecision], failed: int) -> None:
@@ -930,6 +905,31 @@ def _commit(connection: sa.Connection, transaction: sa.RootTransaction) -> None:
         transaction.commit()
     finally:
         connection.close()
+
+
+def _check_progress(stored: dict[str, Any], order: dict[str, Any]) -> None:
+    """Raise `FactConflictError` unless `order` only progresses the stored one (shipped,
+    delivered): another customer or other fixed facts are refused, nothing written."""
+    problems = order_changes(stored, order)
+    if problems:
+        raise _order_conflict(
+            repr(order["order_id"]),
+            [(p.column if p.column == "customer_id" else f"order.{p.column}", p) for p in problems],
+        )
+
+
+def _order_rows(
+    request: RefundDecisionRequest, order: dict[str, Any], new_customer: bool
+) -> dict[str, list[dict[str, Any]]]:
+    """The rows appending a request's order writes: the order, its fingerprints, and the
+    account when the store does not hold it yet."""
+    rows: dict[str, list[dict[str, Any]]] = {
+        "orders": [order],
+        "identity_links": order_links(order),
+    }
+    if new_customer and request.customer is not None:
+        rows["customers"] = [{"customer_id": request.customer_id, **request.customer.model_dump()}]
+    return rows
 
 
 def _order_conflict(order_id: str, problems: Sequence[tuple[str, Any]]) -> FactConflictError:
