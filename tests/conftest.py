@@ -221,17 +221,32 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[tuple[s
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'events.db'}", None
         return
-    url, session_schema = request.getfixturevalue("postgres_schema")
+    url, _ = request.getfixturevalue("postgres_schema")
     # One schema per test inside the session's, so tests on two workers never meet.
-    schema = f"{session_schema}_{uuid.uuid4().hex[:8]}"
+    yield url, request.getfixturevalue("new_schema")()
+
+
+@pytest.fixture
+def new_schema(postgres_schema: tuple[str, str]) -> Iterator[Callable[[], str]]:
+    """Makes empty schemas inside the session's (on the session's URL), dropped after the
+    test."""
+    url, session_schema = postgres_schema
+    made: list[str] = []
     engine = sa.create_engine(url)
-    with engine.begin() as connection:
-        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+
+    def make() -> str:
+        schema = f"{session_schema}_{uuid.uuid4().hex[:8]}"
+        with engine.begin() as connection:
+            connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        made.append(schema)
+        return schema
+
     try:
-        yield url, schema
+        yield make
     finally:
         with engine.begin() as connection:
-            connection.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+            for schema in made:
+                connection.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
         engine.dispose()
 
 

@@ -7,8 +7,7 @@ here is the database layer, which is the same with or without a model.
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,25 +27,17 @@ CUSTOMER = {"customer_id": "c0000042", "signup_at": "2024-03-05T14:22:00Z", "reg
 
 
 @pytest.fixture
-def settings(postgres_schema: tuple[str, str], tmp_path: Path) -> Iterator[Settings]:
-    url, session_schema = postgres_schema
-    schema = f"{session_schema}_{uuid.uuid4().hex[:8]}"
-    engine = sa.create_engine(url)
-    with engine.begin() as connection:
-        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield load_settings(
-            data_dir=tmp_path / "data",
-            mlruns_dir=tmp_path / "no-registry",
-            mlflow_tracking_uri=None,
-            database_url=url,
-            database_schema=schema,
-            api_key_cache_seconds=0.0,
-        )
-    finally:
-        with engine.begin() as connection:
-            connection.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        engine.dispose()
+def settings(
+    postgres_schema: tuple[str, str], new_schema: Callable[[], str], tmp_path: Path
+) -> Settings:
+    return load_settings(
+        data_dir=tmp_path / "data",
+        mlruns_dir=tmp_path / "no-registry",
+        mlflow_tracking_uri=None,
+        database_url=postgres_schema[0],
+        database_schema=new_schema(),
+        api_key_cache_seconds=0.0,
+    )
 
 
 def request(refund_id: str) -> RefundDecisionRequest:

@@ -22,7 +22,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -71,29 +70,6 @@ def policy_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
             rule["when"].pop("abuse_band")
     (folder / "policy.yaml").write_text(yaml.safe_dump(policy))
     return {"REFUND_RISK_POLICY_PATH": str(folder / "policy.yaml")}
-
-
-@pytest.fixture
-def new_schema(postgres_schema: tuple[str, str]) -> Iterator[Callable[[], str]]:
-    """Makes empty schemas inside the session's, dropped after the test."""
-    url, session_schema = postgres_schema
-    made: list[str] = []
-    engine = sa.create_engine(url)
-
-    def make() -> str:
-        schema = f"{session_schema}_{uuid.uuid4().hex[:8]}"
-        with engine.begin() as connection:
-            connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        made.append(schema)
-        return schema
-
-    try:
-        yield make
-    finally:
-        with engine.begin() as connection:
-            for schema in made:
-                connection.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        engine.dispose()
 
 
 def _prepare(url: str, schema: str, silver: list[str]) -> dict[str, str]:

@@ -14,8 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -75,25 +74,17 @@ def sqlite_settings(tmp_path: Path, **overrides: Any) -> Settings:
 
 
 @pytest.fixture
-def pg_settings(postgres_schema: tuple[str, str], tmp_path: Path) -> Iterator[Settings]:
-    url, session_schema = postgres_schema
-    schema = f"{session_schema}_{uuid.uuid4().hex[:8]}"
-    engine = sa.create_engine(url)
-    with engine.begin() as connection:
-        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield load_settings(
-            data_dir=tmp_path / "data",
-            mlruns_dir=tmp_path / "no-registry",
-            mlflow_tracking_uri=None,
-            database_url=url,
-            database_schema=schema,
-            alert_interval_seconds=0.0,
-        )
-    finally:
-        with engine.begin() as connection:
-            connection.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        engine.dispose()
+def pg_settings(
+    postgres_schema: tuple[str, str], new_schema: Callable[[], str], tmp_path: Path
+) -> Settings:
+    return load_settings(
+        data_dir=tmp_path / "data",
+        mlruns_dir=tmp_path / "no-registry",
+        mlflow_tracking_uri=None,
+        database_url=postgres_schema[0],
+        database_schema=new_schema(),
+        alert_interval_seconds=0.0,
+    )
 
 
 def _until(check: Any, timeout: float = 60.0) -> Any:
