@@ -1,7 +1,8 @@
 """The event store: each customer's history in a real database, for the online builder.
 
 SQLAlchemy 2 Core tables mirror the raw tables of `data.schema` (prefixed `event_`), created and
-upgraded by the Alembic migrations under `features/migrations/`, run from code (no alembic.ini).
+upgraded by the Alembic migrations under `features/migrations/`, run from code (no alembic.ini;
+see `refund_risk.database.migrations`).
 SQLite and PostgreSQL go through the same code; the URL decides. Nothing here runs at import.
 
 Writes are upserts on each table's key: ingesting the same rows twice changes nothing, an
@@ -21,11 +22,11 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from alembic import command
-from alembic.config import Config
 from sqlalchemy.engine import Connection, Engine
 
 from data.schema import PRODUCT_COLUMNS, TABLES, Kind
-from features.bulk import BulkInsert
+from refund_risk.database.bulk import BulkInsert
+from refund_risk.database.migrations import alembic_config, hold_migration_lock
 from refund_risk.errors import ConfigurationError, DataValidationError
 
 if TYPE_CHECKING:
@@ -160,45 +161,6 @@ def settings_engine(settings: Settings, database_url: str | None = None) -> Engi
     return create_store_engine(url, schema=settings.database_schema)
 
 
-MIGRATION_LOCK_KEY = 0x5265_6675_6E64_4D67
-"""PostgreSQL advisory lock key under which migrations run (any schema of the database)."""
-
-
-def hold_migration_lock(connection: Connection) -> None:
-    """On PostgreSQL, wait for and hold, until this transaction ends, the lock under which
-    migrations run: processes starting together (several workers) then migrate one after the
-    other, the later ones finding the tables made, instead of racing to create them."""
-    if connection.dialect.name == "postgresql":
-        connection.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY)))
-
-
-def alembic_config(connection: Connection, script_location: Path = MIGRATIONS_DIR) -> Config:
-    """An Alembic configuration in code, bound to `connection` (the event store's migrations
-    unless another folder is named)."""
-    config = Config()
-    config.set_main_option("script_location", str(script_location))
-    config.attributes["connection"] = connection
-    return config
-
-
-def run_migrations_online(metadata: sa.MetaData, version_table: str, entry_point: str) -> None:
-    """The body of a migrations folder's `env.py`: run on the connection the caller handed over
-    in `config.attributes` (there is no alembic.ini and no URL to read)."""
-    from alembic import context
-
-    connection = context.config.attributes.get("connection")
-    if connection is None:
-        raise RuntimeError(f"run these migrations through {entry_point}")
-    context.configure(
-        connection=connection,
-        target_metadata=metadata,
-        version_table=version_table,
-        render_as_batch=connection.dialect.name == "sqlite",
-    )
-    with context.begin_transaction():
-        context.run_migrations()
-
-
 def _db_value(value: Any) -> Any:
     """A Python value the database driver takes: None for missing, datetime for timestamps."""
     kind = type(value)
@@ -294,7 +256,7 @@ class EventStore:
         """Run the event store's migrations up to the latest."""
         with self.engine.begin() as connection:
             hold_migration_lock(connection)
-            command.upgrade(alembic_config(connection), "head")
+            command.upgrade(alembic_config(connection, MIGRATIONS_DIR), "head")
 
     def dispose(self) -> None:
         """Close the engine's pooled connections."""

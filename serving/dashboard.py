@@ -4,7 +4,7 @@ Per day: refund requests decided, the mix of actions, the share decided without 
 the queue's size and oldest case at the end of the day, resolutions per reviewer, abuse caught
 by review and whether later evidence (a warehouse check, a chargeback...) confirmed it. Over the
 whole window: the population stability index of each feature and of the score against the
-champion model's training distribution (`training.drift`), with its warning level.
+champion model's training distribution (`refund_risk.model_contract.drift`), with its warning level.
 
 All reads are aggregate queries or bounded samples: the dashboard is for people, opened now
 and then, and never touches the decision path.
@@ -24,8 +24,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from features.store import EVENT_TABLES
+from refund_risk.model_contract.drift import Reference, level, psi
 from serving.db import DECISIONS, FEATURE_SETS, REVIEW_ACTION, REVIEW_CASES, REVIEW_RESOLUTIONS
-from training.drift import Reference, level, psi
 
 DRIFT_SAMPLE = 20_000
 """Most recent decisions whose features are compared with the training data."""

@@ -32,9 +32,10 @@ from alembic.config import Config
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from features.bulk import BulkInsert
-from features.store import EVENT_TABLES, hold_migration_lock
-from features.store import alembic_config as store_alembic_config
+from features.store import EVENT_TABLES
+from refund_risk.database import migrations
+from refund_risk.database.bulk import BulkInsert
+from refund_risk.database.migrations import hold_migration_lock
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +195,7 @@ ALERT_DELIVERIES = sa.Table(
 
 def alembic_config(connection: Connection) -> Config:
     """An Alembic configuration in code for the service's migrations, bound to `connection`."""
-    return store_alembic_config(connection, MIGRATIONS_DIR)
+    return migrations.alembic_config(connection, MIGRATIONS_DIR)
 
 
 def migrate(engine: Engine) -> None:

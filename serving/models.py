@@ -1,9 +1,9 @@
 """The models the service scores with, loaded from the registry's scoring cards.
 
-A scoring card (see `training.registry`) holds a LightGBM text model and a JSON card: the feature
-names in the model's column order, the feature version, the Platt calibration, and for the abuse
-model the contribution tables that give reasons. The service never loads an MLflow model: a raw
-booster loads in milliseconds and predicts one row in tens of microseconds.
+A scoring card (see `refund_risk.model_contract`) holds a LightGBM text model and a JSON card:
+the feature names in the model's column order, the feature version, the Platt calibration, and
+for the abuse model the contribution tables that give reasons. The service never loads an MLflow
+model: a raw booster loads in milliseconds and predicts one row in tens of microseconds.
 
 One row is predicted through LightGBM's single-row "fast" C entry point, set up once per model
 with one thread: about a third of `Booster.predict` on a one-row array, which re-checks its
@@ -38,9 +38,15 @@ import numpy as np
 from features.definitions import FEATURE_NAMES, FEATURE_VERSION
 from policy.model import Tiers, with_bounds
 from refund_risk.errors import ConfigurationError, NotFoundError
+from refund_risk.model_contract.card import (
+    ABUSE_MODEL,
+    TIER_MODEL,
+    card_cutoffs,
+    client_for,
+    download_scoring,
+)
+from refund_risk.model_contract.explain import ContributionTables
 from refund_risk.settings import Settings
-from training.explain import ContributionTables
-from training.registry import card_cutoffs
 
 log = logging.getLogger(__name__)
 
@@ -374,16 +380,12 @@ def load_models(settings: Settings, alias: str) -> ModelSet:
 
     A model that cannot be loaded is left out, with the reason in `problems`.
     """
-    from training.registry import ABUSE_MODEL, TIER_MODEL
-
     problems: dict[str, str] = {}
     loaded: dict[str, LoadedModel | None] = {ABUSE_MODEL: None, TIER_MODEL: None}
     if not _registry_exists(settings):
         reason = f"no model registry at {settings.mlflow_tracking_uri}"
         return ModelSet(None, None, {ABUSE_MODEL: reason, TIER_MODEL: reason}, alias)
     try:
-        from training.registry import client_for
-
         client = client_for(settings)
     except Exception as exc:
         reason = f"the model registry cannot be opened: {exc}"
@@ -400,8 +402,6 @@ def load_models(settings: Settings, alias: str) -> ModelSet:
 
 
 def _load_one(client: Any, name: str, alias: str) -> LoadedModel:
-    from training.registry import TIER_MODEL, download_scoring
-
     with tempfile.TemporaryDirectory(prefix=f"{name}-") as tmp:
         scoring = download_scoring(client, name, alias, into=Path(tmp))
         return model_from_files(

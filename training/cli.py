@@ -148,7 +148,8 @@ def train_tier_command(
 @reports_errors
 def list_models() -> None:
     """Every registered version, its aliases and headline figures."""
-    from training.registry import client_for, list_versions
+    from refund_risk.model_contract.card import client_for
+    from training.registry import list_versions
 
     rows = list_versions(client_for(load_settings()))
     if not rows:

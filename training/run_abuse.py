@@ -13,17 +13,14 @@ import numpy as np
 import pandas as pd
 
 from features.definitions import FEATURE_VERSION
+from refund_risk.model_contract.card import ABUSE_MODEL, CHAMPION, client_for, download_scoring
+from refund_risk.model_contract.drift import references
+from refund_risk.model_contract.explain import fit_contribution_tables
 from refund_risk.settings import Settings
 from training.abuse import EVIDENCE, MONOTONE_UP, AbuseTrainingResult, family_figures, train_abuse
 from training.dataset import FEATURE_NAMES, AbuseDataset, feature_matrix
-from training.drift import references
-from training.explain import fit_contribution_tables
 from training.registry import (
-    ABUSE_MODEL,
-    CHAMPION,
     GateResult,
-    client_for,
-    download_scoring,
     experiment_id,
     finite_metrics,
     log_and_register,

@@ -19,15 +19,17 @@ from features.definitions import DAY_US, FEATURE_VERSION
 from features.events import times_us
 from policy.model import Tiers
 from refund_risk.errors import DataValidationError
-from refund_risk.settings import Settings
-from training.data_source import TrainingInputs
-from training.registry import (
+from refund_risk.model_contract.card import (
     CHAMPION,
     CUTOFFS,
     TIER_MODEL,
-    GateResult,
     client_for,
     download_scoring,
+)
+from refund_risk.settings import Settings
+from training.data_source import TrainingInputs
+from training.registry import (
+    GateResult,
     experiment_id,
     finite_metrics,
     log_and_register,

@@ -15,10 +15,7 @@ import pandas as pd
 
 from data.schema import CATEGORIES, ORDER_STAGES, REASON_DETAILS, REASONS, REFUND_TYPES
 from refund_risk.errors import ConfigurationError, NotFoundError
-from refund_risk.settings import Settings
-from training.data_source import TrainingInputs, load_training_inputs
-from training.explain import ContributionTables
-from training.registry import (
+from refund_risk.model_contract.card import (
     ABUSE_MODEL,
     CHAMPION,
     TIER_MODEL,
@@ -27,6 +24,9 @@ from training.registry import (
     client_for,
     download_scoring,
 )
+from refund_risk.model_contract.explain import ContributionTables
+from refund_risk.settings import Settings
+from training.data_source import TrainingInputs, load_training_inputs
 from training.run_abuse import score_with_card
 
 TOP_CONTRIBUTIONS = 3

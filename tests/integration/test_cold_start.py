@@ -31,11 +31,17 @@ from features.batch import build_credit_snapshots
 from features.store import EventStore, create_store_engine
 from policy.model import assign_tier, load_tiers, with_bounds
 from refund_risk.cli import app
+from refund_risk.model_contract.card import (
+    CHAMPION,
+    TIER_MODEL,
+    ScoringCard,
+    client_for,
+    download_scoring,
+)
 from refund_risk.settings import Settings, load_settings
 from serving import db
 from serving.app import create_app
 from serving.auth import Role, create_key
-from training.registry import CHAMPION, TIER_MODEL, ScoringCard, client_for, download_scoring
 from training.run_abuse import score_with_card
 from training.tier import loss_labels
 

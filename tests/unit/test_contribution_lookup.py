@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from refund_risk.model_contract.explain import ContributionTables, fit_contribution_tables
 from serving.models import ContributionLookup
-from training.explain import ContributionTables, fit_contribution_tables
 
 
 def _tables(seed: int) -> ContributionTables:

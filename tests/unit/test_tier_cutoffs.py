@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 from policy.model import DEFAULT_TIERS_PATH, assign_tier, load_tiers
 from refund_risk.errors import ConfigurationError
+from refund_risk.model_contract.card import card_cutoffs
 from serving.models import LoadedModel, ModelSet, tiers_in_force
 from serving.scoring import Snapshot, load_policy_set
-from training.registry import card_cutoffs
 from training.scorer import tiers_by_cutoffs
 
 CUTOFFS = {"gold": 0.02, "silver": 0.03, "standard": 0.06, "watch": 0.13, "restricted": 1.0}

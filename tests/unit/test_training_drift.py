@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.drift import Reference, level, psi, reference
+from refund_risk.model_contract.drift import Reference, level, psi, reference
 
 
 def test_same_population_is_stable_and_a_shift_is_flagged() -> None:

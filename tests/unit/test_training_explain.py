@@ -6,9 +6,9 @@ import numpy as np
 
 from data.generator import generate_world
 from features.batch import build_refund_features
+from refund_risk.model_contract.explain import ContributionTables, fit_contribution_tables
 from training.abuse import AbuseRiskModel
 from training.dataset import FEATURE_NAMES, build_abuse_dataset, feature_matrix, plan_split
-from training.explain import ContributionTables, fit_contribution_tables
 
 
 def test_tables_pick_the_same_top_reasons_as_treeshap() -> None:
