@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-DEFAULT_MAX_CLOCK_SKEW_SECONDS = 300.0
-"""How far in the future a request time may be (clocks of two systems disagree a little)."""
+from refund_risk.settings import DEFAULT_MAX_CLOCK_SKEW_SECONDS
 
 FIXED_ORDER_FACTS: tuple[str, ...] = (
     "customer_id",

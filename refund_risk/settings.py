@@ -7,8 +7,10 @@ from pathlib import Path
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from data.facts import DEFAULT_MAX_CLOCK_SKEW_SECONDS
 from refund_risk.errors import ConfigurationError
+
+DEFAULT_MAX_CLOCK_SKEW_SECONDS = 300.0
+"""How far in the future a request time may be (clocks of two systems disagree a little)."""
 
 
 class Settings(BaseSettings):
