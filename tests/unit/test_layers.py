@@ -33,5 +33,6 @@ def test_the_contracts_cover_every_installed_package() -> None:
     linter = config["tool"]["importlinter"]
     assert installed <= set(linter["root_packages"])
     layers = next(c for c in linter["contracts"] if c["type"] == "layers")["layers"]
-    named = {m.strip().split(".")[0] for layer in layers for m in layer.replace(":", "|").split("|")}
+    modules = [m.strip() for layer in layers for m in layer.replace(":", "|").split("|")]
+    named = {m.split(".")[0] for m in modules}
     assert installed <= named
