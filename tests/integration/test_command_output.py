@@ -3,20 +3,30 @@ on stdout, whole (no table cut to "…" or wrapped into broken rows), and only d
 (progress, notes) on stderr.
 
 One small world goes through the README's job (generate, report, features, train, simulate,
-keys, export) at 40 columns; the commands that only read are run again at 200 and must say
-the same, word for word.
+tune, keys, export) at 40 columns, a shop's own export is imported into another folder, and the
+benchmark commands run on tiny worlds; the commands that only read are run again at 200 and
+must say the same, word for word. `serve` is started as a process writing to files, and its
+start lines must each be one whole line on stderr.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from policy.model import DEFAULT_POLICY_PATH
 from refund_risk.cli import app
+from tests.shop_export import write_shop_export
 
 pytestmark = pytest.mark.slow
 
@@ -72,11 +82,30 @@ def job(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Ran], dict[
         ["train", "abuse", "--promote"],
         ["train", "tier", "--promote"],
         ["policy", "simulate", "--policy", str(DEFAULT_POLICY_PATH), "--compare", handwritten],
+        ["policy", "tune", str(DEFAULT_POLICY_PATH), "--output", str(tmp / "tuned.yaml")],
         ["keys", "create", "--role", "scorer", "--name", "log"],
         ["events", "export", "--to", str(tmp / "export")],
+        ["data", "benchmark", "--customers", "400"],
+        [
+            "features",
+            "benchmark",
+            "--customers",
+            "300",
+            "--online-customers",
+            "300",
+            "--requests",
+            "20",
+            "--no-snapshots",
+        ],
         *READ_ONLY,
     ]
-    return {" ".join(c[:2]): _run(c, env, NARROW) for c in commands}, env
+    ran = {" ".join(c[:2]): _run(c, env, NARROW) for c in commands}
+    # A shop's own files, imported into a folder of their own (an import replaces the world).
+    export = write_shop_export(tmp / "export")
+    shop = {**env, "REFUND_RISK_DATA_DIR": str(tmp / "shop")}
+    imported = ["data", "import", str(export.folder), "--mapping", str(export.mapping)]
+    ran["data import"] = _run(imported, shop, NARROW)
+    return ran, env
 
 
 def test_no_result_is_cut_and_no_progress_reaches_stdout(
@@ -101,6 +130,10 @@ def test_each_command_puts_its_results_on_stdout_and_not_on_stderr(
         "train abuse": ["split:", "rows:", "roc_auc", "calibration_error", "trained in"],
         "train tier": ["split:", "tier cut-offs", "trained in"],
         "policy simulate": ["decided without a person"],
+        "policy tune": ["out of sample", "tuned policy"],
+        "data import": ["customers", "refund_requests", "rejected"],
+        "data benchmark": ["rows/s", "peak RSS"],
+        "features benchmark": ["requests/s", "predicts"],
         "models list": ["refund-abuse"],
         "policy show": ["rule", "refund before return"],
     }
@@ -132,3 +165,45 @@ def test_a_command_that_only_reads_says_the_same_at_any_width(
     ran, env = job
     wide = _run(args, env, WIDE)
     assert wide.stdout == ran[" ".join(args[:2])].stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_serve_says_where_it_listens_on_whole_lines_of_stderr(
+    job: tuple[dict[str, Ran], dict[str, str | None]], tmp_path: Path
+) -> None:
+    _, env = job
+    port = _free_port()
+    environ = {k: v for k, v in {**os.environ, **env}.items() if v is not None}
+    environ["COLUMNS"] = str(NARROW)
+    stdout, stderr = tmp_path / "stdout.log", tmp_path / "stderr.log"
+    with stdout.open("w") as out, stderr.open("w") as err:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "refund_risk.cli", "serve", "--port", str(port)],
+            stdout=out,
+            stderr=err,
+            env=environ,
+        )
+        try:
+            deadline = time.monotonic() + 180
+            while "Application startup complete" not in stderr.read_text():
+                assert server.poll() is None, stderr.read_text()
+                assert time.monotonic() < deadline, stderr.read_text()
+                time.sleep(0.2)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as answer:
+                assert answer.status == 200
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+    lines = stderr.read_text().splitlines()
+    where = f"http://127.0.0.1:{port}"
+    assert f"serving on {where} with one worker (docs: {where}/docs)" in lines, lines
+    assert any(
+        line.endswith(f"Uvicorn running on {where} (Press CTRL+C to quit)") for line in lines
+    )
+    assert not any("…" in line or "\x1b[" in line for line in lines), lines
+    assert stdout.read_text() == ""
