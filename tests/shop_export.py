@@ -126,6 +126,25 @@ def write_shop_export(
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     start, end = pd.Timestamp("2025-01-01"), pd.Timestamp("2026-01-01")
+    people, orders, refunds = _clean_rows(rng, customers, start, end)
+    dirty = _dirty_rows(people, orders, refunds)
+    if us_dates_everywhere:
+        for order in orders:
+            t = pd.Timestamp(order["ordered_at"])
+            order["ordered_at"] = f"{t:%m/%d/%Y %H:%M}"
+    clean = {"customers": people, "orders": orders, "refund_requests": refunds}
+    lines, counts = _write_tables(folder, delimiter, rng, clean, dirty)
+    _name_parent_lines(folder, delimiter, lines)
+
+    mapping = folder.parent / f"{folder.name}-mapping.yaml"
+    mapping.write_text(MAPPING_YAML, encoding="utf-8")
+    return ShopExport(folder, mapping, delimiter, counts, lines, start, end)
+
+
+def _clean_rows(
+    rng: np.random.Generator, customers: int, start: pd.Timestamp, end: pd.Timestamp
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """A year of well-formed customers, orders and refund requests, as the shop writes them."""
     year = (end - start).total_seconds()
 
     def moment(lo: pd.Timestamp, hi: pd.Timestamp) -> pd.Timestamp:
@@ -184,7 +203,13 @@ def write_shop_export(
                 refund["refund_id"] = f"RF{len(refunds) + 1:06d}"
                 refunds.append(refund)
             orders.append(order)
+    return people, orders, refunds
 
+
+def _dirty_rows(
+    people: list[dict[str, Any]], orders: list[dict[str, Any]], refunds: list[dict[str, Any]]
+) -> dict[str, list[tuple[dict[str, Any], str]]]:
+    """Per table, the rows the importer must reject, each with a fragment of its reason."""
     dirty: dict[str, list[tuple[dict[str, Any], str]]] = {
         "customers": [],
         "orders": [],
@@ -233,12 +258,18 @@ def write_shop_export(
             "above order amount",
         ),
     ]
-    if us_dates_everywhere:
-        for order in orders:
-            t = pd.Timestamp(order["ordered_at"])
-            order["ordered_at"] = f"{t:%m/%d/%Y %H:%M}"
+    return dirty
 
-    clean = {"customers": people, "orders": orders, "refund_requests": refunds}
+
+def _write_tables(
+    folder: Path,
+    delimiter: str,
+    rng: np.random.Generator,
+    clean: dict[str, list[dict[str, Any]]],
+    dirty: dict[str, list[tuple[dict[str, Any], str]]],
+) -> tuple[dict[str, dict[int, str]], dict[str, int]]:
+    """Write each table's CSV, dirty rows mixed in; each dirty row's line -> reason, and the
+    rows written per table."""
     columns = {
         "customers": CUSTOMER_COLUMNS,
         "orders": ORDER_COLUMNS,
@@ -260,7 +291,11 @@ def write_shop_export(
             writer.writerow(columns[table])
             for row, _ in mixed:
                 writer.writerow([row[c] for c in columns[table]])
-    # The child of a rejected parent must name the parent's line: fill it in now it is known.
+    return lines, counts
+
+
+def _name_parent_lines(folder: Path, delimiter: str, lines: dict[str, dict[int, str]]) -> None:
+    """The child of a rejected parent must name the parent's line: fill it in now it is known."""
     for table, parent, key in (
         ("orders", "customers", "K90001"),
         ("refund_requests", "orders", "INV-NEG"),
@@ -273,10 +308,6 @@ def write_shop_export(
         for line, reason in lines[table].items():
             if reason.endswith("(line") and f"'{key}'" in reason:
                 lines[table][line] = f"{reason} {parent_line} of {parent}.csv)"
-
-    mapping = folder.parent / f"{folder.name}-mapping.yaml"
-    mapping.write_text(MAPPING_YAML, encoding="utf-8")
-    return ShopExport(folder, mapping, delimiter, counts, lines, start, end)
 
 
 def _refund(
