@@ -82,7 +82,7 @@ def job(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Ran], dict[
         ["train", "abuse", "--promote"],
         ["train", "tier", "--promote"],
         ["policy", "simulate", "--policy", str(DEFAULT_POLICY_PATH), "--compare", handwritten],
-        ["policy", "tune", str(DEFAULT_POLICY_PATH), "--output", str(tmp / "tuned.yaml")],
+        ["policy", "tune", "--policy", str(DEFAULT_POLICY_PATH), "--output", str(tmp / "t.yaml")],
         ["keys", "create", "--role", "scorer", "--name", "log"],
         ["events", "export", "--to", str(tmp / "export")],
         ["data", "benchmark", "--customers", "400"],
