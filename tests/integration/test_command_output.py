@@ -101,7 +101,7 @@ def job(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Ran], dict[
     ]
     ran = {" ".join(c[:2]): _run(c, env, NARROW) for c in commands}
     # A shop's own files, imported into a folder of their own (an import replaces the world).
-    export = write_shop_export(tmp / "export")
+    export = write_shop_export(tmp / "shop-export")
     shop = {**env, "REFUND_RISK_DATA_DIR": str(tmp / "shop")}
     imported = ["data", "import", str(export.folder), "--mapping", str(export.mapping)]
     ran["data import"] = _run(imported, shop, NARROW)
