@@ -33,21 +33,9 @@ from data.schema import (
     REASONS,
     REFUND_TYPES,
 )
-from policy.model import (
-    CONTEXT_FIELDS,
-    Action,
-    Condition,
-    FieldKind,
-    PartialOfferSpec,
-    Policy,
-    Ref,
-    Rule,
-    Tier,
-    Tiers,
-    Unit,
-    assign_tier,
-    format_value,
-)
+from policy.conditions import Condition, Ref, Rule
+from policy.documents import PartialOfferSpec
+from policy.model import Policy
 from policy.reasons import (
     EMPTY_TEMPLATES,
     Contribution,
@@ -55,6 +43,8 @@ from policy.reasons import (
     explain,
     without_repeats,
 )
+from policy.tiers import Tier, Tiers, assign_tier
+from policy.vocabulary import CONTEXT_FIELDS, Action, FieldKind, Unit, format_value
 from refund_risk.errors import DataValidationError
 
 _KNOWN_VALUES: dict[str, tuple[str, ...]] = {

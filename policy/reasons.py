@@ -32,7 +32,8 @@ from typing import Any, NamedTuple
 import yaml
 
 from features.definitions import BY_NAME, Feature
-from policy.model import PolicyError, render_template, template_fields, template_pieces
+from policy.documents import PolicyError
+from policy.templates import render_template, template_fields, template_pieces
 from refund_risk.errors import NotFoundError
 
 DEFAULT_REASONS_PATH = Path(__file__).resolve().parent / "reasons.yaml"

@@ -19,16 +19,7 @@ from typing import Any
 
 from features.definitions import FEATURE_NAMES
 from policy.evaluate import Decision, compile_policy, tier_of
-from policy.model import (
-    DEFAULT_POLICY_PATH,
-    DEFAULT_TIERS_PATH,
-    Policy,
-    Tier,
-    Tiers,
-    assign_tier,
-    load_policy,
-    load_tiers,
-)
+from policy.model import DEFAULT_POLICY_PATH, Policy, load_policy
 from policy.reasons import (
     Contribution,
     ReasonTemplates,
@@ -36,6 +27,7 @@ from policy.reasons import (
     sentence_writer,
     without_repeats,
 )
+from policy.tiers import DEFAULT_TIERS_PATH, Tier, Tiers, assign_tier, load_tiers
 from serving.models import LoadedModel, ModelSet, tiers_in_force
 from serving.schemas import RefundDecisionRequest
 

@@ -76,7 +76,7 @@ from sklearn.metrics import brier_score_loss
 
 from features.batch import CREDIT_TARGET_COLUMNS, CREDIT_TARGET_DAYS
 from features.definitions import FEATURES, Entity, Feature
-from policy.model import Tiers, assign_tier, with_bounds
+from policy.tiers import Tiers, assign_tier, with_bounds
 from refund_risk.errors import DataValidationError
 from training.metrics import expected_calibration_error, safe_ap, safe_auc
 
@@ -1150,7 +1150,7 @@ def _main(argv: Sequence[str] | None = None) -> None:
 
     from data.generator import generate_world
     from features.batch import build_credit_snapshots
-    from policy.model import load_tiers
+    from policy.tiers import load_tiers
 
     parser = argparse.ArgumentParser(description=_main.__doc__)
     parser.add_argument("--customers", type=int, default=20_000)

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from data.schema import CATEGORIES, ORDER_STAGES, REASON_DETAILS, REFUND_TYPES
+from policy.conditions import Ref
 from policy.evaluate import (
     RequestContext,
     Scores,
@@ -22,21 +23,11 @@ from policy.evaluate import (
     request_values,
     resolve_tier,
 )
-from policy.model import (
-    CONTEXT_FIELDS,
-    DEFAULT_POLICY_PATH,
-    HANDWRITTEN_POLICY_PATH,
-    Action,
-    Policy,
-    Ref,
-    Tiers,
-    Unit,
-    format_value,
-    load_policy,
-    load_tiers,
-    render_template,
-)
+from policy.model import DEFAULT_POLICY_PATH, HANDWRITTEN_POLICY_PATH, Policy, load_policy
 from policy.reasons import Contribution, load_reason_templates
+from policy.templates import render_template
+from policy.tiers import Tiers, load_tiers
+from policy.vocabulary import CONTEXT_FIELDS, Action, Unit, format_value
 
 
 @pytest.fixture(scope="module")
