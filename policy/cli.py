@@ -107,7 +107,7 @@ def validate(
     Also warns (without refusing the file) where the rules send a riskier abuse band to a more
     lenient action than a safer band gets for the same request.
     """
-    from policy.evaluate import lenience_inversions
+    from policy.lenience import lenience_inversions
     from policy.model import load_policy
 
     loaded_tiers = _tiers(tiers)

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Mapping, Sequence
+import operator
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +53,73 @@ class Condition:
             return f"{self.field} {self.op.replace('_', ' ')} [{', '.join(map(str, self.operand))}]"
         value = "null" if self.operand is None else self.operand
         return f"{self.field} {self.op} {value}"
+
+
+# --- what each test means ------------------------------------------------------------------------
+#
+# One definition, for one request (plain values) and for a whole frame (numpy arrays) alike: an
+# empty number is NaN in both, so it satisfies no ordering and equals nothing, and membership is
+# the only test that needs to know which of the two it was given.
+
+
+def member(left: Any, members: tuple[Any, ...]) -> Any:
+    """Whether `left` is one of `members`: for one value, or element by element for an array."""
+    if isinstance(left, np.ndarray):
+        return np.isin(left, np.asarray(members, dtype=object))
+    return left in members
+
+
+def not_member(left: Any, members: tuple[Any, ...]) -> Any:
+    """Whether `left` is none of `members` (see `member`)."""
+    if isinstance(left, np.ndarray):
+        return ~member(left, members)
+    return left not in members
+
+
+HOLDS: dict[str, Callable[[Any, Any], Any]] = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "in": member,
+    "not_in": not_member,
+}
+"""Each test of a field's value against its operand (a number, a value, a list or another
+field's value): true where it holds."""
+
+HOLDS_FOR_NULL: dict[str, Callable[[Any], Any]] = {
+    "==": lambda value: value != value,  # NaN, the empty number, is the one value unequal to itself
+    "!=": lambda value: value == value,
+}
+"""The tests against null: whether a value is empty, or not."""
+
+
+Values = Mapping[str, Any]
+"""A request context's values by field name: one request's plain values, or a frame's arrays."""
+
+Test = Callable[[Values], Any]
+"""A condition ready to run: true where it holds, for one request or for every row at once."""
+
+
+def as_test(condition: Condition, thresholds: Mapping[str, float]) -> Test:
+    """The condition as a function of the context values, its named threshold looked up once.
+
+    The same function decides one request and a whole frame: see `HOLDS`.
+    """
+    name, op, operand = condition.field, condition.op, condition.operand
+    if operand is None:
+        is_null = HOLDS_FOR_NULL[op]
+        return lambda values: is_null(values[name])
+    holds = HOLDS[op]
+    if isinstance(operand, Ref) and not operand.name.startswith("thresholds."):
+        other = operand.name
+        return lambda values: holds(values[name], values[other])
+    right: Any = operand
+    if isinstance(operand, Ref):
+        right = thresholds[operand.name.removeprefix("thresholds.")]
+    return lambda values: holds(values[name], right)
 
 
 @dataclass(frozen=True)

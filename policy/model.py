@@ -52,6 +52,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from data.schema import CATEGORIES
 from policy.conditions import Band, Compiler, Rule, band_index
 from policy.documents import (
@@ -111,6 +113,11 @@ class Policy:
     def band_of(self, score: float) -> str:
         """The name of the band the abuse score falls in."""
         return self.bands[band_index(self.band_uppers, score)].name
+
+    def band_names(self, scores: np.ndarray) -> np.ndarray:
+        """The name of the band each abuse score falls in."""
+        names = np.asarray([b.name for b in self.bands], dtype=object)
+        return names[band_index(self.band_uppers, scores)]
 
     @property
     def label(self) -> str:

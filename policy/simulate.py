@@ -37,8 +37,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from data.schema import NON_RETURNABLE_CATEGORIES
+from policy.context import context_arrays
 from policy.documents import PolicyError
-from policy.evaluate import context_arrays, decide_arrays
+from policy.evaluate import decide_arrays
 from policy.model import Policy
 from policy.tiers import Tiers
 from policy.vocabulary import ACTIONS, Action

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from features.definitions import FEATURE_NAMES
-from policy.evaluate import Decision, compile_policy, tier_of
+from policy.context import tier_of
+from policy.evaluate import Decision, compile_policy
 from policy.model import DEFAULT_POLICY_PATH, Policy, load_policy
 from policy.reasons import (
     Contribution,
