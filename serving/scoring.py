@@ -149,7 +149,7 @@ def request_context(
     request: RefundDecisionRequest, row: list[float], outstanding: float, watchlisted: bool = False
 ) -> dict[str, Any]:
     """The policy's view of a request: its own fields, plus values read off the feature row,
-    as the fields of a `policy.evaluate.RequestContext` (valid: the request was checked when
+    as the fields of a `policy.context.RequestContext` (valid: the request was checked when
     it was read, and the rest is made valid here).
 
     `linked_abusive_accounts` counts accounts, the row counts their confirmed abusive refunds

@@ -19,8 +19,8 @@ What counts as a loss (`LOSS_DEFINITIONS`). No shop knows its true losses; these
 Tiers are shares of the shop's customers. The tiers file gives each tier a `share` of the scored
 population; the cut-offs (each tier's upper score bound) are fitted at those percentiles of the
 scores of the latest months the model was trained on (the calibration month, else the fit
-months), stored with the model, and put in force by the service through `policy.model.with_bounds`.
-The tier is then `policy.model.assign_tier` of the score, the one definition of it.
+months), stored with the model, and put in force by the service through `policy.tiers.with_bounds`.
+The tier is then `policy.tiers.assign_tier` of the score, the one definition of it.
 
 Time, and what was known when. A model fitted at `train_end` may learn only from snapshots whose
 90-day target window had closed by then:
