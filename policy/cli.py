@@ -12,8 +12,8 @@ from refund_risk.console import console, out, print_result, progress_bar, report
 if TYPE_CHECKING:
     import pandas as pd
 
-    from policy.model import Tiers
     from policy.simulate import Periods
+    from policy.tiers import Tiers
 
 app = typer.Typer(
     help="The decision policy: validate, show, simulate on past requests, tune.",
@@ -53,7 +53,7 @@ LabelOption = Annotated[
 
 
 def _tiers(path: Path | None) -> Tiers:
-    from policy.model import DEFAULT_TIERS_PATH, load_tiers
+    from policy.tiers import DEFAULT_TIERS_PATH, load_tiers
 
     return load_tiers(path or DEFAULT_TIERS_PATH)
 
@@ -107,7 +107,7 @@ def validate(
     Also warns (without refusing the file) where the rules send a riskier abuse band to a more
     lenient action than a safer band gets for the same request.
     """
-    from policy.evaluate import lenience_inversions
+    from policy.lenience import lenience_inversions
     from policy.model import load_policy
 
     loaded_tiers = _tiers(tiers)

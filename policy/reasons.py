@@ -32,7 +32,8 @@ from typing import Any, NamedTuple
 import yaml
 
 from features.definitions import BY_NAME, Feature
-from policy.model import PolicyError, render_template, template_fields, template_pieces
+from policy.documents import PolicyError
+from policy.templates import render_template, template_fields, template_pieces
 from refund_risk.errors import NotFoundError
 
 DEFAULT_REASONS_PATH = Path(__file__).resolve().parent / "reasons.yaml"
@@ -128,25 +129,13 @@ def parse_reason_templates(
         except ValueError as exc:
             problems.append(f"{where}: {exc}")
             continue
-        allowed = _VALUE_FIELDS | set(parts)
         for field_name, sentence in (("text", text), ("missing", missing)):
-            if sentence is None:
-                continue
-            try:
-                names = template_fields(sentence)
-            except ValueError as exc:
-                problems.append(f"{where}, field '{field_name}': {exc}")
-                continue
-            for name in names:
-                if name not in allowed:
-                    problems.append(
-                        f"{where}, field '{field_name}': unknown placeholder {{{name}}}"
+            if sentence is not None:
+                problems.extend(
+                    _placeholder_problems(
+                        f"{where}, field '{field_name}'", sentence, parts, field_name == "missing"
                     )
-                elif field_name == "missing" and name not in parts:
-                    problems.append(
-                        f"{where}, field 'missing': {{{name}}} has no value to show when the "
-                        "value is missing"
-                    )
+                )
         if not any(pattern.fullmatch(name) for name in known):
             problems.append(f"{where}: matches no known feature")
         (families if parts else exact).append(
@@ -155,6 +144,24 @@ def parse_reason_templates(
     if problems:
         raise PolicyError(source, problems)
     return ReasonTemplates((*exact, *families))
+
+
+def _placeholder_problems(
+    where: str, sentence: str, parts: tuple[str, ...], missing: bool
+) -> list[str]:
+    """A template sentence's placeholders are value fields or its key's family parts; the
+    `missing` sentence, said when there is no value, may use only the family parts."""
+    try:
+        names = template_fields(sentence)
+    except ValueError as exc:
+        return [f"{where}: {exc}"]
+    problems = []
+    for name in names:
+        if name not in _VALUE_FIELDS and name not in parts:
+            problems.append(f"{where}: unknown placeholder {{{name}}}")
+        elif missing and name not in parts:
+            problems.append(f"{where}: {{{name}}} has no value to show when the value is missing")
+    return problems
 
 
 def load_reason_templates(path: Path | str = DEFAULT_REASONS_PATH) -> ReasonTemplates:

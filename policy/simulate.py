@@ -37,8 +37,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from data.schema import NON_RETURNABLE_CATEGORIES
-from policy.evaluate import context_arrays, decide_arrays
-from policy.model import ACTIONS, Action, Policy, PolicyError, Tiers
+from policy.context import context_arrays
+from policy.documents import PolicyError
+from policy.evaluate import decide_arrays
+from policy.model import Policy
+from policy.tiers import Tiers
+from policy.vocabulary import ACTIONS, Action
 from refund_risk.errors import DataValidationError, NotFoundError
 
 FIELD_AUTOMATION_TARGET = 0.85

@@ -24,8 +24,12 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from policy.model import CONTEXT_FIELDS, Policy, PolicyError, Ref, Tiers, Unit, build_policy
+from policy.conditions import Ref
+from policy.documents import PolicyError
+from policy.model import Policy, build_policy
 from policy.simulate import CostModel, Replay, SimulationResult, simulate_replay
+from policy.tiers import Tiers
+from policy.vocabulary import CONTEXT_FIELDS, Unit
 
 Progress = Callable[[str, float], None]
 

@@ -36,7 +36,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from features.definitions import FEATURE_NAMES, FEATURE_VERSION
-from policy.model import Tiers, with_bounds
+from policy.tiers import Tiers, with_bounds
 from refund_risk.errors import ConfigurationError, NotFoundError
 from refund_risk.model_contract.card import (
     ABUSE_MODEL,

@@ -41,7 +41,7 @@ from data.schema import (
     REASONS,
     REFUND_TYPES,
 )
-from policy.model import Action
+from policy.vocabulary import Action
 
 MAX_EVENT_ROWS = 5_000
 """Most rows of one table in one events call; more should be sent in several calls."""

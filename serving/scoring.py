@@ -18,17 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from features.definitions import FEATURE_NAMES
-from policy.evaluate import Decision, compile_policy, tier_of
-from policy.model import (
-    DEFAULT_POLICY_PATH,
-    DEFAULT_TIERS_PATH,
-    Policy,
-    Tier,
-    Tiers,
-    assign_tier,
-    load_policy,
-    load_tiers,
-)
+from policy.context import tier_of
+from policy.evaluate import Decision, compile_policy
+from policy.model import DEFAULT_POLICY_PATH, Policy, load_policy
 from policy.reasons import (
     Contribution,
     ReasonTemplates,
@@ -36,6 +28,7 @@ from policy.reasons import (
     sentence_writer,
     without_repeats,
 )
+from policy.tiers import DEFAULT_TIERS_PATH, Tier, Tiers, assign_tier, load_tiers
 from serving.models import LoadedModel, ModelSet, tiers_in_force
 from serving.schemas import RefundDecisionRequest
 
@@ -156,7 +149,7 @@ def request_context(
     request: RefundDecisionRequest, row: list[float], outstanding: float, watchlisted: bool = False
 ) -> dict[str, Any]:
     """The policy's view of a request: its own fields, plus values read off the feature row,
-    as the fields of a `policy.evaluate.RequestContext` (valid: the request was checked when
+    as the fields of a `policy.context.RequestContext` (valid: the request was checked when
     it was read, and the rest is made valid here).
 
     `linked_abusive_accounts` counts accounts, the row counts their confirmed abusive refunds

@@ -112,7 +112,7 @@ def train_tier_command(
     ] = "auto",
 ) -> None:
     """Fit the credit-tier model on monthly customer snapshots; log and register it."""
-    from policy.model import load_tiers
+    from policy.tiers import load_tiers
     from training.data_source import load_training_inputs
     from training.run_tier import run_tier_training
     from training.tier import LOSS_DEFINITIONS

@@ -17,7 +17,7 @@ from features.batch import (
 )
 from features.definitions import DAY_US, FEATURE_VERSION
 from features.events import times_us
-from policy.model import Tiers
+from policy.tiers import Tiers
 from refund_risk.errors import DataValidationError
 from refund_risk.model_contract.card import (
     CHAMPION,

@@ -121,7 +121,7 @@ def snapshot_tier_scores(
 
 def tiers_by_cutoffs(scores: np.ndarray, cutoffs: dict[str, float]) -> np.ndarray:
     """Tier names by a tier model's cut-offs (best first; a score at a bound is in its tier, as
-    `policy.model.assign_tier` has it); None where there is no score (the default tier)."""
+    `policy.tiers.assign_tier` has it); None where there is no score (the default tier)."""
     bounds = np.asarray(list(cutoffs.values()), dtype=np.float64)
     names = np.asarray(list(cutoffs), dtype=object)
     scores = np.asarray(scores, dtype=np.float64)

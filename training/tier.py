@@ -19,8 +19,8 @@ What counts as a loss (`LOSS_DEFINITIONS`). No shop knows its true losses; these
 Tiers are shares of the shop's customers. The tiers file gives each tier a `share` of the scored
 population; the cut-offs (each tier's upper score bound) are fitted at those percentiles of the
 scores of the latest months the model was trained on (the calibration month, else the fit
-months), stored with the model, and put in force by the service through `policy.model.with_bounds`.
-The tier is then `policy.model.assign_tier` of the score, the one definition of it.
+months), stored with the model, and put in force by the service through `policy.tiers.with_bounds`.
+The tier is then `policy.tiers.assign_tier` of the score, the one definition of it.
 
 Time, and what was known when. A model fitted at `train_end` may learn only from snapshots whose
 90-day target window had closed by then:
@@ -76,7 +76,7 @@ from sklearn.metrics import brier_score_loss
 
 from features.batch import CREDIT_TARGET_COLUMNS, CREDIT_TARGET_DAYS
 from features.definitions import FEATURES, Entity, Feature
-from policy.model import Tiers, assign_tier, with_bounds
+from policy.tiers import Tiers, assign_tier, with_bounds
 from refund_risk.errors import DataValidationError
 from training.metrics import expected_calibration_error, safe_ap, safe_auc
 
@@ -1150,7 +1150,7 @@ def _main(argv: Sequence[str] | None = None) -> None:
 
     from data.generator import generate_world
     from features.batch import build_credit_snapshots
-    from policy.model import load_tiers
+    from policy.tiers import load_tiers
 
     parser = argparse.ArgumentParser(description=_main.__doc__)
     parser.add_argument("--customers", type=int, default=20_000)

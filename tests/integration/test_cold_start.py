@@ -29,7 +29,7 @@ from data.schema import TABLES
 from data.storage import write_table
 from features.batch import build_credit_snapshots
 from features.store import EventStore, create_store_engine
-from policy.model import assign_tier, load_tiers, with_bounds
+from policy.tiers import assign_tier, load_tiers, with_bounds
 from refund_risk.cli import app
 from refund_risk.model_contract.card import (
     CHAMPION,

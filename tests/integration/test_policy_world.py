@@ -12,14 +12,10 @@ import pandas as pd
 import pytest
 
 from data.generator import generate_world
-from policy.model import (
-    DEFAULT_POLICY_PATH,
-    HANDWRITTEN_POLICY_PATH,
-    load_policy,
-    load_tiers,
-)
+from policy.model import DEFAULT_POLICY_PATH, HANDWRITTEN_POLICY_PATH, load_policy
 from policy.scored import validate_scored
 from policy.simulate import CostModel, format_comparison, simulate
+from policy.tiers import load_tiers
 from policy.tune import TuneConstraints, tune
 
 

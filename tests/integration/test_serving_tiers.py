@@ -22,7 +22,7 @@ from serving_world import return_request
 from features.batch import BatchBuilder
 from features.definitions import CUSTOMER_FEATURES, FEATURE_VERSION
 from features.store import EventStore, create_store_engine
-from policy.model import assign_tier
+from policy.tiers import assign_tier
 from refund_risk.settings import load_settings
 from serving import db
 from serving.app import create_app

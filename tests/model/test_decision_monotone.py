@@ -40,17 +40,11 @@ from data.schema import NON_RETURNABLE_CATEGORIES
 from features.batch import build_credit_snapshots, build_refund_features
 from features.online import OnlineFeatureBuilder
 from features.store import EventStore
-from policy.evaluate import RequestContext, Scores, decide
-from policy.model import (
-    DEFAULT_POLICY_PATH,
-    DEFAULT_TIERS_PATH,
-    Action,
-    Policy,
-    Tiers,
-    load_policy,
-    load_tiers,
-    parse_tiers,
-)
+from policy.context import RequestContext, Scores
+from policy.evaluate import decide
+from policy.model import DEFAULT_POLICY_PATH, Policy, load_policy
+from policy.tiers import DEFAULT_TIERS_PATH, Tiers, load_tiers, parse_tiers
+from policy.vocabulary import Action
 from serving.events import order_links
 from serving.exposure import ExposureLedger, pays_before_return
 from serving.models import ModelSet, model_from_files

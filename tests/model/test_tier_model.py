@@ -13,7 +13,7 @@ from built_once import built_once, load, save
 
 from data.generator import World, generate_world
 from features.batch import CREDIT_TARGET_COLUMNS, CREDIT_TARGET_DAYS, build_credit_snapshots
-from policy.model import load_tiers
+from policy.tiers import load_tiers
 from training.tier import (
     HISTORY_FEATURE,
     MONOTONE,

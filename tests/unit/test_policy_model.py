@@ -9,19 +9,10 @@ from typing import Any
 import pytest
 import yaml
 
-from policy.model import (
-    DEFAULT_POLICY_PATH,
-    DEFAULT_TIERS_PATH,
-    HANDWRITTEN_POLICY_PATH,
-    Action,
-    PolicyError,
-    Tiers,
-    assign_tier,
-    load_policy,
-    load_tiers,
-    parse_policy,
-    parse_tiers,
-)
+from policy.documents import PolicyError
+from policy.model import DEFAULT_POLICY_PATH, HANDWRITTEN_POLICY_PATH, load_policy, parse_policy
+from policy.tiers import DEFAULT_TIERS_PATH, Tiers, assign_tier, load_tiers, parse_tiers
+from policy.vocabulary import Action
 from refund_risk.errors import ConfigurationError, NotFoundError
 
 

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from features.definitions import FEATURES
-from policy.model import PolicyError
+from policy.documents import PolicyError
 from policy.reasons import (
     Contribution,
     ReasonTemplates,

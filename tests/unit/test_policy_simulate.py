@@ -8,9 +8,11 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from policy.model import Policy, PolicyError, Tiers, load_tiers, parse_policy
+from policy.documents import PolicyError
+from policy.model import Policy, parse_policy
 from policy.scored import validate_scored
 from policy.simulate import CostModel, format_comparison, load_cost_model, plot_comparison, simulate
+from policy.tiers import Tiers, load_tiers
 from refund_risk.errors import DataValidationError
 
 POLICY: dict[str, Any] = {

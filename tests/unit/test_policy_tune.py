@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 
 from data.schema import CATEGORIES, REASON_DETAILS
-from policy.model import DEFAULT_POLICY_PATH, Policy, Tiers, load_policy, load_tiers
+from policy.model import DEFAULT_POLICY_PATH, Policy, load_policy
 from policy.scored import validate_scored
 from policy.simulate import CostModel, simulate
+from policy.tiers import Tiers, load_tiers
 from policy.tune import TuneConstraints, breach, tune, write_policy
 
 

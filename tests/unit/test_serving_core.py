@@ -18,7 +18,7 @@ from serving_world import a_decision_row
 
 from features.definitions import CUSTOMER_FEATURES, FEATURE_NAMES, FEATURE_VERSION
 from features.store import create_store_engine
-from policy.evaluate import RequestContext
+from policy.context import RequestContext
 from refund_risk.errors import (
     ConfigurationError,
     DataValidationError,
@@ -320,7 +320,8 @@ def test_the_service_says_a_high_amount_once_among_its_reasons() -> None:
 def test_the_service_decides_as_the_policy_does_from_a_validated_context() -> None:
     # The service decides from the context's fields without building the policy's models;
     # over a grid of requests, scores, tiers and pins it gives the policy's own decisions.
-    from policy.evaluate import Scores, decide
+    from policy.context import Scores
+    from policy.evaluate import decide
 
     policies = load_policy_set()
     snapshot = Snapshot(ModelSet(None, None, {}, "champion"), policies)

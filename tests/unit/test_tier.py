@@ -14,7 +14,8 @@ from sklearn.base import clone
 
 from features.batch import CREDIT_TARGET_COLUMNS, CREDIT_TARGET_DAYS
 from features.definitions import CUSTOMER_FEATURES, FEATURES, Entity
-from policy.model import PolicyError, Tiers, parse_tiers
+from policy.documents import PolicyError
+from policy.tiers import Tiers, parse_tiers
 from refund_risk.errors import DataValidationError
 from training.registry import GateResult
 from training.run_tier import held_back_if_disordered

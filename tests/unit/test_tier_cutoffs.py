@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policy.model import DEFAULT_TIERS_PATH, assign_tier, load_tiers
+from policy.tiers import DEFAULT_TIERS_PATH, assign_tier, load_tiers
 from refund_risk.errors import ConfigurationError
 from refund_risk.model_contract.card import card_cutoffs
 from serving.models import LoadedModel, ModelSet, tiers_in_force

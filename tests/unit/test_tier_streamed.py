@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from data.generator import generate_world
 from features.batch import build_credit_snapshots
-from policy.model import load_tiers
+from policy.tiers import load_tiers
 from refund_risk.errors import DataValidationError
 from training.data_source import TrainingInputs
 from training.run_tier import train_tier_streamed
