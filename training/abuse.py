@@ -80,6 +80,21 @@ MONOTONE_UP: dict[str, str] = {
         for what, words in (("orders", "another order"), ("spend", "money spent"))
         for window in ("7d", "30d", "90d", "365d", "all_time")
     },
+    "customer_damage_claims_all_time": (
+        "another claim of damaged or misdescribed goods never makes it safer"
+    ),
+    "customer_claims_after_delivery_all_time": (
+        "another claim on goods the carrier delivered never makes it safer"
+    ),
+    "customer_mean_order_amount_all_time": (
+        "a dearer order (which this request's own order is one of) never makes it safer"
+    ),
+    "request_refund_only_after_delivery": (
+        "keeping delivered goods and asking for the money is never safer than sending them back"
+    ),
+    "request_not_received_after_delivery": (
+        "'not received' on a parcel the carrier delivered is never safer than any other claim"
+    ),
     "customer_refunds_with_known_outcome": (
         "an outcome found on an earlier refund never makes it safer: the share found abusive "
         "is its own constrained feature"
@@ -194,9 +209,9 @@ class AbuseRiskModel(ClassifierMixin, BaseEstimator):
         self,
         n_estimators: int = 300,
         learning_rate: float = 0.06,
-        num_leaves: int = 3,
-        min_child_samples: int = 40,
-        feature_fraction: float = 0.8,
+        num_leaves: int = 4,
+        min_child_samples: int = 20,
+        feature_fraction: float = 0.6,
         l2_regularisation: float = 30.0,
         evidence_rounds: int = 30,
         evidence_learning_rate: float = 0.05,
