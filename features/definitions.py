@@ -462,6 +462,40 @@ def _request_and_order() -> list[Feature]:
             integer=True,
         ),
         Feature(
+            "request_refund_only_after_delivery",
+            req,
+            Aggregation.MATCHES,
+            rr,
+            "1 if the customer keeps goods the carrier delivered and asks for the money alone.",
+            filters=(
+                Filter("refund_type", ("refund_only",)),
+                Filter("order_stage", ("delivered",)),
+            ),
+            integer=True,
+        ),
+        Feature(
+            "request_not_received_after_delivery",
+            req,
+            Aggregation.MATCHES,
+            rr,
+            "1 if the customer says the parcel never arrived after the carrier delivered it.",
+            filters=(
+                Filter("reason_detail", ("not_received",)),
+                Filter("order_stage", ("delivered",)),
+            ),
+            integer=True,
+        ),
+        Feature(
+            "request_claims_a_fault",
+            req,
+            Aggregation.MATCHES,
+            rr,
+            "1 if the customer says the goods were damaged, not as described or the wrong size "
+            "(claims that photos can back).",
+            filters=(Filter("reason_detail", ("damaged", "not_as_described", "wrong_size")),),
+            integer=True,
+        ),
+        Feature(
             "order_earlier_refund_requests",
             order,
             Aggregation.COUNT,
@@ -655,6 +689,101 @@ def _customer_history() -> list[Feature]:
             "abusive; 0 if none has an outcome yet.",
             numerator=abusive,
             denominator=resolved,
+        ),
+    ]
+    feats += _customer_profile()
+    return feats
+
+
+PROFILE_CATEGORIES: tuple[str, ...] = ("apparel", "electronics")
+"""Categories whose share of a customer's orders is a feature of its own: serial returners buy
+clothes to wear once, swappers and rings buy electronics to send back something else."""
+
+DISPUTABLE_PAYMENT_METHODS: tuple[str, ...] = ("bnpl", "gift_card")
+"""Payment methods that are easy to dispute or hard to trace back to a person."""
+
+
+def _customer_profile() -> list[Feature]:
+    """What the customer buys and how, and how its refund claims look, over all its history.
+
+    Abuse is a habit of a few customers, so a request's risk depends on what kind of customer
+    asks: these describe the habit from the customer's own earlier orders and claims.
+    """
+    cust = Entity.CUSTOMER
+    orders_n = "customer_orders_all_time"
+    feats: list[Feature] = []
+    for category in PROFILE_CATEGORIES:
+        count = f"customer_orders_{category}_all_time"
+        feats += [
+            Feature(
+                count,
+                cust,
+                Aggregation.COUNT,
+                "orders",
+                f"Orders of {category} the customer placed ever before this request.",
+                filters=(Filter("category", (category,)),),
+                integer=True,
+            ),
+            Feature(
+                f"customer_share_of_orders_{category}_all_time",
+                cust,
+                Aggregation.RATIO,
+                "orders",
+                f"Share of the customer's orders ever before this request that were {category}; "
+                "0 if no orders.",
+                numerator=count,
+                denominator=orders_n,
+            ),
+        ]
+    disputable = "customer_orders_paid_disputably_all_time"
+    feats += [
+        Feature(
+            disputable,
+            cust,
+            Aggregation.COUNT,
+            "orders",
+            f"Orders paid by {' or '.join(DISPUTABLE_PAYMENT_METHODS)} ever before this request.",
+            filters=(Filter("payment_method", DISPUTABLE_PAYMENT_METHODS),),
+            integer=True,
+        ),
+        Feature(
+            "customer_share_of_orders_paid_disputably_all_time",
+            cust,
+            Aggregation.RATIO,
+            "orders",
+            f"Share of the customer's orders paid by {' or '.join(DISPUTABLE_PAYMENT_METHODS)}, "
+            "ever before this request; 0 if no orders.",
+            numerator=disputable,
+            denominator=orders_n,
+        ),
+        Feature(
+            "customer_mean_order_amount_all_time",
+            cust,
+            Aggregation.RATIO,
+            "orders",
+            "Money spent per order, over the customer's orders ever before this request; "
+            "0 if no orders.",
+            numerator="customer_spend_all_time",
+            denominator=orders_n,
+        ),
+        Feature(
+            "customer_damage_claims_all_time",
+            cust,
+            Aggregation.COUNT,
+            "refund_requests",
+            "Claims that goods arrived damaged or not as described, ever before this request.",
+            filters=(Filter("reason_detail", ("damaged", "not_as_described")),),
+            integer=True,
+        ),
+        Feature(
+            "customer_claims_after_delivery_all_time",
+            cust,
+            Aggregation.COUNT,
+            "refund_requests",
+            "Refund requests on orders the carrier had delivered before the request, ever "
+            "before this request.",
+            filters=(Filter("days_from_delivery_to_claim", present=True),),
+            integer=True,
         ),
     ]
     return feats

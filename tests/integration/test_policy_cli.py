@@ -65,7 +65,7 @@ def scores(tmp_path: Path) -> Path:
 def test_validate_accepts_the_shipped_policy() -> None:
     result = CliRunner().invoke(app, ["policy", "validate", str(DEFAULT_POLICY_PATH)])
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("ok: default v2")
+    assert result.output.startswith("ok: default v3")
 
 
 def test_validate_warns_when_a_riskier_band_is_treated_more_leniently(tmp_path: Path) -> None:
@@ -130,7 +130,7 @@ def test_simulate_compares_policies_and_saves_a_chart(
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "default v2" in result.output and "handwritten v1" in result.output
+    assert "default v3" in result.output and "handwritten v1" in result.output
     assert "decided without a person" in result.output
     assert "paid out without a check" in result.output
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -165,7 +165,7 @@ def test_tune_writes_a_new_version(data_dir: Path, scores: Path, tmp_path: Path)
     )
     assert result.exit_code == 0, result.output
     tuned = load_policy(out)
-    assert tuned.version == 3  # one above the start (default v2)
+    assert tuned.version == 4  # one above the start (default v3)
     assert "handwritten v1" in result.output  # the hand-written rules are reported beside
     assert f"written to {out}" in result.output
     assert (data_dir / "reports" / "policy_tuning.png").exists()

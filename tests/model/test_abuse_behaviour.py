@@ -36,6 +36,11 @@ NEVER_SAFER = (
     "linked_accounts_confirmed_abusive_refunds_by_device",
     "linked_accounts_by_any",
     "linked_accounts_by_device",
+    "customer_damage_claims_all_time",
+    "customer_claims_after_delivery_all_time",
+    "customer_mean_order_amount_all_time",
+    "request_not_received_after_delivery",
+    "request_refund_only_after_delivery",
 )
 
 

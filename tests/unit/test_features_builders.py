@@ -365,6 +365,60 @@ def test_customer_history_over_windows(rows: dict[str, dict[str, Any]]) -> None:
     )
 
 
+def test_the_customers_habits_and_the_claims_own_kind(rows: dict[str, dict[str, Any]]) -> None:
+    # Before T, cA ordered beauty, apparel, electronics and fresh food (paid by bnpl), 360 in
+    # all, and claimed three times after delivery (a mistake, a wrong size, "not received").
+    _check(
+        rows["r_target"],
+        {
+            "customer_orders_apparel_all_time": 1,
+            "customer_share_of_orders_apparel_all_time": 0.25,
+            "customer_orders_electronics_all_time": 1,
+            "customer_share_of_orders_electronics_all_time": 0.25,
+            "customer_orders_paid_disputably_all_time": 1,
+            "customer_share_of_orders_paid_disputably_all_time": 0.25,
+            "customer_mean_order_amount_all_time": 90.0,
+            "customer_damage_claims_all_time": 0,
+            "customer_claims_after_delivery_all_time": 3,
+            # Refund only, but in transit: a damage claim, not one on delivered goods.
+            "request_refund_only_after_delivery": 0,
+            "request_not_received_after_delivery": 0,
+            "request_claims_a_fault": 1,
+        },
+    )
+    _check(
+        rows["r2"],
+        {
+            "request_refund_only_after_delivery": 1,
+            "request_not_received_after_delivery": 1,
+            "request_claims_a_fault": 0,
+            "customer_claims_after_delivery_all_time": 2,
+        },
+    )
+    # rz sees o3 (home, 50) and both requests at T: r_target's damage claim, made before its
+    # parcel was delivered, and r3, made after o2's delivery.
+    _check(
+        rows["rz"],
+        {
+            "customer_share_of_orders_apparel_all_time": 0.2,
+            "customer_share_of_orders_paid_disputably_all_time": 0.2,
+            "customer_mean_order_amount_all_time": 82.0,
+            "customer_damage_claims_all_time": 1,
+            "customer_claims_after_delivery_all_time": 4,
+            "request_refund_only_after_delivery": 0,
+        },
+    )
+    # A new customer asking at the instant of the first order has no habits yet.
+    _check(
+        rows["rn"],
+        {
+            "customer_share_of_orders_electronics_all_time": 0.0,
+            "customer_mean_order_amount_all_time": 0.0,
+            "customer_claims_after_delivery_all_time": 0,
+        },
+    )
+
+
 def test_events_at_the_request_time_are_not_visible(rows: dict[str, dict[str, Any]]) -> None:
     # r_target and r3 are at the same instant T as o3, x3, o_target's delivery and cC's link:
     # none of those is visible to either, and the two requests do not see each other.
