@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CUSTOMERS ?= 20000
 SEED ?= 7
+REPLAY_DAYS ?= 14
 
 .PHONY: demo test check lint types bench clean
 
@@ -16,15 +17,16 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## demo: install, then the main job end to end: world, features, models, policy, service
+## demo: install, then the main job end to end: world (ending today), features, models,
+## policy, its last REPLAY_DAYS days run through the service as it would have decided them, service
 demo: $(STAMP)
-	$(BIN)/refund-risk data generate --customers $(CUSTOMERS) --seed $(SEED)
+	$(BIN)/refund-risk data generate --customers $(CUSTOMERS) --seed $(SEED) --end-by today
 	$(BIN)/refund-risk data report
 	$(BIN)/refund-risk features build
 	$(BIN)/refund-risk train abuse --promote
 	$(BIN)/refund-risk train tier --promote
 	$(BIN)/refund-risk policy simulate --policy policy/default.yaml --compare policy/handwritten.yaml
-	$(BIN)/refund-risk features ingest "$${REFUND_RISK_DATA_DIR:-data/generated}/raw" --replace
+	$(BIN)/refund-risk events replay "$${REFUND_RISK_DATA_DIR:-data/generated}/raw" --days $(REPLAY_DAYS)
 	@TOKEN=$$($(BIN)/refund-risk keys create --role scorer --name demo) && \
 	  printf '\nThe service starts on http://127.0.0.1:8000 (docs at /docs). Ask it for a decision:\n\n' && \
 	  printf '  curl -s -X POST http://127.0.0.1:8000/v1/refund-decisions -H "X-API-Key: %s" -H "Content-Type: application/json" -d @serving/example_request.json\n\n' "$$TOKEN"

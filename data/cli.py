@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import resource
 import time
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -15,6 +16,16 @@ from refund_risk.settings import load_settings
 app = typer.Typer(help="The raw world: generate, import, inspect.", no_args_is_help=True)
 
 
+def _day(text: str) -> date:
+    """`today` (UTC) or a YYYY-MM-DD date."""
+    if text == "today":
+        return datetime.now(UTC).date()
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"not a date: {text!r}", param_hint="--end-by") from None
+
+
 @app.command()
 @reports_errors
 def generate(
@@ -24,6 +35,14 @@ def generate(
         "2025-01-01"
     ),
     seed: Annotated[int | None, typer.Option(help="Random seed (default: settings).")] = None,
+    end_by: Annotated[
+        str | None,
+        typer.Option(
+            help="Move the simulated world by whole weeks so that it ends on or just before "
+            "this day (YYYY-MM-DD, or `today`, UTC): every figure stays the same, only the "
+            "dates move."
+        ),
+    ] = None,
     products: Annotated[
         bool,
         typer.Option(
@@ -33,7 +52,7 @@ def generate(
     ] = True,
 ) -> None:
     """Simulate a shop's customers, orders, refunds and late labels; write them as Parquet."""
-    from data.generator import generate_world
+    from data.generator import generate_world, moved_to_end_by
     from data.world_io import save_world
 
     settings = load_settings()
@@ -48,6 +67,8 @@ def generate(
             progress=progress,
             products=products,
         )
+        if end_by is not None:
+            world = moved_to_end_by(world, _day(end_by))
         progress("writing Parquet", 0.9)
         save_world(world, settings.raw_dir, settings.oracle_dir)
     elapsed = time.perf_counter() - began

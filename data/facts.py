@@ -9,8 +9,8 @@ data obey one rule:
   contradicts them is refused;
 - a request may not come from the future, beyond a small allowance for clocks that disagree;
 - an order's facts are fixed when it is placed (who ordered, when, what, for how much, with
-  which device, address and payment); only its shipping and delivery may progress: filled in
-  once, or moved later, never taken back.
+  which device, address and payment, and which product once one is recorded); only its
+  shipping and delivery may progress: filled in once, or moved later, never taken back.
 """
 
 from __future__ import annotations
@@ -34,6 +34,10 @@ FIXED_ORDER_FACTS: tuple[str, ...] = (
     "payment_fingerprint",
 )
 """An order's columns that are settled when it is placed and never change afterwards."""
+
+RECORDED_ONCE_ORDER_FACTS: tuple[str, ...] = ("product_id",)
+"""An order's columns that may be missing at first (a shop that sends products only at
+checkout) but, once recorded, never change: sent again empty, the recorded value stays."""
 
 PROGRESSING_ORDER_TIMES: tuple[str, ...] = ("shipped_at", "delivered_at")
 """An order's times that may be filled in later, or move later; never emptied or moved back."""
@@ -140,6 +144,20 @@ def refund_problems(
     return problems
 
 
+def as_recorded(stored: Mapping[str, Any] | None, sent: Mapping[str, Any]) -> dict[str, Any]:
+    """The order row the store holds once `sent` is written over `stored` (if any): a fact
+    recorded once (the product) that `sent` leaves empty keeps its recorded value."""
+    out = dict(sent)
+    if stored is None:
+        return out
+    for column in RECORDED_ONCE_ORDER_FACTS:
+        if out.get(column) is None and stored.get(column) is not None:
+            out[column] = stored[column]
+            if column == "product_id" and out.get("product_name") is None:
+                out["product_name"] = stored.get("product_name")
+    return out
+
+
 def order_changes(stored: Mapping[str, Any], sent: Mapping[str, Any]) -> list[Problem]:
     """How `sent` would rewrite the `stored` row of the same order, where it may not.
 
@@ -165,6 +183,17 @@ def order_changes(stored: Mapping[str, Any], sent: Mapping[str, Any]) -> list[Pr
         for column in FIXED_ORDER_FACTS
         if stored[column] != sent[column]
     ]
+    for column in RECORDED_ONCE_ORDER_FACTS:
+        before, after = stored.get(column), sent.get(column)
+        if before is not None and after is not None and before != after:
+            problems.append(
+                Problem(
+                    column,
+                    f"{column} of order {sent['order_id']!r} is recorded as {before!r}; it is "
+                    f"fixed once recorded and cannot become {after!r}",
+                    "fixed_fact",
+                )
+            )
     for column in PROGRESSING_ORDER_TIMES:
         before, after = stored[column], sent[column]
         if _known(before) and (not _known(after) or after < before):

@@ -27,7 +27,8 @@ How the world works, in short:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import date
 
 import numpy as np
 import pandas as pd
@@ -48,6 +49,8 @@ from data.schema import (
     REASON_DETAILS,
     REFUND_REQUESTS,
     REFUND_TYPES,
+    TABLES,
+    Kind,
     Table,
 )
 from refund_risk.errors import ConfigurationError
@@ -211,6 +214,8 @@ class WorldConfig:
     seed: int = 7
     months: int = 12
     start: str = "2025-01-01"
+    moved_weeks: int = 0
+    """Whole weeks every time was moved after the simulation (`moved_to_end_by`)."""
 
     def validate(self) -> None:
         """Refuse sizes the simulation cannot make sense of."""
@@ -285,6 +290,24 @@ def _season_cdf(start: pd.Timestamp, n_days: int) -> tuple[np.ndarray, np.ndarra
     grid = np.arange(n_days + 1, dtype=float)
     cdf = np.concatenate([[0.0], np.cumsum(weight)])
     return grid, cdf
+
+
+def moved_to_end_by(world: World, end_by: date) -> World:
+    """The same world with every time moved by whole weeks, so that its window ends on or just
+    before `end_by`: counts, amounts and each weekday's share stay as simulated, only the dates
+    move (a demo then shows its history's last weeks as the last weeks before today)."""
+    end = pd.Timestamp(world.config.start) + pd.DateOffset(months=world.config.months)
+    weeks = int((pd.Timestamp(end_by) - end) // pd.Timedelta(weeks=1))
+    shift = pd.Timedelta(weeks=weeks)
+    tables = {}
+    for name, frame in world.tables.items():
+        frame = frame.copy()
+        for column in TABLES[name].columns:
+            if column.kind is Kind.TIMESTAMP:
+                frame[column.name] = frame[column.name] + shift
+        tables[name] = frame
+    config = replace(world.config, moved_weeks=world.config.moved_weeks + weeks)
+    return World(config, tables, world.oracle_refunds, world.oracle_customers, dict(world.stats))
 
 
 # --- the simulation -------------------------------------------------------------------------

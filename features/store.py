@@ -225,10 +225,17 @@ def _on_conflict(name: str, insert: Any) -> Any:
         return insert.on_conflict_do_update(index_elements=key, set_={"seen_at": earliest})
     updates = {c.name: insert.excluded[c.name] for c in table.columns if c.name not in key}
     if name == "orders":
-        # An order sent again without its product (a shipping update, a system that sends
-        # products only at checkout) keeps the product it was recorded with.
-        for column in PRODUCT_COLUMNS:
-            updates[column] = sa.func.coalesce(insert.excluded[column], table.c[column])
+        # An order's product is a fact of the order: once recorded it stays, whatever a later
+        # row says (the API refuses a different one, `data.facts.order_changes`). An order sent
+        # again without its product (a shipping update, a system that sends products only at
+        # checkout) keeps it; one recorded without a product gets the first one sent.
+        stored_id, sent_id = table.c.product_id, insert.excluded.product_id
+        other_product = sa.and_(stored_id.is_not(None), sent_id.is_not(None), sent_id != stored_id)
+        updates["product_id"] = sa.func.coalesce(stored_id, sent_id)
+        updates["product_name"] = sa.case(
+            (other_product, table.c.product_name),
+            else_=sa.func.coalesce(insert.excluded.product_name, table.c.product_name),
+        )
     return insert.on_conflict_do_update(index_elements=key, set_=updates)
 
 

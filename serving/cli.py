@@ -1,6 +1,6 @@
-"""`refund-risk serve`, `refund-risk keys ...` and `refund-risk events export`: run the scoring
-service, manage its API keys, and hand what it learnt (decided requests, reviewers' outcomes)
-back to training."""
+"""`refund-risk serve`, `refund-risk keys ...` and `refund-risk events export|replay`: run the
+scoring service, manage its API keys, hand what it learnt (decided requests, reviewers'
+outcomes) back to training, and run a history's last days through it."""
 
 from __future__ import annotations
 
@@ -217,3 +217,43 @@ def export(
     for name, count in written.items():
         typer.echo(f"{name:<16} {count:>10,} rows")
     typer.echo(f"raw tables in {to}; next: refund-risk features build --raw-dir {to}")
+
+
+@events_app.command("replay")
+@reports_errors
+def replay(
+    directory: Annotated[
+        Path, typer.Argument(help="Folder of raw tables (Parquet), e.g. data/generated/raw.")
+    ],
+    days: Annotated[
+        int, typer.Option(min=1, max=90, help="Days at the history's end to replay.")
+    ] = 14,
+) -> None:
+    """Store a shop's history and run its last days through the service's decision path, each
+    request at its own time: the ops pages then show what the service would have done.
+
+    Replaces the event store's contents as `features ingest --replace` does; the decisions and
+    review cases it makes are recorded as any other. A review case is resolved, by the reviewer
+    `history`, when the request's outcome became known, as the outcome says; one without an
+    outcome by the history's end stays open.
+    """
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from data.storage import read_world
+    from refund_risk.console import progress_bar
+    from serving.replay import replay_history
+
+    settings = load_settings()
+    tables = read_world(directory)
+    with progress_bar("replay") as update:
+        report = replay_history(settings, tables, days, progress=update)
+    span = f"{report.start:%Y-%m-%d} to {report.end:%Y-%m-%d %H:%M}"
+    typer.echo(f"replayed {span}: {report.decided:,} refund requests decided")
+    for action, count in report.actions.most_common():
+        typer.echo(f"  {action:<22} {count:>7,}")
+    typer.echo(
+        f"review cases resolved from their outcomes: {report.resolved:,}; "
+        f"still open: {report.still_open:,}"
+    )
+    if report.refused:
+        refused = ", ".join(f"{k} {v:,}" for k, v in report.refused.most_common())
+        typer.echo(f"refused by the service's checks: {refused}")

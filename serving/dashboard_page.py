@@ -127,6 +127,8 @@ async def dashboard_page(request: Request, caller: AsPageUser) -> HTMLResponse:
         field_mean_hours=owner.FIELD_MEAN_HOURS_AUTOMATED,
         min_product_orders=owner.PRODUCT_MIN_ORDERS,
         products_shown=owner.PRODUCTS_SHOWN,
+        products_explained=owner.PRODUCTS_EXPLAINED,
+        product_reasons_shown=owner.PRODUCT_REASONS_SHOWN,
         product_fdr=owner.PRODUCT_FALSE_DISCOVERY,
         reasons=REASONS,
         reviewers=reviewers,
@@ -154,12 +156,15 @@ def _owner_figures(shop: owner.OwnerView) -> dict[str, str]:
     if shop.empty:
         return {}
     low, high = owner.FIELD_REFUND_RATE
-    weeks = [w.start for w in shop.weeks]
+    # Weeks that have ended: the week still going would read as a dip; the page gives it in
+    # words beside the charts.
+    complete = shop.complete_weeks
+    weeks = [w.start for w in complete]
     settle = shop.settling.bucket_shares()
     return {
         "refund_rate_weeks": charts.line(
             weeks,
-            [w.totals.rate for w in shop.weeks],
+            [w.totals.rate for w in complete],
             "Refund requests per order, by week",
             fmt=lambda v: f"{v:.1%}",
             marks={f"field low {low:.1%}": low, f"field high {high:.1%}": high},
@@ -173,7 +178,7 @@ def _owner_figures(shop: owner.OwnerView) -> dict[str, str]:
         ),
         "reason_mix": charts.stacked_bars(
             weeks,
-            {r: [float(w.reasons.get(r, 0)) for w in shop.weeks] for r in REASONS},
+            {r: [float(w.reasons.get(r, 0)) for w in complete] for r in REASONS},
             "Refund requests by week, by reason",
         ),
         **_forecast_figures(shop),

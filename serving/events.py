@@ -20,6 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from data.facts import as_recorded
 from data.schema import ORDERS
 from features.store import EVENT_TABLES, EventStore
 from serving.db import PointReader
@@ -167,6 +168,9 @@ class OrderTracker:
             if self._complete is not None:
                 self._complete[order["order_id"]] = hash(self.values(order))
             else:
+                before = self._known.get(order["order_id"])
+                if before is not None:  # the store keeps a recorded product the row leaves out
+                    order = as_recorded(dict(zip(ORDER_COLUMNS, before, strict=True)), order)
                 self._remember(order["order_id"], self.values(order))
 
     def _remember(self, order_id: str, values: tuple[Any, ...]) -> None:

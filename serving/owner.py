@@ -70,6 +70,13 @@ PRODUCT_FALSE_DISCOVERY = 0.05
 PRODUCTS_SHOWN = 15
 """Products listed on the dashboard: those standing out first, then the most refunded."""
 
+PRODUCTS_EXPLAINED = 5
+"""Products whose reasons are set out against their category's: those standing out (or, when
+none does, the most refunded)."""
+
+PRODUCT_REASONS_SHOWN = 4
+"""Detailed reasons shown for each of those products, the most common first."""
+
 
 @dataclass
 class Totals:
@@ -105,6 +112,13 @@ class Week:
     start: str
     totals: Totals = field(default_factory=Totals)
     reasons: Counter[str] = field(default_factory=Counter)
+    days: int = 7
+    """Days of the week up to the period's last day: fewer than 7 for the week still going."""
+
+    @property
+    def complete(self) -> bool:
+        """Whether the week has ended: a week still going is not a dip in refunds."""
+        return self.days >= 7
 
 
 @dataclass
@@ -117,6 +131,24 @@ class CategoryRow:
     """The most common detailed reasons, with their share of the category's requests."""
     stands_out: bool
     """Refund rate over twice the shop's, on at least ten requests."""
+
+
+@dataclass(frozen=True)
+class ReasonShare:
+    """One detailed reason a product comes back for, against the rest of its category."""
+
+    detail: str
+    count: int
+    share: float
+    """Of the product's refund requests in the period."""
+    category_share: float | None
+    """Of the requests on the rest of its category in the period; None if there are none."""
+
+    @property
+    def above_category(self) -> bool:
+        """The reason is at least twice as common on the product as on the rest of its
+        category (or the category has none of it): where a product page or supplier is off."""
+        return self.category_share is None or self.share >= 2 * self.category_share
 
 
 @dataclass
@@ -136,6 +168,8 @@ class ProductRow:
     q_value: float | None
     """The p-value after the Benjamini-Hochberg correction over every product tested."""
     stands_out: bool
+    reasons: list[ReasonShare] = field(default_factory=list)
+    """Every detailed reason it was refunded for, most common first, with the category's."""
 
 
 @dataclass
@@ -251,6 +285,16 @@ class OwnerView:
     products: Products = field(default_factory=lambda: Products([], 0, 0))
 
     @property
+    def complete_weeks(self) -> list[Week]:
+        """The trend's weeks that have ended, drawn as the weekly charts."""
+        return [w for w in self.weeks if w.complete]
+
+    @property
+    def week_so_far(self) -> Week | None:
+        """The week still going at the period's end, if the period ends before a Sunday."""
+        return self.weeks[-1] if self.weeks and not self.weeks[-1].complete else None
+
+    @property
     def empty(self) -> bool:
         """No refund request on record: nothing to report on the shop yet."""
         return self.as_of is None
@@ -337,7 +381,8 @@ def build(engine: Engine, days: int, now: datetime, review_sla_hours: float) -> 
         parents: Counter[str] = Counter()
         for detail, count in week_reasons.items():
             parents[REASON_DETAILS.get(detail, "other")] += count
-        weeks.append(Week(monday.isoformat(), week_total, parents))
+        seen = min((last_day - monday).days + 1, 7)
+        weeks.append(Week(monday.isoformat(), week_total, parents, seen))
     daily = []
     for i in range(days):
         day = first_day + timedelta(days=i)
@@ -345,8 +390,12 @@ def build(engine: Engine, days: int, now: datetime, review_sla_hours: float) -> 
     category_rows = _categories(by_category, details, first_day, last_day, totals)
     reason_rows = _reasons(reasons, previous_reasons)
     start = datetime.combine(first_day, datetime.min.time())
-    ahead, note = _forecast(weeks, last_day)
-    product_view = _products(product_orders, product_requests, by_category)
+    ahead, note = _forecast(weeks)
+    category_details: dict[str, Counter[str]] = defaultdict(Counter)
+    for (day, category), counts in details.items():
+        if first_day <= day <= last_day:
+            category_details[category].update(counts)
+    product_view = _products(product_orders, product_requests, by_category, category_details)
     return OwnerView(
         as_of,
         start,
@@ -364,10 +413,10 @@ def build(engine: Engine, days: int, now: datetime, review_sla_hours: float) -> 
     )
 
 
-def _forecast(weeks: list[Week], last_day: date) -> tuple[Forecast | None, str | None]:
+def _forecast(weeks: list[Week]) -> tuple[Forecast | None, str | None]:
     """The forecast from the trend's complete weeks: from the first with any order or request
     (weeks before the history starts are not zeros), to the last that has ended."""
-    complete = [w for w in weeks if date.fromisoformat(w.start) + timedelta(days=6) <= last_day]
+    complete = [w for w in weeks if w.complete]
     while complete and not (complete[0].totals.orders or complete[0].totals.requests):
         complete.pop(0)
     made = forecast(
@@ -423,12 +472,19 @@ def _product_counts(
     return list(placed), list(asked)
 
 
-def _products(placed: list[Any], asked: list[Any], by_category: dict[str, Totals]) -> Products:
-    """Each product's figures, its category's without it, and whether it stands out."""
+def _products(
+    placed: list[Any],
+    asked: list[Any],
+    by_category: dict[str, Totals],
+    category_details: dict[str, Counter[str]],
+) -> Products:
+    """Each product's figures, its category's without it, whether it stands out, and the
+    reasons it comes back for against those of the rest of its category."""
     totals: dict[str, Totals] = defaultdict(Totals)
     per_category: dict[str, Counter[str]] = defaultdict(Counter)
     names: dict[str, str | None] = {}
     mix: dict[str, Counter[str]] = defaultdict(Counter)
+    mix_in: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
     for product, category, name, count, amount in placed:
         totals[product].orders += int(count)
         totals[product].sales += float(amount or 0.0)
@@ -440,6 +496,7 @@ def _products(placed: list[Any], asked: list[Any], by_category: dict[str, Totals
         totals[product].refund_money += float(amount or 0.0)
         per_category[product][category] += 0  # a product refunded but not sold in the period
         mix[product][detail] += int(count)
+        mix_in[(product, category)][detail] += int(count)
     with_product = sum(t.orders for t in totals.values())
     ids = sorted(totals)
     # A product's category: where most of its orders were (a product moved between categories
@@ -459,6 +516,12 @@ def _products(placed: list[Any], asked: list[Any], by_category: dict[str, Totals
     for p, c, (p_value, q_value, flag) in zip(ids, counts, tests, strict=True):
         own = totals[p]
         top = [(d, n / own.requests) for d, n in mix[p].most_common(3)] if own.requests else []
+        rest = category_details.get(category_of[p], Counter()) - mix_in[(p, category_of[p])]
+        rest_total = sum(rest.values())
+        reasons = [
+            ReasonShare(d, n, n / own.requests, rest[d] / rest_total if rest_total else None)
+            for d, n in sorted(mix[p].items(), key=lambda kv: (-kv[1], kv[0]))
+        ]
         rows.append(
             ProductRow(
                 p,
@@ -470,6 +533,7 @@ def _products(placed: list[Any], asked: list[Any], by_category: dict[str, Totals
                 p_value,
                 q_value,
                 flag,
+                reasons,
             )
         )
     rows.sort(

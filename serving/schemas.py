@@ -202,7 +202,9 @@ class OrderDetails(_In):
     product_id: Identifier | None = Field(
         default=None,
         description="The shop's product (SKU) id; leave out if not known. Feeds the owner's "
-        "refund rate and reasons per product; decisions are the same with or without it.",
+        "refund rate and reasons per product; decisions are the same with or without it. "
+        "Fixed once recorded: the order sent again without it keeps it, with another one is "
+        "refused (409).",
     )
     product_name: str | None = Field(
         default=None,

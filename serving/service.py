@@ -25,7 +25,7 @@ import gc
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -35,7 +35,7 @@ import sqlalchemy as sa
 from pydantic import ValidationError
 from sqlalchemy.engine import Engine
 
-from data.facts import order_changes, refund_problems
+from data.facts import as_recorded, order_changes, refund_problems
 from features.definitions import FEATURE_NAMES, FEATURE_VERSION
 from features.online import OnlineFeatureBuilder
 from features.store import settings_engine
@@ -188,6 +188,8 @@ class Service:
         self._inflight: dict[str, _InFlight] = {}
         self._recorded_ids: OrderedDict[str, None] = OrderedDict()
         self._reload_lock = asyncio.Lock()
+        self.clock: Callable[[], datetime] = _now
+        """The time decisions are made at (naive UTC); a replay of history sets its own."""
         self._show_snapshot()
 
     # --- start and stop ----------------------------------------------------------------------
@@ -298,7 +300,7 @@ class Service:
         refund_row = request.refund_row()
         order_row = request.order_row()
         problems = refund_problems(
-            refund_row, order_row, _now(), self.settings.max_clock_skew_seconds
+            refund_row, order_row, self.clock(), self.settings.max_clock_skew_seconds
         )
         if problems:
             raise InvalidFieldsError(
@@ -396,7 +398,7 @@ class Service:
         models = snapshot.models
         abuse_model = None if models.abuse is None else models.abuse.label
         tier_model = None if models.tier is None else models.tier.label
-        decided_at = _now()
+        decided_at = self.clock()
         decision_id = db.new_decision_id()
         abuse_score = None if degraded else round(decision.abuse_score, 6)
         # The answer, field for field as `DecisionOut` (the documented schema) writes it, from
@@ -792,7 +794,7 @@ class Service:
                 refused[order_id] = None
                 problems.extend((f"orders.{index}.{p.column}", p) for p in found)
             else:
-                latest[order_id] = order
+                latest[order_id] = as_recorded(before, order)
         if problems:
             raise _order_conflict(", ".join(repr(o) for o in refused), problems)
 

@@ -368,6 +368,41 @@ def test_an_orders_product_is_stored_and_kept_when_the_order_comes_again_without
     r = client.post("/v1/refund-decisions", json=again, headers=key(world, "scorer"))
     assert r.status_code == 200, r.text
     assert _stored_product(world, order_id) == ("sku-mug", "Ceramic mug")
+    # Another product for the same order: refused with the reason, nothing written; the
+    # product-less request before it did not make the service forget the recorded one.
+    other = {**body, "refund_id": "product-store-3"}
+    other["order"] = {**body["order"], "product_id": "sku-vase", "product_name": "Glass vase"}
+    r = client.post("/v1/refund-decisions", json=other, headers=key(world, "scorer"))
+    assert r.status_code == 409, r.text
+    fields = r.json()["error"]["fields"]
+    assert [(f["field"], f["type"]) for f in fields] == [("order.product_id", "fixed_fact")]
+    assert "'sku-mug'" in fields[0]["message"] and "'sku-vase'" in fields[0]["message"]
+    assert _stored_product(world, order_id) == ("sku-mug", "Ceramic mug")
+    assert rows_for(world, "product-store-3") == 0
+
+
+def test_an_order_recorded_without_a_product_gets_the_first_one_sent_and_keeps_it(
+    world: World, client: TestClient
+) -> None:
+    refund = held(world, 15)
+    body = decision_body(world, refund, refund_id="product-late-1")
+    order_id = "product-late-1-order"
+    body["order"] = {**body["order"], "order_id": order_id}
+    body["amount_requested"] = min(body["amount_requested"], body["order"]["amount"] / 2)
+    r = client.post("/v1/refund-decisions", json=body, headers=key(world, "scorer"))
+    assert r.status_code == 200, r.text
+    assert _stored_product(world, order_id) == (None, None)
+    placed = {**body["order"], "customer_id": body["customer_id"]}
+    events = {"orders": [{**placed, "product_id": "sku-mug"}]}
+    r = client.post("/v1/events", json=events, headers=key(world, "scorer"))
+    assert r.status_code == 200, r.text
+    assert _stored_product(world, order_id) == ("sku-mug", None)
+    # In one call, a row without the product and then one with another: the second refused.
+    events = {"orders": [placed, {**placed, "product_id": "sku-vase"}]}
+    r = client.post("/v1/events", json=events, headers=key(world, "scorer"))
+    assert r.status_code == 409, r.text
+    assert [f["field"] for f in r.json()["error"]["fields"]] == ["orders.1.product_id"]
+    assert _stored_product(world, order_id) == ("sku-mug", None)
 
 
 @pytest.mark.parametrize("raw", [b"", b"{", b"[]", b"null", b'{"refund_id": 1}'])

@@ -80,6 +80,34 @@ def test_writes_are_upserts(random_world: Callable[..., Tables], store_url: Stor
     store.dispose()
 
 
+def test_an_orders_recorded_product_survives_any_later_write(
+    random_world: Callable[..., Tables], store_url: StoreUrl
+) -> None:
+    """A product once recorded stays (a bulk row cannot change it, the API refuses to); a row
+    without one keeps it; an order recorded without one takes the first one written."""
+    tables = random_world(seed=31, n_customers=20)
+    store = _open(store_url)
+    store.write_frames(tables)
+    first, second = tables["orders"].to_dict("records")[:2]
+
+    def product(order: dict[str, Any]) -> tuple[Any, Any]:
+        rows = store.histories([order["customer_id"]])["orders"]
+        found = next(o for o in rows if o["order_id"] == order["order_id"])
+        return found["product_id"], found["product_name"]
+
+    store.write({"orders": [{**first, "product_id": "sku-a", "product_name": "A"}]})
+    store.write({"orders": [{**first, "product_id": None, "product_name": None}]})
+    assert product(first) == ("sku-a", "A")
+    store.write({"orders": [{**first, "product_id": "sku-b", "product_name": "B"}]})
+    assert product(first) == ("sku-a", "A")
+    store.write({"orders": [{**first, "product_id": "sku-a", "product_name": "A, renamed"}]})
+    assert product(first) == ("sku-a", "A, renamed")
+    store.write({"orders": [{**second, "product_id": None, "product_name": None}]})
+    store.write({"orders": [{**second, "product_id": "sku-c", "product_name": None}]})
+    assert product(second) == ("sku-c", None)
+    store.dispose()
+
+
 def test_a_burst_of_requests_sees_each_earlier_one(
     random_world: Callable[..., Tables], store_url: StoreUrl
 ) -> None:

@@ -59,6 +59,15 @@ def test_the_planted_products_stand_out_over_the_year_and_no_ordinary_one_does(
         assert row.totals.rate > 1.5 * row.category_rate
         # Its top reason is the one the world made it attract.
         assert row.top_details[0][0] in PLANTED_PRODUCTS[row.product_id][0]
+        # Why it comes back: every request counted once, and the reason the world made it
+        # attract marked as at least twice as common as on the rest of its category.
+        assert sum(x.count for x in row.reasons) == row.totals.requests
+        assert sum(x.share for x in row.reasons) == pytest.approx(1.0)
+        planted = [x for x in row.reasons if x.detail in PLANTED_PRODUCTS[row.product_id][0]]
+        assert planted[0] is row.reasons[0] and planted[0].above_category
+    # An ordinary product's reasons are mostly its category's: few marked.
+    ordinary = [x for r in products.rows if not r.stands_out for x in r.reasons if x.count >= 20]
+    assert ordinary and sum(x.above_category for x in ordinary) <= len(ordinary) // 10
     # Listed first, and every product's counts add up to the shop's.
     assert [r.stands_out for r in products.rows[: len(PLANTED_PRODUCTS)]] == [True, True]
     assert sum(r.totals.requests for r in products.rows) == view.totals.requests

@@ -129,6 +129,15 @@ def test_figures_match_pandas_on_any_world(
         if row.stands_out:
             assert row.totals.rate is not None and view.totals.rate is not None
             assert row.totals.rate > 2 * view.totals.rate and row.totals.requests >= 10
+    # Only the week holding the last day can be unfinished, and it is exactly when that day
+    # is not a Sunday: its days are those up to the last day; the weekly charts leave it out.
+    last = view.weeks[-1]
+    assert pd.Timestamp(last.start) <= last_day < pd.Timestamp(last.start) + pd.Timedelta(days=7)
+    assert last.days == (last_day - pd.Timestamp(last.start)).days + 1
+    assert last.complete == (last_day.weekday() == 6)
+    assert all(w.complete for w in view.weeks[:-1])
+    assert view.complete_weeks == (view.weeks if last.complete else view.weeks[:-1])
+    assert view.week_so_far is (None if last.complete else last)
 
 
 def test_an_empty_store_reports_nothing_rather_than_zero_rates(sqlite_url: str) -> None:

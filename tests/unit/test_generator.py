@@ -4,6 +4,7 @@ reproducible bit for bit. Checked on two seeds, so a figure that holds by luck o
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -277,3 +278,43 @@ def test_the_planted_products_are_refunded_more_for_their_reasons(world: World) 
         assert own > 3 * rest, (product, own, rest)
         # And it sells: enough orders for the owner's figures to see it.
         assert mine.sum() > 0.03 * len(in_category)
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    st.dates(
+        min_value=pd.Timestamp("2024-06-01").date(), max_value=pd.Timestamp("2030-12-31").date()
+    )
+)
+def test_a_world_moved_to_end_by_a_day_keeps_every_figure_and_weekday(end_by: Any) -> None:
+    from data.generator import moved_to_end_by
+    from data.schema import Kind
+
+    world = _small()
+    moved = moved_to_end_by(world, end_by)
+    end = pd.Timestamp(end_by)
+    latest = moved.tables["refund_requests"]["requested_at"].max()
+    window_end = pd.Timestamp(world.config.start) + pd.DateOffset(months=world.config.months)
+    shift = pd.Timedelta(weeks=moved.config.moved_weeks)
+    # The window ends on or at most a week before the day; nothing after the day.
+    assert end - pd.Timedelta(weeks=1) < window_end + shift <= end
+    assert latest <= end
+    for name, frame in world.tables.items():
+        other = moved.tables[name]
+        for column in TABLES[name].columns:
+            if column.kind is Kind.TIMESTAMP:
+                assert (other[column.name] - frame[column.name]).dropna().eq(shift).all()
+                assert (
+                    other[column.name].dt.weekday.dropna() == frame[column.name].dt.weekday.dropna()
+                ).all()
+            else:
+                pd.testing.assert_series_equal(other[column.name], frame[column.name])
+
+
+_SMALL: list[World] = []
+
+
+def _small() -> World:
+    if not _SMALL:
+        _SMALL.append(generate_world(300, seed=4, months=2))
+    return _SMALL[0]

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from data.facts import (
     FIXED_ORDER_FACTS,
+    as_recorded,
     order_changes,
     order_stage_at,
     refund_problems,
@@ -211,6 +212,25 @@ def test_times_filled_in_once_are_not_taken_back() -> None:
     assert [p.column for p in order_changes(STORED, {**STORED, "delivery_evidence": "none"})] == [
         "delivery_evidence"
     ]
+
+
+products = st.none() | st.sampled_from(["sku-1", "sku-2", "sku-3"])
+
+
+@given(products, products)
+def test_a_recorded_product_never_changes_an_empty_one_may_be_filled_in(
+    before: str | None, after: str | None
+) -> None:
+    stored = {**STORED, "product_id": before, "product_name": None}
+    sent = {**STORED, "product_id": after, "product_name": None}
+    problems = order_changes(stored, sent)
+    if before is not None and after is not None and before != after:
+        assert [(p.column, p.type) for p in problems] == [("product_id", "fixed_fact")]
+        assert repr(before) in problems[0].message and repr(after) in problems[0].message
+    else:
+        assert problems == []
+        # What the store then holds: the recorded product, or the one sent if none was.
+        assert as_recorded(stored, sent)["product_id"] == (before if before else after)
 
 
 # --- idempotency ----------------------------------------------------------------------------
