@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import itertools
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -168,3 +169,40 @@ def test_one_table_has_a_column_per_world_and_says_which_targets_every_world_met
     assert ready.endswith("NOT met")
     live = next(line for line in table if line.startswith("seconds to first /healthz"))
     assert live.endswith(" met") and not live.endswith("NOT met")
+
+
+def test_a_connection_the_server_closed_while_idle_is_opened_again() -> None:
+    """A server closes a keep-alive connection after each answer (as uvicorn does one left
+    idle past its keep-alive): every request is still sent and answered."""
+    import asyncio
+
+    from bench.scale import _send_all
+
+    answered: list[bytes] = []
+
+    async def one_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        answered.append(await reader.readexactly(length))
+        writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 29\r\n\r\n{"timing": {"total_ms": 2.5}}')
+        await writer.drain()
+        writer.close()
+
+    async def run() -> Any:
+        server = await asyncio.start_server(one_answer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        requests = [
+            f"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nr{i:02d}".encode()
+            for i in range(5)
+        ]
+        async with server:
+            return await _send_all(port, requests, 1, read_timing=True)
+
+    timed = asyncio.run(run())
+    assert sorted(answered) == [f"r{i:02d}".encode() for i in range(5)]
+    assert timed.statuses == {200: 5}
+    assert timed.service_ms(0.5) == 2.5
