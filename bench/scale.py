@@ -1,18 +1,24 @@
-"""Start time, memory and a customer's first decision, for a world already in the event store.
+"""Start time, memory and a customer's first decision, for worlds already in the event store.
 
-    python -m bench.scale --raw DIR [--first 500] [--concurrency 8] [--load-seconds 600]
+    python -m bench.scale --world 20k=RAW_20K@SCHEMA_20K --world 200k=RAW_200K@SCHEMA_200K \
+        --world 1M=RAW_1M@SCHEMA_1M [--first 500] [--concurrency 8] [--load-seconds 600]
+    python -m bench.scale --raw DIR      # one world, in REFUND_RISK_DATABASE_SCHEMA
 
 The service is configured as `refund-risk serve` is, from the environment
-(`REFUND_RISK_DATABASE_URL`, `REFUND_RISK_DATABASE_SCHEMA`, `REFUND_RISK_MLRUNS_DIR`, ...): the
-world's history must already be ingested there (`refund-risk features ingest RAW --replace`) and
-models promoted in that MLflow store. `--raw` is the world's raw folder, from which request
-templates are drawn: distinct customers with history, each on their latest delivered order.
+(`REFUND_RISK_DATABASE_URL`, `REFUND_RISK_DATABASE_SCHEMA`, `REFUND_RISK_MLRUNS_DIR`, ...); a
+world's `@SCHEMA` replaces the schema for that world. Each world's history must already be
+ingested there (`refund-risk features ingest RAW --replace`) and models promoted in the MLflow
+store. A world's raw folder is where request templates are drawn from: distinct customers with
+history, each on their latest delivered order. The worlds are measured one after the other and
+printed as one table, a column per world, with the machine's load average around the runs.
 
 1. `refund-risk serve` is started; the seconds to its first `/healthz` 200 (liveness) and first
    `/readyz` 200 (readiness) are taken from the moment the process is launched, and its resident
    memory (the process and its children) when ready.
 2. Each customer's first decision since start: `--first` distinct customers sent one at a time,
-   then `--first` other customers over `--concurrency` connections; p50 and p99 latency of each.
+   then `--first` other customers over `--concurrency` connections; p50 and p99 latency of each,
+   and of the time the decisions took inside the service (their `timing.total_ms`: the
+   customer's history read, features, scores and policy, without the HTTP round trip).
 3. Capacity: a closed loop over `--concurrency` connections for `--capacity-seconds`.
 4. A paced load at `--load-share` of that capacity for `--load-seconds` over
    `--load-customers` customers; resident memory after it (and its peak while it ran).
@@ -143,37 +149,58 @@ class Timed:
 
     latencies: list[float] = field(default_factory=list)
     statuses: dict[int, int] = field(default_factory=dict)
+    service: list[float] = field(default_factory=list)
+    """Seconds each decision took inside the service (its `timing.total_ms`), when read."""
 
-    def add(self, latency: float, status: int) -> None:
+    def add(self, latency: float, status: int, service_ms: float | None = None) -> None:
         """Count one answered request."""
         self.latencies.append(latency)
         self.statuses[status] = self.statuses.get(status, 0) + 1
+        if service_ms is not None:
+            self.service.append(service_ms / 1000.0)
 
     def ms(self, q: float) -> float:
         """Latency at quantile `q`, milliseconds."""
         return LoadResult(len(self.latencies), 0, 1.0, self.latencies, {}).percentile(q)
 
+    def service_ms(self, q: float) -> float:
+        """In-service time at quantile `q`, milliseconds (NaN if none was read)."""
+        return LoadResult(len(self.service), 0, 1.0, self.service, {}).percentile(q)
+
+
+def service_total_ms(body: bytes) -> float | None:
+    """`timing.total_ms` of a decision's JSON body (None for another answer)."""
+    try:
+        found = json.loads(body).get("timing", {}).get("total_ms")
+    except (ValueError, AttributeError):
+        return None
+    return float(found) if isinstance(found, int | float) else None
+
 
 async def _exchange(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
-) -> int:
+) -> tuple[int, bytes]:
     writer.write(request)
     head = await reader.readuntil(b"\r\n\r\n")
     length = 0
     for line in head.split(b"\r\n"):
         if line[:15].lower() == b"content-length:":
             length = int(line[15:])
-    if length:
-        await reader.readexactly(length)
-    return int(head[9:12])
+    body = await reader.readexactly(length) if length else b""
+    return int(head[9:12]), body
 
 
 async def _send_all(
-    port: int, requests: list[bytes], connections: int, at: list[float] | None = None
+    port: int,
+    requests: list[bytes],
+    connections: int,
+    at: list[float] | None = None,
+    read_timing: bool = False,
 ) -> Timed:
     """Send `requests` over `connections` keep-alive connections, each taking the next one;
     with `at` (seconds from the start, one per request), not before that time, and latency is
-    counted from it (so a late send counts against the server, not the load)."""
+    counted from it (so a late send counts against the server, not the load). `read_timing`:
+    also keep each decision's time inside the service."""
     timed = Timed()
     queue = list(enumerate(requests))
     queue.reverse()
@@ -190,8 +217,17 @@ async def _send_all(
                     if due > start:
                         await asyncio.sleep(due - start)
                     start = due
-                status = await _exchange(reader, writer, request)
-                timed.add(time.perf_counter() - start, status)
+                try:
+                    status, body = await _exchange(reader, writer, request)
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    # The server closed a connection left idle past its keep-alive (a slow
+                    # paced load): send again on a new one. A request it did decide is
+                    # answered from the stored decision (same refund id).
+                    writer.close()
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                    status, body = await _exchange(reader, writer, request)
+                inside = service_total_ms(body) if read_timing and status == 200 else None
+                timed.add(time.perf_counter() - start, status, inside)
         finally:
             writer.close()
 
@@ -199,44 +235,84 @@ async def _send_all(
     return timed
 
 
-def _mib(n: int) -> str:
-    return f"{n / (1 << 20):,.0f} MiB"
+@dataclass(frozen=True)
+class World:
+    """A world to measure: its label, raw folder, and the schema its history was ingested
+    into (None: the environment's)."""
+
+    label: str
+    raw: Path
+    schema: str | None = None
 
 
-def _met(ok: bool) -> str:
-    return "met" if ok else "NOT met"
+def parse_world(text: str) -> World:
+    """`LABEL=RAW_DIR` or `LABEL=RAW_DIR@SCHEMA` (argparse type)."""
+    label, sep, rest = text.partition("=")
+    if not sep or not label or not rest:
+        raise argparse.ArgumentTypeError(f"expected LABEL=RAW_DIR[@SCHEMA], not {text!r}")
+    raw, _, schema = rest.partition("@")
+    if not (Path(raw) / "orders.parquet").exists():
+        raise argparse.ArgumentTypeError(f"no orders.parquet in {raw}")
+    return World(label, Path(raw), schema or None)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run the four steps and print a table of the figures."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--raw", type=Path, required=True, help="The world's raw folder.")
-    parser.add_argument("--label", default="", help="A name for the world in the table.")
-    parser.add_argument("--first", type=int, default=500)
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--capacity-seconds", type=float, default=15.0)
-    parser.add_argument("--load-seconds", type=float, default=600.0)
-    parser.add_argument("--load-share", type=float, default=0.5)
-    parser.add_argument("--load-customers", type=int, default=5000)
-    parser.add_argument("--seed", type=int, default=11)
-    parser.add_argument("--start-timeout", type=float, default=120.0)
-    parser.add_argument("--json", action="store_true", help="Also print the figures as JSON.")
-    args = parser.parse_args(argv)
-    for name in ("first", "concurrency", "load_customers"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be 1 or more")
-    if not 0 < args.load_share <= 1:
-        parser.error(f"--load-share must be in (0, 1], not {args.load_share}")
-    if not (args.raw / "orders.parquet").exists():
-        parser.error(f"--raw: no orders.parquet in {args.raw}")
+TABLE_ROWS: tuple[tuple[str, str, str], ...] = (
+    ("seconds to first /healthz 200", "healthz_s", "< 1 s"),
+    ("seconds to first /readyz 200", "readyz_s", "< 5 s"),
+    ("resident memory when ready (MiB)", "rss_ready_mib", "< 1024"),
+    ("first decision in service p50 (ms)", "first_service_p50_ms", ""),
+    ("first decision in service p99 (ms)", "first_service_p99_ms", "< 5"),
+    ("first decision, one at a time, p50 (ms)", "first_1_p50_ms", ""),
+    ("first decision, one at a time, p99 (ms)", "first_1_p99_ms", ""),
+    ("first decision, N at once, p50 (ms)", "first_n_p50_ms", ""),
+    ("first decision, N at once, p99 (ms)", "first_n_p99_ms", ""),
+    ("capacity, closed loop (decisions/s)", "capacity_rps", ""),
+    ("paced load (decisions/s)", "load_rps", ""),
+    ("paced load latency p99 (ms)", "load_p99_ms", ""),
+    ("resident memory after the load (MiB)", "rss_after_load_mib", "< 1024"),
+    ("resident memory, peak during the load (MiB)", "rss_peak_mib", "< 1024"),
+)
 
+
+def target_met(key: str, value: float) -> bool | None:
+    """Whether a figure meets the issue's target (None: the figure has none)."""
+    limits = {
+        "healthz_s": 1.0,
+        "readyz_s": TARGET_READY_SECONDS,
+        "rss_ready_mib": TARGET_RSS_BYTES / (1 << 20),
+        "first_service_p99_ms": TARGET_FIRST_P99_MS,
+        "rss_after_load_mib": TARGET_RSS_BYTES / (1 << 20),
+        "rss_peak_mib": TARGET_RSS_BYTES / (1 << 20),
+    }
+    return None if key not in limits else value < limits[key]
+
+
+def format_table(results: dict[str, dict[str, float]]) -> str:
+    """One row per figure, one column per world, the target and whether every world met it."""
+    labels = list(results)
+    width = max(12, *(len(label) + 2 for label in labels))
+    lines = [f"{'figure':<46}" + "".join(f"{label:>{width}}" for label in labels) + "  target"]
+    for name, key, target in TABLE_ROWS:
+        values = [results[label].get(key, float("nan")) for label in labels]
+        cells = "".join(f"{value:>{width},.2f}" for value in values)
+        verdicts = {target_met(key, v) for v in values}
+        verdict = "" if None in verdicts else (" met" if verdicts == {True} else " NOT met")
+        lines.append(f"{name:<46}{cells}  {target}{verdict if target else ''}")
+    return "\n".join(lines)
+
+
+def measure_world(world: World, args: argparse.Namespace) -> dict[str, float]:
+    """Start `refund-risk serve` over one world and take its figures."""
+    if world.schema is not None:
+        os.environ["REFUND_RISK_DATABASE_SCHEMA"] = world.schema
     began = time.perf_counter()
-    bodies, after = pick_templates(args.raw, 2 * args.first + args.load_customers, args.seed)
+    bodies, after = pick_templates(world.raw, 2 * args.first + args.load_customers, args.seed)
     if len(bodies) < 2 * args.first + 1:
-        raise SystemExit(f"only {len(bodies)} customers with a delivered order in {args.raw}")
-    print(f"templates: {len(bodies):,} ({time.perf_counter() - began:.1f} s)", file=sys.stderr)
+        raise SystemExit(f"only {len(bodies)} customers with a delivered order in {world.raw}")
+    print(
+        f"{world.label}: templates {len(bodies):,} ({time.perf_counter() - began:.1f} s)",
+        file=sys.stderr,
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     token = _create_key(env)
     headers = {"X-API-Key": token}
@@ -244,6 +320,7 @@ def main(argv: list[str] | None = None) -> None:
     tag = f"scale-{int(time.time())}"
     serve = [str(Path(sys.executable).parent / "refund-risk"), "serve", "--port", str(port)]
     serve += ["--log-level", "warning"]
+    load_before = os.getloadavg()[0]
     launched = time.monotonic()
     process = subprocess.Popen(serve, env=env)
     try:
@@ -270,75 +347,93 @@ def main(argv: list[str] | None = None) -> None:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             process.kill()
-
-    figures = {
-        "healthz_s": started.healthz_seconds,
-        "readyz_s": started.readyz_seconds,
-        "rss_ready_bytes": started.rss_bytes,
-        "first_1_p50_ms": one_by_one.ms(0.5),
-        "first_1_p99_ms": one_by_one.ms(0.99),
-        f"first_{args.concurrency}_p50_ms": together.ms(0.5),
-        f"first_{args.concurrency}_p99_ms": together.ms(0.99),
-        "capacity_rps": capacity.throughput,
-        "load_rps": len(paced.latencies) / args.load_seconds,
-        "load_p99_ms": paced.ms(0.99),
-        "rss_after_load_bytes": rss_after,
-        "rss_peak_bytes": peak[0],
-    }
-    load_avg = os.getloadavg()[0]
-    print(
-        f"\nworld {args.label or args.raw}: refund-risk serve, 1 worker, configured from env; "
-        f"machine load average {load_avg:.1f} on {os.cpu_count()} cores at the end"
-    )
-    print(f"{'figure':<52} {'measured':>14}  target")
-    rows = [
-        (
-            "seconds to first /healthz 200",
-            f"{started.healthz_seconds:.2f} s",
-            "< 1 s: " + _met(started.healthz_seconds < 1.0),
-        ),
-        (
-            "seconds to first /readyz 200",
-            f"{started.readyz_seconds:.2f} s",
-            "< 5 s: " + _met(started.readyz_seconds < TARGET_READY_SECONDS),
-        ),
-        ("resident memory when ready", _mib(started.rss_bytes), ""),
-        (
-            f"first decision, one at a time, p50 / p99 ({args.first})",
-            f"{one_by_one.ms(0.5):.2f} / {one_by_one.ms(0.99):.2f} ms",
-            "p99 < 5 ms: " + _met(one_by_one.ms(0.99) < TARGET_FIRST_P99_MS),
-        ),
-        (
-            f"first decision, {args.concurrency} at once, p50 / p99 ({args.first})",
-            f"{together.ms(0.5):.2f} / {together.ms(0.99):.2f} ms",
-            "",
-        ),
-        (
-            f"capacity, {args.concurrency} connections, closed loop",
-            f"{capacity.throughput:,.0f} /s",
-            "",
-        ),
-        (
-            f"load: {args.load_share:g} of capacity for {args.load_seconds:g} s",
-            f"{figures['load_rps']:,.0f} /s",
-            "",
-        ),
-        ("load latency p50 / p99", f"{paced.ms(0.5):.2f} / {paced.ms(0.99):.2f} ms", ""),
-        (
-            "resident memory after the load (peak)",
-            f"{_mib(rss_after)} ({_mib(peak[0])})",
-            "< 1 GiB: " + _met(peak[0] < TARGET_RSS_BYTES),
-        ),
-    ]
-    for name, value, target in rows:
-        print(f"{name:<52} {value:>14}  {target}")
     errors = {
         k: v for t in (one_by_one, together, paced) for k, v in t.statuses.items() if k != 200
     }
     if errors or capacity.errors:
-        print(f"answers other than 200: {errors}, capacity run errors: {capacity.errors}")
+        print(
+            f"{world.label}: answers other than 200: {errors}, capacity errors: {capacity.errors}"
+        )
+    first = Timed(service=one_by_one.service + together.service)
+    mib = float(1 << 20)
+    return {
+        "healthz_s": started.healthz_seconds,
+        "readyz_s": started.readyz_seconds,
+        "rss_ready_mib": started.rss_bytes / mib,
+        "first_service_p50_ms": first.service_ms(0.5),
+        "first_service_p99_ms": first.service_ms(0.99),
+        "first_1_p50_ms": one_by_one.ms(0.5),
+        "first_1_p99_ms": one_by_one.ms(0.99),
+        "first_n_p50_ms": together.ms(0.5),
+        "first_n_p99_ms": together.ms(0.99),
+        "capacity_rps": capacity.throughput,
+        "load_rps": len(paced.latencies) / args.load_seconds,
+        "load_p99_ms": paced.ms(0.99),
+        "rss_after_load_mib": rss_after / mib,
+        "rss_peak_mib": peak[0] / mib,
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg()[0],
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Measure each world in turn and print one table of the figures."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--world",
+        type=parse_world,
+        action="append",
+        default=[],
+        metavar="LABEL=RAW_DIR[@SCHEMA]",
+        help="A world to measure (repeat for several): its raw folder, and the PostgreSQL "
+        "schema its history was ingested into if not REFUND_RISK_DATABASE_SCHEMA.",
+    )
+    parser.add_argument(
+        "--raw", type=Path, help="One world's raw folder (the environment's schema)."
+    )
+    parser.add_argument("--label", default="", help="A name for the --raw world in the table.")
+    parser.add_argument("--first", type=int, default=500)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--capacity-seconds", type=float, default=15.0)
+    parser.add_argument("--load-seconds", type=float, default=600.0)
+    parser.add_argument("--load-share", type=float, default=0.5)
+    parser.add_argument("--load-customers", type=int, default=5000)
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--start-timeout", type=float, default=120.0)
+    parser.add_argument("--json", action="store_true", help="Also print the figures as JSON.")
+    args = parser.parse_args(argv)
+    for name in ("first", "concurrency", "load_customers"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be 1 or more")
+    if not 0 < args.load_share <= 1:
+        parser.error(f"--load-share must be in (0, 1], not {args.load_share}")
+    worlds: list[World] = list(args.world)
+    if args.raw is not None:
+        if not (args.raw / "orders.parquet").exists():
+            parser.error(f"--raw: no orders.parquet in {args.raw}")
+        worlds.append(World(args.label or str(args.raw), args.raw))
+    if not worlds:
+        parser.error("name a world: --world LABEL=RAW_DIR[@SCHEMA] or --raw RAW_DIR")
+    if len({w.label for w in worlds}) < len(worlds):
+        parser.error("each world needs its own label")
+
+    results = {world.label: measure_world(world, args) for world in worlds}
+    loads = [
+        v for r in results.values() for v in (r["load_average_before"], r["load_average_after"])
+    ]
+    print(
+        f"\nrefund-risk serve, 1 worker, configured from the environment; first decisions: "
+        f"{args.first} distinct customers one at a time, then {args.first} others over "
+        f"{args.concurrency} connections; load: {args.load_share:g} of the closed-loop capacity "
+        f"({args.concurrency} connections, {args.capacity_seconds:g} s) for "
+        f"{args.load_seconds:g} s. Machine load average {min(loads):.1f} to {max(loads):.1f} "
+        f"on {os.cpu_count()} cores around the runs."
+    )
+    print(format_table(results))
     if args.json:
-        print(json.dumps(figures))
+        print(json.dumps(results))
 
 
 def _first_decisions(
@@ -350,7 +445,7 @@ def _first_decisions(
     connections: int,
 ) -> Timed:
     make = _requests(bodies, after, port, headers, tag)
-    return asyncio.run(_send_all(port, [make() for _ in bodies], connections))
+    return asyncio.run(_send_all(port, [make() for _ in bodies], connections, read_timing=True))
 
 
 async def _paced(

@@ -318,3 +318,28 @@ def test_fingerprint_lookups_use_the_fingerprint_index(store_url: StoreUrl) -> N
             plan = " ".join(r[0] for r in connection.exec_driver_sql(f"EXPLAIN {sql}"))
     store.dispose()
     assert "ix_event_identity_links_fingerprint_kind" in plan, plan
+
+
+def test_histories_read_in_one_round_trip_are_the_rows_of_one_query_per_table(
+    random_world: Callable[..., Tables], store_url: StoreUrl
+) -> None:
+    """On PostgreSQL a history's five reads go together (pipeline mode, plain SQL): the same
+    rows, columns and Python types as one SQLAlchemy query per table."""
+    from features.store import _queried_histories
+
+    tables = random_world(seed=37, n_customers=40)
+    store = _open(store_url)
+    store.write_frames(tables)
+    ids = [*sorted(tables["customers"]["customer_id"])[:25], "c-nobody"]
+
+    def canonical(rows: list[dict[str, Any]]) -> list[list[tuple[str, Any, str]]]:
+        return sorted([(k, v, type(v).__name__) for k, v in sorted(row.items())] for row in rows)
+
+    with store.engine.connect() as connection:
+        expected = _queried_histories(connection, ids)
+        got = store.histories(ids, connection)
+    store.dispose()
+    assert set(got) == set(expected)
+    assert all(expected[name] for name in expected), "the world has rows in every table"
+    for name in expected:
+        assert canonical(got[name]) == canonical(expected[name]), name
