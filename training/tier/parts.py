@@ -1,0 +1,91 @@
+"""Snapshot months cut down to what tier training reads from them, so months can be streamed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from features.batch import CREDIT_TARGET_COLUMNS
+from features.definitions import FEATURES
+from refund_risk.errors import DataValidationError
+from training.tier.loss import REFUND_REQUESTS, TARGET
+from training.tier.tiers import has_history
+
+
+def check_snapshot_columns(snapshots: pd.DataFrame, features: Sequence[str]) -> None:
+    needed = ["snapshot_at", "customer_id", TARGET, REFUND_REQUESTS, "target_window_complete"]
+    needed += list(features)
+    missing = [c for c in needed if c not in snapshots.columns]
+    if missing:
+        raise DataValidationError(f"credit snapshots lack columns: {', '.join(missing)}")
+    leaked = set(features) & (set(CREDIT_TARGET_COLUMNS) | {"latent_type", "ring_id"})
+    if leaked:
+        raise DataValidationError(f"targets or oracle columns among features: {sorted(leaked)}")
+
+
+@dataclass
+class SnapshotPart:
+    """Snapshot rows of some months cut down to what tier training reads from them.
+
+    `known` says, per row, whether the customer had a history (the model scores only those);
+    `labels` holds per row the two columns the loss definitions read (`TARGET`,
+    `REFUND_REQUESTS`); `rows` holds the feature columns of the known rows only; `head`, for
+    test months, the `snapshot_at` and `customer_id` of every row. A month of a million-customer
+    world is about 700,000 rows, so training keeps these parts, never whole snapshot frames.
+    """
+
+    known: np.ndarray
+    labels: pd.DataFrame
+    rows: pd.DataFrame
+    head: pd.DataFrame | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def snapshot_part(
+    frame: pd.DataFrame, columns: Sequence[str], with_head: bool = False
+) -> SnapshotPart:
+    """`frame` (snapshot rows) reduced to a `SnapshotPart` keeping the feature `columns`."""
+    known = has_history(frame)
+    head = None
+    if with_head:
+        head = pd.DataFrame(
+            {
+                "snapshot_at": frame["snapshot_at"].to_numpy(),
+                "customer_id": frame["customer_id"].to_numpy(),
+            }
+        )
+    return SnapshotPart(
+        known=known,
+        labels=frame.loc[:, [TARGET, REFUND_REQUESTS]].reset_index(drop=True),
+        rows=frame.loc[known, list(columns)].reset_index(drop=True),
+        head=head,
+    )
+
+
+def join_parts(parts: Iterable[SnapshotPart]) -> SnapshotPart:
+    """Several parts as one, rows in the order given (each part is released once copied)."""
+    parts = list(parts)
+    if len(parts) == 1:
+        return parts[0]
+    known = np.concatenate([p.known for p in parts]) if parts else np.zeros(0, dtype=bool)
+    labels = pd.concat([p.labels for p in parts], ignore_index=True) if parts else None
+    heads = [p.head for p in parts if p.head is not None]
+    rows = pd.concat([p.rows for p in parts], ignore_index=True) if parts else None
+    empty = pd.DataFrame({TARGET: np.zeros(0, dtype=bool), REFUND_REQUESTS: np.zeros(0)})
+    return SnapshotPart(
+        known=known,
+        labels=labels if labels is not None else empty,
+        rows=rows if rows is not None else pd.DataFrame(),
+        head=pd.concat(heads, ignore_index=True) if heads else None,
+    )
+
+
+def feature_columns(snapshots: pd.DataFrame) -> list[str]:
+    """The snapshot columns that are features (what a champion model may read), in order."""
+    names = {f.name for f in FEATURES}
+    return [c for c in snapshots.columns if c in names]
