@@ -46,6 +46,28 @@ class SnapshotPart:
         return len(self.labels)
 
 
+def compact(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with each number column in the narrowest of float32 / int32 that holds every one of
+    its values exactly, else as it was.
+
+    Memory only: a column converted back to float64 (as the model's input matrix is) gives the
+    same values bit for bit, so the model and its scores do not change. Most tier inputs are
+    counts, which fit; money sums and rates mostly do not, and stay float64.
+    """
+    narrowed: dict[str, np.ndarray] = {}
+    for name in frame.columns:
+        values = frame[name].to_numpy()
+        if values.dtype == np.float64:
+            narrow = values.astype(np.float32)
+            if np.array_equal(narrow.astype(np.float64), values, equal_nan=True):
+                narrowed[name] = narrow
+        elif values.dtype == np.int64 and len(values):
+            info = np.iinfo(np.int32)
+            if info.min <= values.min() and values.max() <= info.max:
+                narrowed[name] = values.astype(np.int32)
+    return frame.assign(**narrowed) if narrowed else frame
+
+
 def snapshot_part(
     frame: pd.DataFrame, columns: Sequence[str], with_head: bool = False
 ) -> SnapshotPart:
@@ -62,7 +84,7 @@ def snapshot_part(
     return SnapshotPart(
         known=known,
         labels=frame.loc[:, [TARGET, REFUND_REQUESTS]].reset_index(drop=True),
-        rows=frame.loc[known, list(columns)].reset_index(drop=True),
+        rows=compact(frame.loc[known, list(columns)].reset_index(drop=True)),
         head=head,
     )
 
