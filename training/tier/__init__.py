@@ -93,6 +93,7 @@ from training.tier.model import CreditTierModel
 from training.tier.parts import (
     SnapshotPart,
     check_snapshot_columns,
+    compact,
     feature_columns,
     join_parts,
     snapshot_part,
@@ -129,6 +130,7 @@ __all__ = [
     "TierTrainingResult",
     "check_snapshot_columns",
     "choose_loss",
+    "compact",
     "customer_tiers",
     "default_cutoff",
     "feature_columns",

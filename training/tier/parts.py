@@ -58,7 +58,8 @@ def compact(frame: pd.DataFrame) -> pd.DataFrame:
     for name in frame.columns:
         values = frame[name].to_numpy()
         if values.dtype == np.float64:
-            narrow = values.astype(np.float32)
+            with np.errstate(over="ignore"):  # too large for float32: inf, so not exact
+                narrow = values.astype(np.float32)
             if np.array_equal(narrow.astype(np.float64), values, equal_nan=True):
                 narrowed[name] = narrow
         elif values.dtype == np.int64 and len(values):
