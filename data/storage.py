@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -107,17 +107,23 @@ def write_table(frame: pd.DataFrame | pa.Table, table: Table, directory: Path) -
     return target
 
 
-def read_table(table: Table | str, directory: Path) -> pd.DataFrame:
-    """Read one stored table; raise NotFoundError naming the missing file."""
+def read_table(
+    table: Table | str, directory: Path, columns: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """Read one stored table (only `columns`, if given); raise NotFoundError naming the file."""
     spec = TABLES[table] if isinstance(table, str) else table
     path = directory / f"{spec.name}.parquet"
     if not path.exists():
         recover_directory(directory)
     if not path.exists():
         raise NotFoundError(f"no {spec.name} table at {path}; generate or import a world first")
-    return pd.read_parquet(path)
+    return pd.read_parquet(path, columns=None if columns is None else list(columns))
 
 
-def read_world(directory: Path) -> dict[str, pd.DataFrame]:
-    """Read every raw table from `directory`, keyed by table name."""
-    return {name: read_table(name, directory) for name in TABLES}
+def read_world(
+    directory: Path, columns: Mapping[str, Sequence[str]] | None = None
+) -> dict[str, pd.DataFrame]:
+    """Read every raw table from `directory`, keyed by table name; a table named in `columns`
+    only with the columns given there."""
+    columns = columns or {}
+    return {name: read_table(name, directory, columns.get(name)) for name in TABLES}

@@ -203,6 +203,19 @@ class _SourceArrays:
     unique_times: np.ndarray
 
 
+def filter_columns(source: str) -> list[str]:
+    """The event columns the defined features filter `source`'s events on."""
+    return sorted(
+        {
+            flt.column
+            for feature in FEATURES
+            for sub in substreams_of(feature)
+            if sub.source == source
+            for flt in sub.filters
+        }
+    )
+
+
 def _filter_mask(frame: pd.DataFrame, filters: tuple[Filter, ...]) -> np.ndarray:
     mask = np.ones(len(frame), dtype=bool)
     for flt in filters:
@@ -296,10 +309,15 @@ class BatchBuilder:
         """A source's events as arrays, computed once and shared by its sub-streams."""
         if source not in self._sources:
             spec = SOURCES[source]
-            events = self.events(source)
+            # Built here, not kept by `events`: the orders source is a copy of the whole orders
+            # table, and only its arrays and filter columns are read from now on.
+            events = self._events.pop(source, None)
+            events = (
+                source_events(source, self.tables, self.order_rows()) if events is None else events
+            )
             times = events["time_us"].to_numpy(dtype=np.int64)
             self._sources[source] = _SourceArrays(
-                frame=events,
+                frame=events.loc[:, filter_columns(source)],
                 times=times,
                 ids=events["event_id"].reset_index(drop=True),
                 codes={
@@ -317,7 +335,10 @@ class BatchBuilder:
             spec = SOURCES[sub.source]
             src = self._source(sub.source)
             codes = src.codes[sub.entity]
-            keep = _filter_mask(src.frame, sub.filters) & (codes >= 0) & (src.times != NOT_SET)
+            # A filter on a column no defined feature filters on reads the whole events again.
+            known = all(flt.column in src.frame.columns for flt in sub.filters)
+            frame = src.frame if known else self.events(sub.source)
+            keep = _filter_mask(frame, sub.filters) & (codes >= 0) & (src.times != NOT_SET)
             picked = np.flatnonzero(keep)
             self._streams[sub] = SortedStream(
                 codes[picked],
@@ -422,21 +443,34 @@ class BatchBuilder:
         """Every feature's values for every query row, in `features` order."""
         values: dict[str, np.ndarray] = {}
         bounds: dict[tuple[SubStream, int | None], tuple[np.ndarray, ...]] = {}
+        # A sub-stream's first event and end are the same for every window: held once.
+        ends: dict[SubStream, tuple[np.ndarray, np.ndarray]] = {}
 
         def window(sub: SubStream, feature: Feature) -> tuple[np.ndarray, ...]:
             key = (sub, feature.window_days)
             if key not in bounds:
                 s = self.stream(sub)
                 codes, t = queries.codes[sub.entity], queries.times
-                start = s.starts(codes)
-                hi = s.before(codes, t)
+                if sub not in ends:
+                    ends[sub] = (s.starts(codes), s.before(codes, t))
+                start, hi = ends[sub]
                 w = feature.window_start_us
                 lo = start if w is None else s.before(codes, t - w)
                 bounds[key] = (lo, hi, start)
             return bounds[key]
 
-        for feature in features:
+        # Each feature's positions are released after the last feature that reads them.
+        last_window: dict[tuple[SubStream, int | None], int] = {}
+        last_sub: dict[SubStream, int] = {}
+        for i, feature in enumerate(features):
+            for sub in substreams_of(feature):
+                last_window[(sub, feature.window_days)] = last_sub[sub] = i
+        for i, feature in enumerate(features):
             values[feature.name] = self._evaluate_one(feature, queries, values, window)
+            for key in [k for k in bounds if last_window.get(k, i) <= i]:
+                del bounds[key]
+            for sub in [k for k in ends if last_sub.get(k, i) <= i]:
+                del ends[sub]
         return values
 
     def _evaluate_one(

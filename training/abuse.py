@@ -9,7 +9,6 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
@@ -20,6 +19,7 @@ from data.schema import ORDER_STAGES, REFUND_TYPES
 from features.definitions import FEATURES
 from refund_risk.errors import DataValidationError
 from training.dataset import CATEGORICAL, FEATURE_NAMES, AbuseDataset, feature_matrix
+from training.estimator import CalibratedBooster, platt_scaling
 from training.metrics import (
     capacity_metrics,
     expected_calibration_error,
@@ -174,11 +174,7 @@ def feature_family(name: str) -> str:
     return "other"
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return np.asarray(1.0 / (1.0 + np.exp(-x)))
-
-
-class AbuseRiskModel(ClassifierMixin, BaseEstimator):
+class AbuseRiskModel(CalibratedBooster):
     """LightGBM on the request features: an evidence scorecard, then trees; Platt calibration.
 
     The booster is fitted in two stages (one booster, so the service scores it as any other):
@@ -320,10 +316,7 @@ class AbuseRiskModel(ClassifierMixin, BaseEstimator):
         """Fit the booster on (X, y) (rows in time order), then its calibration (see class)."""
         X = np.asarray(X, dtype=np.float64)
         y = np.asarray(y, dtype=bool)
-        self.booster_ = self._fit_booster(X, y)
-        self.classes_ = np.array([False, True])
-        self.n_features_in_ = X.shape[1]
-        self.calibration_ = (1.0, 0.0)
+        self._fitted(self._fit_booster(X, y), X.shape[1])
         if X_calibration is not None and y_calibration is not None:
             self.calibrate(X_calibration, y_calibration)
         elif self.calibration_folds >= 2:
@@ -354,24 +347,8 @@ class AbuseRiskModel(ClassifierMixin, BaseEstimator):
             raise DataValidationError(
                 "the calibration period has only one class of label; use a longer period"
             )
-        platt = LogisticRegression(C=100.0, max_iter=1000).fit(raw.reshape(-1, 1), labels)
-        self.calibration_ = (float(platt.coef_[0, 0]), float(platt.intercept_[0]))
+        self.calibration_ = platt_scaling(raw, labels, C=100.0)
         return self
-
-    def predict_raw(self, X: np.ndarray) -> np.ndarray:
-        """The trees' raw margin (log-odds before calibration)."""
-        return np.asarray(self.booster_.predict(X, raw_score=True, num_threads=1))
-
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """Calibrated probabilities, shape (n, 2): honest, abusive."""
-        a, b = self.calibration_
-        p = _sigmoid(a * self.predict_raw(X) + b)
-        return np.column_stack([1.0 - p, p])
-
-    def contributions(self, X: np.ndarray) -> np.ndarray:
-        """Per-feature contributions to the raw score (TreeSHAP), shape (n, features)."""
-        out = np.asarray(self.booster_.predict(X, pred_contrib=True, num_threads=1))
-        return out[:, :-1]
 
 
 def family_figures(model: AbuseRiskModel, X: np.ndarray) -> pd.DataFrame:

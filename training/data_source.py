@@ -9,8 +9,8 @@ import pandas as pd
 
 from data.storage import read_world
 from data.world_io import load_oracle
-from features.batch import build_refund_features
-from features.definitions import FEATURE_VERSION
+from features.batch import build_refund_features, filter_columns
+from features.definitions import FEATURE_VERSION, SOURCES
 from refund_risk.settings import Settings
 
 
@@ -26,15 +26,27 @@ class TrainingInputs:
     manifest: dict[str, Any] = field(default_factory=dict)
 
 
+def snapshot_order_columns() -> list[str]:
+    """The columns of the orders table that monthly customer snapshots read: the orders event
+    source's id, time, customer and numbers, any column a feature filters orders on, and what a
+    refund request reads of its order (the id, the delivery time)."""
+    spec = SOURCES["orders"]
+    wanted = {spec.id_column, spec.time_column, *(c for _, c in spec.entity_columns)}
+    wanted |= {*spec.columns, *filter_columns("orders"), "order_id", "delivered_at"}
+    return sorted(wanted)
+
+
 def load_training_inputs(settings: Settings, refund_rows: bool = True) -> TrainingInputs:
     """Read the raw tables and build the refund feature rows from them.
 
     The rows are built here rather than read from an earlier `features build` so a model can
     never be trained on a feature table from other definitions or other raw data. With
     `refund_rows=False` (the tier model, which learns from monthly snapshots) they are not
-    built and `rows` is empty; the manifest is the same.
+    built and `rows` is empty, and of the orders table, by far the largest, only the columns
+    snapshots read are loaded; the manifest is the same.
     """
-    tables = read_world(settings.raw_dir)
+    columns = None if refund_rows else {"orders": snapshot_order_columns()}
+    tables = read_world(settings.raw_dir, columns)
     requests = tables["refund_requests"]
     rows = build_refund_features(tables) if refund_rows else requests.iloc[:0]
     oracle = load_oracle(settings.oracle_dir)

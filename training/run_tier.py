@@ -41,7 +41,7 @@ from training.tier import (
     CreditTierModel,
     SnapshotPart,
     TierTrainingResult,
-    _check_columns,
+    check_snapshot_columns,
     default_cutoff,
     feature_columns,
     history_needed,
@@ -128,7 +128,7 @@ def _month_part(
 ) -> SnapshotPart:
     # A function of its own, so the whole month's frame is released before the next is built.
     frame = builder.snapshot_rows(at)
-    _check_columns(frame, features)
+    check_snapshot_columns(frame, features)
     columns = feature_columns(frame) if test else features
     return snapshot_part(frame, columns, with_head=test)
 
