@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from refund_risk.errors import ConfigurationError, RefundRiskError
@@ -348,7 +349,8 @@ async def get_decision(
 ) -> StoredDecisionOut:
     """The decision as it was returned, the request it answered and the feature values used.
     Role: reviewer."""
-    return service.stored_decision(decision_id)
+    # A database read (and JSON decoding) for ops: off the event loop that serves decisions.
+    return await run_in_threadpool(service.stored_decision, decision_id)
 
 
 @router.get(
@@ -460,7 +462,9 @@ async def readyz(request: Request) -> Response:
     readiness = service.readiness()
     if readiness.checks["database"].ok:
         try:
-            history = history_check(service.engine, service.settings.require_history)
+            history = await run_in_threadpool(
+                history_check, service.engine, service.settings.require_history
+            )
         except sa.exc.SQLAlchemyError as exc:
             first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
             history = CheckOut(ok=False, detail=first[0] if first else "unreadable")

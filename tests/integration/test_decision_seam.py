@@ -6,18 +6,20 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
-from fastapi import FastAPI
+import sqlalchemy as sa
+from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 from serving_world import World, decision_body, held
 from starlette.types import Message, Receive, Scope, Send
 
 from refund_risk.settings import Settings
-from serving.app import DECISION_PATH, DecisionRoute, create_app
+from serving.app import DECISION_PATH, AsScorer, DecisionRoute, create_app
 
 pytestmark = [pytest.mark.slow]
 
@@ -51,10 +53,12 @@ def pair(
 
 def _answer(response: Any) -> tuple[int, dict[str, str], Any]:
     """Status, headers and body, the decision's volatile values left out."""
-    body = response.json()
+    body, headers = response.json(), dict(response.headers)
+    assert int(headers["content-length"]) == len(response.content)
     if isinstance(body, dict) and "decision_id" in body:
         body = {k: v for k, v in body.items() if k not in VOLATILE}
-    return response.status_code, dict(response.headers), body
+        del headers["content-length"]  # the timings' digits vary
+    return response.status_code, headers, body
 
 
 def _requests(world: World) -> list[tuple[str, dict[str, str], bytes]]:
@@ -149,22 +153,30 @@ def test_the_decision_route_answers_like_the_framework_handler(
     assert {200, 400, 401, 403, 409, 413, 422} <= statuses
 
 
-def test_a_simply_right_request_is_read_in_one_step(
+def test_a_simply_right_request_skips_fastapis_request_handling(
     serving_world: World, pair: tuple[TestClient, TestClient, Path]
 ) -> None:
-    """The direct read is taken: the stored request is the body as sent, byte for byte (FastAPI's
-    own handler stores the request as the model writes it)."""
-    direct, _, database = pair
-    body = decision_body(serving_world, held(serving_world, 2))
-    sent = json.dumps(body, indent=3)
-    headers = {"X-API-Key": serving_world.keys["scorer"], "Content-Type": "application/json"}
-    r = direct.post(DECISION_PATH, content=sent.encode(), headers=headers)
-    assert r.status_code == 200, r.text
-    with sqlite3.connect(database) as con:
-        (stored,) = con.execute(
-            "SELECT request FROM serving_decisions WHERE refund_id = ?", (body["refund_id"],)
-        ).fetchone()
-    assert stored == sent
+    """The one-step read is taken: a scorer's valid JSON request is decided without FastAPI
+    resolving the route's dependencies, which it does for the same request with a charset in
+    its content type (left to FastAPI's handler)."""
+    direct, _, _ = pair
+    app: Any = direct.app
+    resolved: list[str] = []
+
+    async def noted(request: Request) -> Any:
+        resolved.append(request.headers["content-type"])
+        return request.app.state.service
+
+    app.dependency_overrides[get_args(AsScorer)[1].dependency] = noted
+    try:
+        for i, content_type in ((5, "application/json"), (6, "application/json; charset=utf-8")):
+            body = json.dumps(decision_body(serving_world, held(serving_world, i))).encode()
+            headers = {"X-API-Key": serving_world.keys["scorer"], "Content-Type": content_type}
+            r = direct.post(DECISION_PATH, content=body, headers=headers)
+            assert r.status_code == 200, r.text
+    finally:
+        app.dependency_overrides.clear()
+    assert resolved == ["application/json; charset=utf-8"]
 
 
 class Seen:
@@ -203,3 +215,40 @@ def test_an_added_middleware_sees_the_decision_route(serving_world: World, tmp_p
         (DECISION_PATH, 401),
     ]
     assert all(isinstance(route, DecisionRoute) for _, route, _ in notes)
+
+
+def test_a_slow_dashboard_query_does_not_delay_a_decision(
+    serving_world: World, tmp_path: Path
+) -> None:
+    """The dashboard's queries run off the event loop: a decision is answered while one of
+    them is still waiting in the database."""
+    app = create_app(_copy(serving_world, tmp_path), freeze_gc=False)
+    waiting, release, finished = threading.Event(), threading.Event(), threading.Event()
+
+    def slow(connection: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "GROUP BY" in statement and "serving_decisions" in statement and not waiting.is_set():
+            waiting.set()
+            release.wait(20)
+            finished.set()
+
+    body = decision_body(serving_world, held(serving_world, 4))
+    headers = {"X-API-Key": serving_world.keys["scorer"]}
+    pages: list[Any] = []
+    with TestClient(app) as client:
+        sa.event.listen(app.state.service.engine, "before_cursor_execute", slow)
+        looking = threading.Thread(
+            target=lambda: pages.append(
+                client.get("/ops/dashboard", headers={"X-API-Key": serving_world.keys["reviewer"]})
+            )
+        )
+        looking.start()
+        try:
+            assert waiting.wait(60), "the dashboard never queried the decisions"
+            decided = client.post(DECISION_PATH, json=body, headers=headers)
+            answered_meanwhile = not finished.is_set()
+        finally:
+            release.set()
+            looking.join(60)
+    assert decided.status_code == 200, decided.text
+    assert answered_meanwhile
+    assert [page.status_code for page in pages] == [200]
