@@ -14,16 +14,18 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Security
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader
 from pydantic import ValidationError
-from starlette.types import Message, Receive, Scope, Send
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from refund_risk.errors import ConfigurationError, RefundRiskError
 from refund_risk.settings import Settings, load_settings
@@ -31,12 +33,11 @@ from serving import alerts, ops_routes
 from serving.auth import Role
 from serving.errors import (
     AuthenticationError,
-    BodyTooLargeError,
     PermissionDeniedError,
-    http_error,
     install_error_handlers,
 )
 from serving.metrics import CONTENT_TYPE, LatencyMiddleware, Metrics
+from serving.middleware import BodyLimitMiddleware, StartingMiddleware
 from serving.schemas import (
     FACT_CONFLICT_EXAMPLE,
     IDEMPOTENCY_CONFLICT_EXAMPLE,
@@ -47,7 +48,6 @@ from serving.schemas import (
     CheckOut,
     CustomerTierOut,
     DecisionOut,
-    ErrorBody,
     ErrorResponse,
     EventsIn,
     EventsOut,
@@ -58,7 +58,7 @@ from serving.schemas import (
     StoredDecisionOut,
     UtcTime,
 )
-from serving.service import Service
+from serving.service import DecisionResult, Service
 from serving.startup import StartState, history_check, preflight
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,6 @@ p99 146 -> 64 ms and 12% more throughput; young collections take ~12 ms, every s
 
 API_KEY_HEADER = "X-API-Key"
 REPLAY_HEADER = "Idempotent-Replay"
-_REPLAY_HEADER_RAW = REPLAY_HEADER.lower().encode()
 
 _api_key = APIKeyHeader(
     name=API_KEY_HEADER,
@@ -213,6 +212,10 @@ _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
 router = APIRouter()
 
 
+DECISION_PATH = "/v1/refund-decisions"
+_SCORERS = frozenset((Role.SCORER, Role.ADMIN))
+
+
 async def create_decision(body: RefundDecisionRequest, service: AsScorer) -> Response:
     """Decide a refund request and store the decision before answering.
 
@@ -222,195 +225,75 @@ async def create_decision(body: RefundDecisionRequest, service: AsScorer) -> Res
     `Idempotent-Replay: true`; with a different request, 409 `idempotency_conflict` naming
     the fields that differ. Role: scorer.
     """
-    return await _decision_response(service, body)
+    return decision_response(await service.decide(body))
 
 
-async def _decision_response(service: Service, body: RefundDecisionRequest) -> Response:
-    result = await service.decide(body)
+def decision_response(result: DecisionResult) -> Response:
+    """The HTTP answer of a decision: its stored JSON body as is, marked if replayed."""
     headers = {REPLAY_HEADER: "true"} if result.replayed else None
     return Response(result.body, media_type="application/json", headers=headers)
 
 
-_SCORERS = frozenset((Role.SCORER, Role.ADMIN))
+class DecisionRoute(APIRoute):
+    """The decision route: FastAPI's route, reading a request that is simply right in one step.
 
-
-DECISION_PATH = "/v1/refund-decisions"
-
-
-class RefundRiskAPI(FastAPI):
-    """The FastAPI app, with a direct path for the decision requests that are simply right.
-
-    A decision request passes through the whole middleware stack (error handling, telemetry,
-    body limit, latency, exception handlers, routing) and FastAPI's request handling (its
-    dependency resolution, the body parsed to Python objects and then validated); together
-    they cost about a third of a decision's time. A `POST /v1/refund-decisions` with a JSON
-    body, a scorer's (or admin's) key and a valid refund request is instead parsed and
-    validated in one step from its bytes, decided, timed for the latency histogram, and any
-    error answered with the one error body, as the handlers would. Every other request (no or
-    unknown key, a wrong role, another content type, an invalid body) is handed, body and all,
-    to the full stack, which answers it as it always has.
+    Every decision request passes through the whole middleware stack, the routing and the
+    exception handlers, like any other route. What differs is the handler: FastAPI's request
+    handling (dependency resolution; the body parsed to Python objects, then validated) costs
+    a large share of a decision's time, so a request with a JSON body, a scorer's (or admin's)
+    key and a valid refund request is instead parsed and validated from its bytes in one
+    step, and decided. Any other request (no or an unknown key, a wrong role, another content
+    type, an invalid body, the service not built) goes to FastAPI's own handler for the
+    route, which answers it as for any route; errors while deciding go to the same exception
+    handlers in both cases.
     """
 
-    body_limit: int = 1 << 20
-    """Largest request body in bytes (`Settings.max_body_bytes`); larger ones get 413."""
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        framework = super().get_route_handler()
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            # First of all, before any body is read or any key checked: a body over the limit
-            # is refused by its declared length, or as soon as its streamed chunks pass it.
-            declared = _content_length(scope)
-            if declared is not None and declared > self.body_limit:
-                await http_error(BodyTooLargeError(self.body_limit), 0).response()(
-                    scope, receive, send
-                )
-                return
-            receive = _limited(receive, self.body_limit)
-        service: Service | None = self.state.service
-        if service is None and scope["type"] == "http" and scope["path"] not in _WHILE_STARTING:
-            starting: StartState | None = self.state.starting
-            if starting is not None:
-                await _not_started(starting)(scope, receive, send)
-                return
-        if (
-            scope["type"] != "http"
-            or scope["path"] != DECISION_PATH
-            or scope["method"] != "POST"
-            or service is None
-        ):
-            await super().__call__(scope, receive, send)
-            return
-        started = time.perf_counter()
-        try:
-            received, request, raw = await _read_decision_request(service, scope, receive)
-        except BodyTooLargeError as exc:
-            await http_error(exc, 0).response()(scope, receive, send)
-            return
-        if request is None:
-            await super().__call__(scope, _replaying(received, receive), send)
-            return
-        status = 500
-        try:
-            try:
-                result = await service.decide(request, raw)
-            except Exception as exc:
-                response = http_error(exc, service.settings.retry_after_seconds).response()
-                status = response.status_code
-                await response(scope, receive, send)
-                return
-            # The headers `_decision_response` gives, written out: a Response object would
-            # build the same two messages at several times the cost.
-            body = result.body.encode()
-            headers = [
-                (b"content-length", str(len(body)).encode()),
-                (b"content-type", b"application/json"),
-            ]
-            if result.replayed:
-                headers.append((_REPLAY_HEADER_RAW, b"true"))
-            status = 200
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
-        finally:
-            elapsed = time.perf_counter() - started
-            service.metrics.observe_request("POST", DECISION_PATH, status, elapsed)
+        async def handle(request: Request) -> Response:
+            service: Service | None = request.app.state.service
+            if service is not None and request.app.state.direct_decisions:
+                read = await _simply_right(service, request)
+                if read is not None:
+                    return decision_response(await service.decide(*read))
+            return await framework(request)
+
+        return handle
 
 
-_WHILE_STARTING = frozenset(
-    {"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
-)
-"""What a served process answers before its service is built (with the OpenAPI document)."""
-
-STARTING_RETRY_AFTER_SECONDS = 5
-
-
-def _not_started(starting: StartState) -> Response:
-    """The answer to a request that needs the service before it is built."""
-    if starting.failure is not None:
-        message = f"the service failed to start: {starting.failure}"
-    else:
-        message = "the service is starting (loading the event history and the models); retry"
-    return JSONResponse(
-        {"error": ErrorBody(code="starting", message=message).model_dump()},
-        status_code=503,
-        headers={"Retry-After": str(STARTING_RETRY_AFTER_SECONDS)},
-    )
-
-
-async def _read_decision_request(
-    service: Service, scope: Scope, receive: Receive
-) -> tuple[list[Message], RefundDecisionRequest | None, bytes]:
-    """The messages read, the refund request if the call is a scorer's valid one, and the
-    body it was read from."""
+async def _simply_right(
+    service: Service, request: Request
+) -> tuple[RefundDecisionRequest, bytes] | None:
+    """The refund request and the body it was read from, if the call is a scorer's valid
+    request with a JSON body; None for FastAPI's handler to answer."""
     content_type = token = None
-    for name, value in scope["headers"]:
+    for name, value in request.scope["headers"]:
         if name == b"content-type" and content_type is None:
             content_type = value
         elif name == b"x-api-key" and token is None:
             token = value
-    received: list[Message] = []
     if content_type != b"application/json" or not token:
-        return received, None, b""
-    chunks = []
-    while True:
-        message = await receive()
-        received.append(message)
-        if message["type"] != "http.request":
-            return received, None, b""
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
+        return None
     principal = service.keys.authenticate(token.decode("latin-1"))
     if principal is None or principal.role not in _SCORERS:
-        return received, None, b""
-    raw = b"".join(chunks)
+        return None
     try:
-        return received, RefundDecisionRequest.model_validate_json(raw), raw
+        raw = await request.body()
+    except StarletteHTTPException:
+        raise  # a body over the limit: 413, as the framework answers it
+    except Exception:
+        return None  # the client went away mid-body: the framework says what it says
+    try:
+        return RefundDecisionRequest.model_validate_json(raw), raw
     except ValidationError:
-        return received, None, b""
-
-
-def _content_length(scope: Scope) -> int | None:
-    """The body length a request declares, if it declares a readable one."""
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
-
-
-def _limited(receive: Receive, limit: int) -> Receive:
-    """`receive`, raising `BodyTooLargeError` once the body's chunks pass `limit` bytes (a
-    body sent in chunks declares no length)."""
-    total = 0
-
-    async def counted() -> Message:
-        nonlocal total
-        message = await receive()
-        if message["type"] == "http.request":
-            total += len(message.get("body", b""))
-            if total > limit:
-                raise BodyTooLargeError(limit)
-        return message
-
-    return counted
-
-
-def _replaying(received: list[Message], receive: Receive) -> Receive:
-    """`receive`, giving back first the messages already read."""
-    pending = list(received)
-
-    async def replay() -> Message:
-        if pending:
-            return pending.pop(0)
-        return await receive()
-
-    return replay
+        return None
 
 
 router.add_api_route(
     DECISION_PATH,
     create_decision,
+    route_class_override=DecisionRoute,
     methods=["POST"],
     response_model=DecisionOut,
     responses={**_DECISION_ERRORS, **_UNAVAILABLE},
@@ -466,7 +349,8 @@ async def get_decision(
 ) -> StoredDecisionOut:
     """The decision as it was returned, the request it answered and the feature values used.
     Role: reviewer."""
-    return service.stored_decision(decision_id)
+    # A database read (and JSON decoding) for ops: off the event loop that serves decisions.
+    return await run_in_threadpool(service.stored_decision, decision_id)
 
 
 @router.get(
@@ -578,7 +462,9 @@ async def readyz(request: Request) -> Response:
     readiness = service.readiness()
     if readiness.checks["database"].ok:
         try:
-            history = history_check(service.engine, service.settings.require_history)
+            history = await run_in_threadpool(
+                history_check, service.engine, service.settings.require_history
+            )
         except sa.exc.SQLAlchemyError as exc:
             first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
             history = CheckOut(ok=False, detail=first[0] if first else "unreadable")
@@ -612,6 +498,7 @@ def create_app(
     freeze_gc: bool = True,
     service: Service | None = None,
     served: bool = False,
+    direct_decisions: bool = True,
 ) -> FastAPI:
     """The API, with a lifespan that builds the service from `settings` (or uses `service`).
 
@@ -626,6 +513,9 @@ def create_app(
     `/healthz` from its first second, `/readyz` with 503 `starting`, and every other route
     with 503 `starting` and a `Retry-After`. Otherwise the lifespan builds the service before
     the first request is answered.
+
+    `direct_decisions=False` sends every decision request through FastAPI's own request
+    handling (see `DecisionRoute`): the answers are the same, only slower.
 
     `freeze_gc` moves everything built at start-up out of the garbage collector's way: the
     models, the event store in memory and MLflow's modules are long-lived, and a full collection
@@ -707,7 +597,7 @@ def create_app(
             if lock is not None:
                 lock.release()
 
-    app = RefundRiskAPI(
+    app = FastAPI(
         title="Refund risk",
         version="1",
         summary="Decides refund requests: an action, a risk score, a credit tier and reasons.",
@@ -720,8 +610,8 @@ def create_app(
         ),
         lifespan=lifespan,
     )
-    app.body_limit = settings.max_body_bytes
     app.state.service = None
+    app.state.direct_decisions = direct_decisions
     app.state.starting = None
     app.state.alerts = alerts.load_alerts(settings.alerts)
     secret = None if settings.alert_secret is None else settings.alert_secret.get_secret_value()
@@ -734,5 +624,10 @@ def create_app(
         built: Service | None = app.state.service
         return None if built is None else built.metrics
 
+    # The first added runs innermost: a body over the limit is refused first of all, before
+    # any key is checked; then requests that need the service wait for it; the latency
+    # histogram times what gets past both.
     app.add_middleware(LatencyMiddleware, metrics=current_metrics)
+    app.add_middleware(StartingMiddleware, state=app.state)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     return app

@@ -578,9 +578,9 @@ class ReviewQueue:
                 "known_at": now,
                 "source": OUTCOME_SOURCE,
             }
-            # Last, so the builder's memory changes only once everything else has been written.
-            with self.store.joined(connection):
-                self.builder.append_many({"outcomes": [outcome]})
+            self.store.write({"outcomes": [outcome]}, connection)
+        # Once committed, as everywhere: memory never holds what the database may not have.
+        self.builder.remember({"outcomes": [outcome]})
         return record
 
     # --- what a reviewer needs beside the case -------------------------------------------------

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -632,3 +633,37 @@ def test_cases_of_decisions_logged_before_the_queue_existed_are_opened_by_the_mi
         cases = connection.execute(sa.select(REVIEW_CASES)).all()
     engine.dispose()
     assert [(c.case_id, c.status) for c in cases] == [("d1", "open")]
+
+
+def test_a_resolution_whose_commit_fails_leaves_the_builders_memory_as_it_was(
+    world: World, client: TestClient
+) -> None:
+    """The builder's memory changes after the commit, never before: a resolution the database
+    did not take leaves the customer's features as they were (and the case open); the same
+    resolution once committed changes them."""
+    case = open_case(world, client, 12)["case"]
+    service = service_of(client)
+    later = datetime.now(UTC) + timedelta(days=1)
+
+    def features() -> list[float]:
+        vector = service.builder.customer_vector(case["customer_id"], later)
+        assert vector is not None
+        return vector
+
+    before = features()
+
+    def refuse(connection: Any) -> None:
+        raise RuntimeError("the disk is full")
+
+    sa.event.listen(service.engine, "commit", refuse)
+    try:
+        with pytest.raises(RuntimeError, match="disk is full"):
+            service.reviews.resolve(case["case_id"], "reviewer", Resolution.REJECT_ABUSE)
+    finally:
+        sa.event.remove(service.engine, "commit", refuse)
+    np.testing.assert_array_equal(features(), before)
+    detail = client.get(f"/v1/reviews/{case['case_id']}", headers=key(world, "reviewer"))
+    assert detail.json()["case"]["status"] == "open"
+
+    service.reviews.resolve(case["case_id"], "reviewer", Resolution.REJECT_ABUSE)
+    assert not np.array_equal(features(), before, equal_nan=True)
