@@ -28,6 +28,25 @@ NOT_TIER_INPUTS: dict[str, str] = {
         )
         for window in ("7d", "30d", "90d", "365d", "all_time")
     },
+    **{
+        name: (
+            "a description of what the customer buys and how it claims, read by the abuse "
+            "model: a share or a mean moves either way with one more order, and the claim "
+            "counts repeat the windowed refund counts the tier already reads under its "
+            "constraints; the tiers were validated without them"
+        )
+        for name in (
+            "customer_orders_apparel_all_time",
+            "customer_share_of_orders_apparel_all_time",
+            "customer_orders_electronics_all_time",
+            "customer_share_of_orders_electronics_all_time",
+            "customer_orders_paid_disputably_all_time",
+            "customer_share_of_orders_paid_disputably_all_time",
+            "customer_mean_order_amount_all_time",
+            "customer_damage_claims_all_time",
+            "customer_claims_after_delivery_all_time",
+        )
+    },
 }
 """Customer features the tier model does not read, each with the reason."""
 
