@@ -90,4 +90,6 @@ def test_month_by_month_training_gives_the_all_at_once_model_and_figures(
     )
     fit = snapshots[snapshots["snapshot_at"].isin(whole.split.fit_dates)]
     expected_example = fit[has_history(fit)].loc[:, list(whole.features)].head(5)
-    pd.testing.assert_frame_equal(example, expected_example.reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        example.astype("float64"), expected_example.reset_index(drop=True).astype("float64")
+    )
