@@ -1,8 +1,4 @@
-"""The service's side of the event store: joint transactions, known orders, rows from requests.
-
-`JoinableEventStore` lets the online builder's appends join a transaction the service has open,
-so a decision and the refund request it appends are committed together (or not at all), and
-the builder's memory is updated by the same call that writes, as it always is.
+"""The service's side of the event store: known orders, rows from requests.
 
 `OrderTracker` answers "does the event store hold exactly this order?" so a decision request
 appends its order only when it is new or changed (shipped, delivered): re-writing a known order
@@ -13,12 +9,10 @@ changed it gives the stored row, which the change must respect (`data.facts.orde
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
 
 from data.facts import as_recorded
 from data.schema import ORDERS
@@ -32,29 +26,6 @@ _LINK_COLUMNS = (
     ("address", "address_id"),
     ("payment", "payment_fingerprint"),
 )
-
-
-class JoinableEventStore(EventStore):
-    """An event store whose writes can join an open transaction (see `joined`)."""
-
-    def __init__(self, engine: Engine) -> None:
-        super().__init__(engine)
-        self._joined: Connection | None = None
-
-    @contextmanager
-    def joined(self, connection: Connection) -> Iterator[None]:
-        """Within the block, writes without a connection of their own use `connection`."""
-        self._joined = connection
-        try:
-            yield
-        finally:
-            self._joined = None
-
-    def write(
-        self, rows: Mapping[str, Sequence[Mapping[str, Any]]], connection: Connection | None = None
-    ) -> dict[str, int]:
-        """Upsert rows (see `EventStore.write`), inside the joined transaction if there is one."""
-        return super().write(rows, connection if connection is not None else self._joined)
 
 
 def order_links(order: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -29,11 +29,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from features.online import OnlineFeatureBuilder
-from features.store import EVENT_TABLES
+from features.store import EVENT_TABLES, EventStore
 from refund_risk.errors import DataValidationError, NotFoundError
 from serving.db import API_KEYS, DECISIONS, REVIEW_CASES, REVIEW_RESOLUTIONS
 from serving.errors import ConflictError
-from serving.events import JoinableEventStore
 
 OUTCOME_SOURCE = "reviewer"
 """The outcome source of every review resolution."""
@@ -223,7 +222,7 @@ class ReviewQueue:
     def __init__(
         self,
         engine: Engine,
-        store: JoinableEventStore,
+        store: EventStore,
         builder: OnlineFeatureBuilder,
         claim_minutes: float,
         clock: Callable[[], datetime] = _now,

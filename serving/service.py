@@ -38,7 +38,7 @@ from sqlalchemy.engine import Engine
 from data.facts import as_recorded, order_changes, refund_problems
 from features.definitions import FEATURE_NAMES, FEATURE_VERSION
 from features.online import OnlineFeatureBuilder
-from features.store import settings_engine
+from features.store import EventStore, settings_engine
 from refund_risk.errors import (
     ConfigurationError,
     FactConflictError,
@@ -52,7 +52,6 @@ from serving.db import DecisionLog
 from serving.errors import DatabaseUnavailableError, RequestTooLargeError, http_error
 from serving.events import (
     ORDER_COLUMNS,
-    JoinableEventStore,
     OrderTracker,
     order_links,
     unique_rows,
@@ -144,7 +143,7 @@ class Service:
     def __init__(
         self,
         settings: Settings,
-        store: JoinableEventStore,
+        store: EventStore,
         builder: OnlineFeatureBuilder,
         metrics: Metrics,
         snapshot: Snapshot,
@@ -206,7 +205,7 @@ class Service:
         engine = settings_engine(settings)
         db.tune_sqlite(engine)
         try:
-            store = JoinableEventStore(engine)
+            store = EventStore(engine)
             store.migrate()
             db.migrate(engine)
             db.record_feature_names(engine, FEATURE_VERSION, FEATURE_NAMES)
